@@ -1,0 +1,63 @@
+"""The ``v3d`` command: demo, data, bench, and the geometry modules (pose, flow).
+
+Each subcommand group lives beside the code it drives (``vision3d/<part>/cli.py``) and
+imports its heavy dependencies inside the command, so ``v3d --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vision3d.data.cli import app as data_app
+
+app = typer.Typer(
+    name="v3d",
+    help="vision3d: recent 3D-vision methods for nerfstudio users, on GPU and CPU.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data_app, name="data", help="Render, import and inspect scenes (nerfstudio transforms.json).")
+
+
+@app.command()
+def info() -> None:
+    """Print versions and which compiled backends (CUDA, gsplat, tiny-cuda-nn) can run here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vision3d import __version__, backends
+
+    table = Table(title=f"vision3d {__version__}")
+    table.add_column("component")
+    table.add_column("status")
+    for key, value in backends.describe().items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    output: str = typer.Option("outputs/demo", help="Folder for the demo's pictures and numbers."),
+) -> None:
+    """Run the main job on the bundled scene (no Blender, no GPU, no download needed)."""
+    from vision3d.demo import run_demo
+
+    run_demo(output)
+
+
+@app.command()
+def bench(
+    name: str = typer.Argument("all", help="Benchmark script in benchmarks/ (without .py), or 'all'."),
+) -> None:
+    """Run the benchmark scripts in benchmarks/; each prints a measured table."""
+    from vision3d.bench import run_benchmarks
+
+    run_benchmarks(name)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
