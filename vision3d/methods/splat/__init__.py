@@ -1,0 +1,1 @@
+"""The CPU-capable splatfacto that det-gs and romap build on."""
