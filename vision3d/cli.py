@@ -38,11 +38,13 @@ def info() -> None:
 @app.command()
 def demo(
     output: str = typer.Option("outputs/demo", help="Folder for the demo's pictures and numbers."),
+    steps: int = typer.Option(2000, help="Training steps."),
+    method: str = typer.Option("vision3d-splat", help="nerfstudio method to train (one of ours)."),
 ) -> None:
-    """Run the main job on the bundled scene (no Blender, no GPU, no download needed)."""
+    """Train on the bundled scene and evaluate held-out views (no Blender, no GPU, no download needed)."""
     from vision3d.demo import run_demo
 
-    run_demo(output)
+    run_demo(output, steps=steps, method=method)
 
 
 @app.command()
@@ -56,7 +58,14 @@ def bench(
 
 
 def main() -> None:
-    app()
+    """Entry point: user-facing errors (bad files, missing tools or weights) print as one line, exit code 1."""
+    from vision3d.errors import Vision3DError
+
+    try:
+        app()
+    except Vision3DError as err:
+        typer.secho(f"error: {err}", err=True, fg="red")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vision3d.errors import Vision3DError
+
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
 
-class SceneError(ValueError):
+class SceneError(Vision3DError, ValueError):
     """A scene file is missing, unreadable or inconsistent. The message names the file and the problem."""
 
 

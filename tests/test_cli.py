@@ -1,0 +1,46 @@
+"""The v3d command: real --help for every group, info reports the backends."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from vision3d.cli import app
+
+RUNNER = CliRunner()
+
+
+def test_help_lists_groups():
+    result = RUNNER.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "data", "bench", "info"):
+        assert command in result.output
+
+
+def test_info_reports_backends():
+    result = RUNNER.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "gsplat_cuda_ops" in result.output and "default_device" in result.output
+
+
+def test_data_info_names_the_bad_file(tmp_path):
+    result = RUNNER.invoke(app, ["data", "info", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "transforms.json" in str(result.exception)
+
+
+def test_bench_unknown_name_is_a_clear_error():
+    result = RUNNER.invoke(app, ["bench", "no-such-benchmark"])
+    assert result.exit_code != 0
+    assert "no benchmark 'no-such-benchmark'" in result.output + str(result.exception)
+
+
+def test_v3d_prints_bad_input_as_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    v3d = Path(sys.executable).parent / "v3d"
+    result = subprocess.run([str(v3d), "data", "info", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path}/transforms.json: no such file (a scene folder needs a nerfstudio transforms.json)"
+    assert "Traceback" not in result.stderr
