@@ -1,0 +1,77 @@
+"""Geometric consistency checks for scenes with depth: reprojection between views and flow from depth.
+
+They check that a scene's depth, poses and intrinsics agree (our renders, importers and bundled scene are
+tested with them) and they tell a user whether their own RGB-D capture is usable. Conventions are those
+of ``transforms.json``: ``c2w`` camera-to-world [4, 4] in OpenGL axes (camera looks down -Z), planar
+z-depth in metres (0 = unknown), pixel centres at +0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:  # noqa: N803
+    """World points [H, W, 3] of planar z-depth ``depth`` [H, W] (NaN where depth <= 0)."""
+    h, w = depth.shape
+    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    z = np.where(depth > 0, depth, np.nan)
+    cam_cv = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
+    c2w_cv = np.asarray(c2w, dtype=np.float64) @ _GL_TO_CV
+    return cam_cv @ c2w_cv[:3, :3].T + c2w_cv[:3, 3]
+
+
+def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    """Pixel coordinates [..., 2] (x right, y down, centres at +0.5) and planar depth [...] of world points."""
+    w2c_cv = np.linalg.inv(np.asarray(c2w, dtype=np.float64) @ _GL_TO_CV)
+    cam = points @ w2c_cv[:3, :3].T + w2c_cv[:3, 3]
+    z = cam[..., 2]
+    uv = np.stack([K[0, 0] * cam[..., 0] / z + K[0, 2], K[1, 1] * cam[..., 1] / z + K[1, 2]], -1)
+    return uv, z
+
+
+def flow_from_depth(depth: np.ndarray, K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Forward flow [H, W, 2] in pixels from view a to view b of a static scene (NaN where depth is unknown)."""
+    h, w = depth.shape
+    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    uv_b, _ = project(backproject(depth, K, c2w_a), K, c2w_b)
+    return uv_b - np.stack([u, v], -1)
+
+
+def reprojection_depth_error(
+    depth_a: np.ndarray,  # [H, W] metres
+    depth_b: np.ndarray,  # [H, W] metres
+    K: np.ndarray,  # noqa: N803  [3, 3]
+    c2w_a: np.ndarray,  # [4, 4]
+    c2w_b: np.ndarray,  # [4, 4]
+    K_b: np.ndarray | None = None,  # noqa: N803
+) -> np.ndarray:
+    """Relative depth errors |z_pred - z_b| / z_b of view a's points that land inside view b.
+
+    Each pixel of ``depth_a`` is lifted to 3D, projected into b, and its predicted depth is compared with
+    ``depth_b`` interpolated bilinearly there (only where all four neighbours are known). Occluded points
+    give large errors, so look at the median.
+    """
+    K_b = K if K_b is None else K_b  # noqa: N806
+    uv, z = project(backproject(depth_a, K, c2w_a), K_b, c2w_b)
+    observed = sample_bilinear(depth_b, uv)
+    ok = np.isfinite(z) & (z > 0) & np.isfinite(observed)
+    return np.abs(z[ok] - observed[ok]) / observed[ok]
+
+
+def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """``image`` [H, W] at pixel coordinates ``uv`` [..., 2] (centres at +0.5); NaN outside the image or
+    where one of the four neighbours is unknown (<= 0 or NaN)."""
+    h, w = image.shape
+    x = np.nan_to_num(uv[..., 0], nan=-10.0) - 0.5
+    y = np.nan_to_num(uv[..., 1], nan=-10.0) - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    inside = (x0 >= 0) & (x0 + 1 < w) & (y0 >= 0) & (y0 + 1 < h)
+    x0c, y0c = np.clip(x0, 0, w - 2), np.clip(y0, 0, h - 2)
+    fx, fy = x - x0c, y - y0c
+    img = np.where(image > 0, image.astype(np.float64), np.nan)
+    value = (img[y0c, x0c] * (1 - fx) * (1 - fy) + img[y0c, x0c + 1] * fx * (1 - fy)
+             + img[y0c + 1, x0c] * (1 - fx) * fy + img[y0c + 1, x0c + 1] * fx * fy)
+    return np.where(inside, value, np.nan)
