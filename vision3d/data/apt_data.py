@@ -24,9 +24,19 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vision3d.errors import Vision3DError
 
-class AptUnavailableError(RuntimeError):
+
+class AptUnavailableError(Vision3DError, RuntimeError):
     """apt (or dpkg-deb) is missing, or cannot download the package. The message says which and why."""
+
+
+class NotInPackageError(Vision3DError, FileNotFoundError):
+    """The downloaded package does not hold the requested file (a different package version?)."""
+
+
+class UnknownMeshError(Vision3DError, ValueError):
+    """A mesh name that :data:`MESHES` does not know."""
 
 
 def cache_root() -> Path:
@@ -72,26 +82,35 @@ def extract_from_deb(package: str, member: str) -> Path:
 
     Returns its path under ``<cache>/apt/<package>/``.
     """
-    member = member.lstrip("/").removeprefix("./")
+    return extract_files(package, [member])[0]
+
+
+def extract_files(package: str, members: list[str]) -> list[Path]:
+    """Extract several files or folders of ``package`` with one pass over the ``.deb``; cached."""
+    members = [m.lstrip("/").removeprefix("./") for m in members]
     root = apt_cache_dir() / package
-    target = root / member
-    marker = root / ".extracted" / member.replace("/", "__")
-    if marker.exists() and target.exists():
-        return target
+    targets = [root / m for m in members]
+    markers = [root / ".extracted" / m.replace("/", "__") for m in members]
+    missing = [m for m, t, k in zip(members, targets, markers, strict=True) if not (k.exists() and t.exists())]
+    if not missing:
+        return targets
     deb = download_deb(package)
     if shutil.which("dpkg-deb") is None:
         raise AptUnavailableError("dpkg-deb is not installed here; cannot unpack Debian packages")
     root.mkdir(parents=True, exist_ok=True)
     fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    untar = subprocess.run(["tar", "x", "-C", str(root), f"./{member}"], stdin=fsys.stdout, capture_output=True,
-                           text=True)
+    untar = subprocess.run(["tar", "x", "-C", str(root), *(f"./{m}" for m in missing)], stdin=fsys.stdout,
+                           capture_output=True, text=True)
     fsys.stdout.close()
     fsys.wait()
-    if fsys.returncode != 0 or untar.returncode != 0 or not target.exists():
-        raise FileNotFoundError(f"{member} is not in {deb.name}: {untar.stderr.strip()[-500:]}")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    return target
+    absent = [m for m in missing if not (root / m).exists()]
+    if fsys.returncode != 0 or untar.returncode != 0 or absent:
+        raise NotInPackageError(f"{', '.join(absent) or missing[0]} not extracted from {deb.name}: "
+                                f"{untar.stderr.strip()[-500:]}")
+    for marker in markers:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    return targets
 
 
 @dataclass(frozen=True)
@@ -145,12 +164,10 @@ MESHES: dict[str, MeshSource] = {
 def fetch_mesh(name: str) -> Path:
     """Path of the real mesh ``name`` (a key of :data:`MESHES`), fetched from apt and cached."""
     if name not in MESHES:
-        raise KeyError(f"unknown mesh {name!r}; known: {', '.join(sorted(MESHES))}")
+        raise UnknownMeshError(f"unknown mesh {name!r}; known: {', '.join(sorted(MESHES))}")
     src = MESHES[name]
     if src.archive is None:
-        for extra in src.extra_files:
-            extract_from_deb(src.package, extra)
-        return extract_from_deb(src.package, src.path)
+        return extract_files(src.package, [src.path, *src.extra_files])[0]
     target = apt_cache_dir() / src.package / "unpacked" / src.path
     if target.exists():
         return target
@@ -159,7 +176,7 @@ def fetch_mesh(name: str) -> Path:
         try:
             info = tar.getmember(src.path)
         except KeyError as exc:
-            raise FileNotFoundError(f"{src.path} is not in {archive}") from exc
+            raise NotInPackageError(f"{src.path} is not in {archive}") from exc
         target.parent.mkdir(parents=True, exist_ok=True)
         data = tar.extractfile(info).read()
     tmp = target.with_suffix(target.suffix + ".part")

@@ -301,8 +301,8 @@ def camera_path(kind, n, radius, rng, room=None, centre=(0.0, 0.0, 0.0)):
     elif kind == "walk":
         # inside the room: along an ellipse through 3/4 of a turn at eye height, looking ahead and inwards
         (x0, y0, _), (x1, y1, z1) = room
-        ax, ay = 0.62 * (x1 - x0) / 2, 0.62 * (y1 - y0) / 2
-        height = cz + 0.25
+        ax, ay = 0.7 * (x1 - x0) / 2, 0.7 * (y1 - y0) / 2
+        height = room[0][2] + 0.6
         sweep = 1.5 * math.pi
 
         def point(t):
@@ -384,11 +384,12 @@ def main():
                 image_material("model", cfg.get("model_texture"), (0.80, 0.72, 0.60), projection="BOX",
                                scale=0.8, roughness=0.5)
             )
-    transform, lo, hi = normalise(model, cfg.get("size", 1.0))
+    kind = cfg["path"]
+    # a unit-size model; smaller inside the walk-through room so that the room is seen too
+    transform, lo, hi = normalise(model, cfg.get("size", 0.6 if kind == "walk" else 1.0))
     bound_radius = float(np.linalg.norm(hi - lo) / 2)
     centre = tuple(float(c) for c in (lo + hi) / 2)
 
-    kind = cfg["path"]
     parts = [(o, 0) for o in model]
     room = None
     if kind == "walk":

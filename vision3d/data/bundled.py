@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vision3d.errors import Vision3DError
+
+
+class BundledSceneNotFoundError(Vision3DError, FileNotFoundError):
+    """No bundled scene of that name."""
+
+
 BUNDLED_DIR = Path(__file__).with_name("bundled")
 DEFAULT_SCENE = "armadillo"
 
@@ -22,5 +29,5 @@ def bundled_scene_path(name: str = DEFAULT_SCENE) -> Path:
     path = BUNDLED_DIR / name
     if not (path / "transforms.json").is_file():
         have = ", ".join(bundled_scenes()) or "none"
-        raise FileNotFoundError(f"no bundled scene {name!r} in {BUNDLED_DIR} (bundled: {have})")
+        raise BundledSceneNotFoundError(f"no bundled scene {name!r} in {BUNDLED_DIR} (bundled: {have})")
     return path

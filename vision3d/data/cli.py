@@ -40,20 +40,15 @@ def render(
     force: bool = typer.Option(False, help="Render again even if the folder holds this exact scene."),
 ) -> None:
     """Render a real scene with Blender (Cycles, CPU) into nerfstudio's transforms.json format."""
-    from rich.console import Console
-
-    from vision3d.data.render import RenderError, render_scene
+    from vision3d.data.render import render_scene
 
     width, _, height = res.lower().partition("x")
-    console = Console()
-    try:
-        scene = render_scene(model, out, path=path, views=views, width=int(width), height=int(height or width),
-                             spp=spp, hdri=hdri, ground=ground, texture=texture, seed=seed, fov_deg=fov, up=up,
-                             mesh_max_faces=mesh_max_faces, force=force)
-    except (RenderError, KeyError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    console.print(f"scene written to {scene / 'transforms.json'}")
+    if not (width.isdigit() and (height == "" or height.isdigit())):
+        raise typer.BadParameter(f"--res must be N or WxH, got {res!r}")
+    scene = render_scene(model, out, path=path, views=views, width=int(width), height=int(height or width),
+                         spp=spp, hdri=hdri, ground=ground, texture=texture, seed=seed, fov_deg=fov, up=up,
+                         mesh_max_faces=mesh_max_faces, force=force)
+    typer.echo(f"scene written to {scene / 'transforms.json'}")
 
 
 @app.command("fetch-mesh")
@@ -61,15 +56,20 @@ def fetch_mesh(
     name: str = typer.Argument(..., help="bunny, armadillo, dragon, elephant, cow, bull or duck."),
 ) -> None:
     """Fetch a real mesh from Debian (apt-get download, no install) and print its path, origin and licence."""
-    from rich.console import Console
-
     from vision3d.data import apt_data
 
-    console = Console()
-    try:
-        path = apt_data.fetch_mesh(name)
-    except (apt_data.AptUnavailableError, KeyError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    path = apt_data.fetch_mesh(name)
     src = apt_data.MESHES[name]
-    console.print(f"{path}\norigin: {src.origin}\nlicence: {src.licence}")
+    typer.echo(f"{path}\norigin: {src.origin}\nlicence: {src.licence}")
+
+
+@app.command("import-visp")
+def import_visp(
+    out: Path = typer.Argument(..., help="Scene folder to write (transforms.json, images/, depths/)."),
+    source: Path = typer.Option(None, help="A Castle-simu folder; default: fetched from Debian's visp-images-data."),
+) -> None:
+    """Import ViSP's Castle-simu (40 rendered frames, GT poses and depth) as a nerfstudio scene."""
+    from vision3d.data.visp import import_castle_simu
+
+    scene = import_castle_simu(out, source)
+    typer.echo(f"scene written to {scene / 'transforms.json'}")

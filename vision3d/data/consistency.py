@@ -1,43 +1,47 @@
 """Geometric consistency checks for scenes with depth: reprojection between views and flow from depth.
 
 They check that a scene's depth, poses and intrinsics agree (our renders, importers and bundled scene are
-tested with them) and they tell a user whether their own RGB-D capture is usable. Conventions are those
-of ``transforms.json``: ``c2w`` camera-to-world [4, 4] in OpenGL axes (camera looks down -Z), planar
-z-depth in metres (0 = unknown), pixel centres at +0.5.
+tested with them) and tell a user whether their own RGB-D capture is usable. Conventions are those of
+``transforms.json``: ``c2w`` camera-to-world [4, 4] in OpenGL axes (camera looks down -Z), planar z-depth
+in metres (0 = unknown), pixel centres at +0.5. The maths is :mod:`vision3d.geometry`'s (float64 torch);
+these wrappers take and return numpy arrays for one view at a time.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+from vision3d.geometry.camera import pixel_grid, project_points, unproject_depth
+from vision3d.geometry.se3 import invert_pose, opengl_to_opencv, transform_points
+
+
+def _t(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
 
 
 def backproject(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:  # noqa: N803
     """World points [H, W, 3] of planar z-depth ``depth`` [H, W] (NaN where depth <= 0)."""
-    h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    z = np.where(depth > 0, depth, np.nan)
-    cam_cv = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1)
-    c2w_cv = np.asarray(c2w, dtype=np.float64) @ _GL_TO_CV
-    return cam_cv @ c2w_cv[:3, :3].T + c2w_cv[:3, 3]
+    d = _t(depth)
+    cam = unproject_depth(d[None], _t(K)[None])[0]  # [H, W, 3], OpenCV axes
+    world = transform_points(opengl_to_opencv(_t(c2w)), cam.reshape(-1, 3)).reshape(cam.shape)
+    return torch.where((d > 0)[..., None], world, torch.nan).numpy()
 
 
 def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
     """Pixel coordinates [..., 2] (x right, y down, centres at +0.5) and planar depth [...] of world points."""
-    w2c_cv = np.linalg.inv(np.asarray(c2w, dtype=np.float64) @ _GL_TO_CV)
-    cam = points @ w2c_cv[:3, :3].T + w2c_cv[:3, 3]
-    z = cam[..., 2]
-    uv = np.stack([K[0, 0] * cam[..., 0] / z + K[0, 2], K[1, 1] * cam[..., 1] / z + K[1, 2]], -1)
-    return uv, z
+    pts = _t(points)
+    w2c = invert_pose(opengl_to_opencv(_t(c2w)))
+    cam = transform_points(w2c, pts.reshape(-1, 3))
+    uv, z = project_points(cam[None], _t(K)[None])
+    return uv[0].reshape(*pts.shape[:-1], 2).numpy(), z[0].reshape(pts.shape[:-1]).numpy()
 
 
 def flow_from_depth(depth: np.ndarray, K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray) -> np.ndarray:  # noqa: N803
     """Forward flow [H, W, 2] in pixels from view a to view b of a static scene (NaN where depth is unknown)."""
     h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     uv_b, _ = project(backproject(depth, K, c2w_a), K, c2w_b)
-    return uv_b - np.stack([u, v], -1)
+    return uv_b - pixel_grid(h, w, dtype=torch.float64).numpy()
 
 
 def reprojection_depth_error(

@@ -42,15 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
+from vision3d.errors import Vision3DError
+
 SCRIPT = Path(__file__).with_name("blender_script.py")
 HDRI_DIR = Path("/usr/share/blender/datafiles/studiolights/world")
 CAMERA_PATHS = ("orbit", "forward", "walk")
 PHOTO_TEXTURES = ("brick", "grass", "gravel", "camera", "coffee", "chelsea", "rocket", "astronaut")
 BLENDER_INSTALL_HINT = "apt-get install -y blender python3-numpy"
+FORMAT_VERSION = 1  # bump when the files written change, so cached scenes are rendered again
 NO_HIT_DEPTH = 1e3  # metres; Blender writes ~1e10 where a ray hits nothing
 
 
-class RenderError(RuntimeError):
+class RenderError(Vision3DError, RuntimeError):
     """Blender or one of the render's inputs failed; the message says what and shows Blender's last lines."""
 
 
@@ -196,7 +199,7 @@ def render_scene(
     ground, texture, walls = (resolve_texture(t) for t in (cfg.ground, cfg.texture, cfg.walls))
 
     key_data = {"config": asdict(cfg), "model": _file_hash(model_path), "script": _file_hash(SCRIPT),
-                "driver": _file_hash(Path(__file__)), "hdri": str(hdri)}
+                "format": FORMAT_VERSION, "hdri": str(hdri)}
     cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     transforms_path = out / "transforms.json"
     if transforms_path.is_file() and not force:
