@@ -29,6 +29,10 @@ from .tiles import TileBins
 # Skip exp() when σ is certainly past the 1/255 cut: σ > log(255·o) + margin. The exact
 # test still decides every case the margin lets through, so results are unchanged.
 _PREFILTER_MARGIN = 1e-3
+# Tiles are split into SUB×SUB pixel blocks; a block only visits the Gaussians whose
+# {σ <= cut} ellipse reaches it (plus one pixel of slack). Gaussians left out of a block
+# have α < 1/255 at all its pixels, so the skip is exact: it only saves work.
+SUB = 4
 
 
 @numba.njit(cache=True)
@@ -59,6 +63,53 @@ def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors):
     return gx, gy, ca, cb, cc, op, cut, col
 
 
+@numba.njit(cache=True)
+def _block_lists(gx, gy, ca, cb, cc, cut, x0, y0, tile_size):
+    """Per SUB×SUB block of the tile at pixel (x0, y0): the tile-list positions that can reach it.
+
+    Returns CSR ``(block_offsets [nb*nb + 1], block_ids)``, each block's ids in list (depth) order.
+    """
+    nb = (tile_size + SUB - 1) // SUB
+    n = gx.shape[0]
+    lo = np.zeros((n, 2), np.int64)
+    hi = np.zeros((n, 2), np.int64)  # exclusive block bounds, x then y
+    for k in range(n):
+        if not cut[k] >= 0:  # α < 1/255 everywhere: never composited
+            continue
+        det = ca[k] * cc[k] - cb[k] * cb[k]
+        if det > 0 and math.isfinite(det):
+            hx = math.sqrt(2.0 * cut[k] * cc[k] / det) + 1.0  # ellipse half-extents (px) + slack
+            hy = math.sqrt(2.0 * cut[k] * ca[k] / det) + 1.0
+            # pixel centres are at index + 0.5
+            px0, px1 = math.floor(gx[k] - 0.5 - hx) - x0, math.ceil(gx[k] - 0.5 + hx) - x0
+            py0, py1 = math.floor(gy[k] - 0.5 - hy) - y0, math.ceil(gy[k] - 0.5 + hy) - y0
+            if not (math.isfinite(px0) and math.isfinite(px1) and math.isfinite(py0) and math.isfinite(py1)):
+                lo[k, 0], lo[k, 1], hi[k, 0], hi[k, 1] = 0, 0, nb, nb
+                continue
+            lo[k, 0] = min(max(px0 // SUB, 0), nb)
+            hi[k, 0] = min(max(px1 // SUB + 1, 0), nb)
+            lo[k, 1] = min(max(py0 // SUB, 0), nb)
+            hi[k, 1] = min(max(py1 // SUB + 1, 0), nb)
+        else:
+            lo[k, 0], lo[k, 1], hi[k, 0], hi[k, 1] = 0, 0, nb, nb
+    boff = np.zeros(nb * nb + 1, np.int64)
+    for k in range(n):
+        for by in range(lo[k, 1], hi[k, 1]):
+            for bx in range(lo[k, 0], hi[k, 0]):
+                boff[by * nb + bx + 1] += 1
+    for b in range(nb * nb):
+        boff[b + 1] += boff[b]
+    bids = np.empty(boff[nb * nb], np.int64)
+    cursor = boff[:-1].copy()
+    for k in range(n):
+        for by in range(lo[k, 1], hi[k, 1]):
+            for bx in range(lo[k, 0], hi[k, 0]):
+                b = by * nb + bx
+                bids[cursor[b]] = k
+                cursor[b] += 1
+    return boff, bids
+
+
 @numba.njit(parallel=True, cache=True)
 def _composite_fwd(
     means2d,  # [P, 2]
@@ -74,25 +125,32 @@ def _composite_fwd(
     tile_height,
     out_colors,  # [C, H, W, D] zero-initialised
     out_trans,  # [C, H, W] final transmittance
-    out_last,  # [C, H, W] int32: position (in the tile list) of the last Gaussian used, -1 if none
+    out_last,  # [C, H, W] int32: position in the pixel's block list of the last Gaussian used, -1 if none
 ):
     height, width, D = out_colors.shape[1], out_colors.shape[2], out_colors.shape[3]
     alpha_max, alpha_min, t_min, one, half = consts[0], consts[1], consts[2], consts[3], consts[4]
     tiles_per_cam = tile_width * tile_height
+    nb = (tile_size + SUB - 1) // SUB
     for t in numba.prange(offsets.shape[0] - 1):
         cam = t // tiles_per_cam
         ty = (t % tiles_per_cam) // tile_width
         tx = t % tile_width
+        x0, y0 = tx * tile_size, ty * tile_size
         start, end = offsets[t], offsets[t + 1]
         gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors)
-        n = end - start
-        for py in range(ty * tile_size, min((ty + 1) * tile_size, height)):
+        boff, bids = _block_lists(gx, gy, ca, cb, cc, cut, x0, y0, tile_size)
+        acc = np.empty(D, colors.dtype)
+        for py in range(y0, min(y0 + tile_size, height)):
             fy = centers[py]
-            for px in range(tx * tile_size, min((tx + 1) * tile_size, width)):
+            for px in range(x0, min(x0 + tile_size, width)):
                 fx = centers[px]
+                b = ((py - y0) // SUB) * nb + (px - x0) // SUB
                 trans = one
                 last = -1
-                for k in range(n):
+                for d in range(D):
+                    acc[d] = 0
+                for j in range(boff[b], boff[b + 1]):
+                    k = bids[j]
                     dx = gx[k] - fx
                     dy = gy[k] - fy
                     sigma = half * (ca[k] * dx * dx + cc[k] * dy * dy) + cb[k] * dx * dy
@@ -106,9 +164,11 @@ def _composite_fwd(
                         break
                     w = alpha * trans
                     for d in range(D):
-                        out_colors[cam, py, px, d] += w * col[k, d]
+                        acc[d] += w * col[k, d]
                     trans = next_t
-                    last = k
+                    last = j
+                for d in range(D):
+                    out_colors[cam, py, px, d] = acc[d]
                 out_trans[cam, py, px] = trans
                 out_last[cam, py, px] = last
 
@@ -139,19 +199,22 @@ def _composite_bwd(
     height, width, D = v_colors_px.shape[1], v_colors_px.shape[2], v_colors_px.shape[3]
     alpha_max, alpha_min, one, half = consts[0], consts[1], consts[3], consts[4]
     tiles_per_cam = tile_width * tile_height
+    nb = (tile_size + SUB - 1) // SUB
     for t in numba.prange(offsets.shape[0] - 1):
         cam = t // tiles_per_cam
         ty = (t % tiles_per_cam) // tile_width
         tx = t % tile_width
+        x0, y0 = tx * tile_size, ty * tile_size
         start, end = offsets[t], offsets[t + 1]
         if end == start:
             continue
         gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors)
+        boff, bids = _block_lists(gx, gy, ca, cb, cc, cut, x0, y0, tile_size)
         buffer = np.empty(D, colors.dtype)
         vc = np.empty(D, colors.dtype)
-        for py in range(ty * tile_size, min((ty + 1) * tile_size, height)):
+        for py in range(y0, min(y0 + tile_size, height)):
             fy = centers[py]
-            for px in range(tx * tile_size, min((tx + 1) * tile_size, width)):
+            for px in range(x0, min(x0 + tile_size, width)):
                 fx = centers[px]
                 t_final = trans_final[cam, py, px]
                 trans = t_final
@@ -159,7 +222,9 @@ def _composite_bwd(
                 for d in range(D):
                     buffer[d] = 0
                     vc[d] = v_colors_px[cam, py, px, d]
-                for k in range(last_ids[cam, py, px], -1, -1):
+                b = ((py - y0) // SUB) * nb + (px - x0) // SUB
+                for j in range(last_ids[cam, py, px], boff[b] - 1, -1):
+                    k = bids[j]
                     dx = gx[k] - fx
                     dy = gy[k] - fy
                     sigma = half * (ca[k] * dx * dx + cc[k] * dy * dy) + cb[k] * dx * dy
@@ -191,6 +256,15 @@ def _composite_bwd(
                         v_opacities[i] += vis * v_alpha
                     for d in range(D):
                         buffer[d] += col[k, d] * fac
+
+
+@numba.njit(cache=True)
+def _scatter_rows(per_isect, flatten_ids, out):  # [n_isects, F] -> out [P, F] (+=)
+    """Sum per-intersection gradient rows into their Gaussians (serial: no races)."""
+    for i in range(flatten_ids.shape[0]):
+        g = flatten_ids[i]
+        for f in range(per_isect.shape[1]):
+            out[g, f] += per_isect[i, f]
 
 
 def _constants(dtype, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,9 +317,14 @@ class _RasterizeToPixels(torch.autograd.Function):
             v_m, v_abs, v_con, v_col, v_op,
         )  # fmt: skip
 
+        fids = flatten_ids.numpy()
+
         def scatter(per_isect: np.ndarray, like: Tensor) -> Tensor:
-            out = torch.zeros(like.shape, dtype=like.dtype)
-            return out.index_add_(0, flatten_ids, torch.from_numpy(per_isect).to(like.dtype))
+            rows = per_isect.reshape(n_isects, -1 if per_isect.ndim == 2 else 1) if n_isects else per_isect
+            out = np.zeros((like.shape[0], rows.shape[1] if per_isect.ndim == 2 else 1), np_dtype)
+            if n_isects:
+                _scatter_rows(rows, fids, out)
+            return torch.from_numpy(out).reshape(like.shape).to(like.dtype)
 
         if ctx.absgrad_target is not None:
             ctx.absgrad_target.absgrad = scatter(v_abs, means2d).reshape(ctx.absgrad_target.shape)

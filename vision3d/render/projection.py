@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _mm(a: Tensor, b: Tensor) -> Tensor:  # [..., i, j] @ [..., j, k] -> [..., i, k]
+    """Product of small matrices by broadcasting; much faster than batched bmm for 3×3 on CPU."""
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
 def quat_to_rotmat(quats: Tensor) -> Tensor:  # [..., 4] wxyz -> [..., 3, 3]
     """Rotation matrices from (not necessarily normalised) wxyz quaternions."""
     w, x, y, z = F.normalize(quats, p=2, dim=-1).unbind(-1)
@@ -42,7 +47,7 @@ def quat_scale_to_covar(
 ) -> Tensor:  # [N, 3, 3]
     """World-space covariances ``R S² Rᵀ``."""
     m = quat_to_rotmat(quats) * scales[..., None, :]  # [N, 3, 3]
-    return m @ m.transpose(-1, -2)
+    return _mm(m, m.transpose(-1, -2))
 
 
 def world_to_cam(
@@ -53,8 +58,9 @@ def world_to_cam(
     """Means and covariances in each camera's frame."""
     rot = viewmats[:, :3, :3]  # [C, 3, 3]
     t = viewmats[:, :3, 3]  # [C, 3]
-    means_c = torch.einsum("cij,nj->cni", rot, means) + t[:, None, :]
-    covars_c = torch.einsum("cij,njk,clk->cnil", rot, covars, rot)
+    means_c = (rot[:, None, :, :] * means[None, :, None, :]).sum(-1) + t[:, None, :]
+    rot = rot[:, None]  # [C, 1, 3, 3]
+    covars_c = _mm(_mm(rot, covars[None]), rot.transpose(-1, -2))
     return means_c, covars_c
 
 
@@ -81,7 +87,7 @@ def persp_proj(
     jac = torch.stack(
         [fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], dim=-1
     ).reshape(z.shape + (2, 3))  # [C, N, 2, 3]
-    covars2d = jac @ covars_c @ jac.transpose(-1, -2)
+    covars2d = _mm(_mm(jac, covars_c), jac.transpose(-1, -2))
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
     return means2d, covars2d
 
