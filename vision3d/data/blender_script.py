@@ -293,8 +293,8 @@ def camera_path(kind, n, radius, rng, room=None, centre=(0.0, 0.0, 0.0)):
         right, up = frame.col[0].to_3d(), frame.col[1].to_3d()
         spread = 0.18 * radius
         for i in range(n + 1):
-            t = i / max(n - 1, 1)
-            theta = 2 * math.pi * 2.0 * t
+            t = i / n
+            theta = 2 * math.pi * 2.0 * t  # two turns, evenly spaced in angle for any n
             rho = spread * (0.35 + 0.65 * t)
             eye = base + right * (rho * math.cos(theta)) + up * (0.6 * rho * math.sin(theta))
             poses.append(look_at(eye, centre))
