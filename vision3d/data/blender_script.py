@@ -232,7 +232,8 @@ def add_ground(z, half, texture):
 
 
 def add_room(lo, hi, floor_texture, wall_texture):
-    """An open-top room (floor and four inward-facing walls): the HDRI lights it through the open ceiling."""
+    """An open-top room (floor and four inward-facing walls), lit by the HDRI through the open top and by an
+    area light (a skylight) just above it."""
     (x0, y0, z0), (x1, y1, z1) = lo, hi
     floor = add_box_mesh(
         "floor",
@@ -249,6 +250,14 @@ def add_room(lo, hi, floor_texture, wall_texture):
     wall = add_box_mesh(
         "walls", walls, image_material("walls", wall_texture, (0.85, 0.80, 0.72), roughness=0.9), uv_scale=0.6
     )
+    # a skylight over the open top: the HDRI alone leaves the room's lower half too dark and noisy
+    light = bpy.data.lights.new("skylight", "AREA")
+    light.shape = "RECTANGLE"
+    light.size, light.size_y = (x1 - x0) * 0.8, (y1 - y0) * 0.8
+    light.energy = 10.0 * (x1 - x0) * (y1 - y0)
+    lamp = bpy.data.objects.new("skylight", light)
+    lamp.location = ((x0 + x1) / 2, (y0 + y1) / 2, z1 + 0.3)
+    bpy.context.scene.collection.objects.link(lamp)
     return [floor, wall]
 
 
@@ -313,7 +322,7 @@ def camera_path(kind, n, radius, rng, room=None, centre=(0.0, 0.0, 0.0)):
             t = i / max(n - 1, 1)
             eye = point(t)
             ahead = point(t + 0.25)
-            target = 0.5 * ahead + 0.5 * Vector((cx, cy, cz))
+            target = 0.3 * ahead + 0.7 * Vector((cx, cy, cz))
             poses.append(look_at(eye, target))
     else:
         raise ValueError(f"unknown camera path {kind!r} (orbit, forward, walk)")

@@ -44,6 +44,20 @@ def flow_from_depth(depth: np.ndarray, K: np.ndarray, c2w_a: np.ndarray, c2w_b: 
     return uv_b - pixel_grid(h, w, dtype=torch.float64).numpy()
 
 
+def flow_at_infinity(K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray, height: int, width: int) -> np.ndarray:  # noqa: N803
+    """Flow [H, W, 2] of infinitely far points (an environment map) from view a to b: only the rotation
+    counts. NaN where the direction falls behind camera b."""
+    ones = torch.ones(1, height, width, dtype=torch.float64)
+    dirs = unproject_depth(ones, _t(K)[None])[0].reshape(-1, 3)  # OpenCV camera a
+    rot_a = opengl_to_opencv(_t(c2w_a))[:3, :3]
+    rot_b = opengl_to_opencv(_t(c2w_b))[:3, :3]
+    dirs_b = dirs @ (rot_b.T @ rot_a).T
+    uv, z = project_points(dirs_b[None], _t(K)[None])
+    flow = uv[0] - pixel_grid(height, width, dtype=torch.float64).reshape(-1, 2)
+    flow = torch.where((z[0] > 0)[:, None], flow, torch.nan)
+    return flow.reshape(height, width, 2).numpy()
+
+
 def reprojection_depth_error(
     depth_a: np.ndarray,  # [H, W] metres
     depth_b: np.ndarray,  # [H, W] metres

@@ -14,7 +14,13 @@ multilayer EXRs it writes, and writes a scene in nerfstudio's ``transforms.json`
                                   view to the next one in ``frames`` (x right, y down), from Blender's
                                   Vector pass with motion blur off. On a closed orbit the last view flows
                                   to the first; on an open path (forward, walk) the last view has none.
-                                  Background pixels hold the flow of the infinitely far HDRI.
+                                  Blender's Vector pass is ~0 on the background, which is wrong for an
+                                  environment at infinity; there (depth 0) we write the exact flow of
+                                  infinitely far points, which only the camera rotation moves. Like
+                                  every pass, the flow is averaged over the pixel's samples (Cycles'
+                                  1.5 px filter), so it carries a little noise that falls with spp:
+                                  against flow from depth and poses, median error 0.01 px at 32 spp
+                                  and 15° steps, ~0.1 px at 4 spp and 60° steps.
     OUT/mesh.ply                  ground-truth mesh of everything rendered (model + ground or room),
                                   world coordinates; OUT/object.ply: the model alone
 
@@ -49,7 +55,7 @@ HDRI_DIR = Path("/usr/share/blender/datafiles/studiolights/world")
 CAMERA_PATHS = ("orbit", "forward", "walk")
 PHOTO_TEXTURES = ("brick", "grass", "gravel", "camera", "coffee", "chelsea", "rocket", "astronaut")
 BLENDER_INSTALL_HINT = "apt-get install -y blender python3-numpy"
-FORMAT_VERSION = 1  # bump when the files written change, so cached scenes are rendered again
+FORMAT_VERSION = 2  # bump when the files written change, so cached scenes are rendered again
 NO_HIT_DEPTH = 1e3  # metres; Blender writes ~1e10 where a ray hits nothing
 
 
@@ -241,7 +247,8 @@ def render_scene(
             "textures": {"ground": _texture_record(ground), "model": _texture_record(texture),
                          "walls": _texture_record(walls) if cfg.path == "walk" else None},
             "model_to_world": cams["model_to_world"], "model_bounds": cams["model_bounds"],
-            "flow": "forward flow to the next frame, pixels, from the Vector pass as (-Vector.Z, +Vector.W)",
+            "flow": "forward flow to the next frame, pixels, from the Vector pass as (-Vector.Z, +Vector.W); "
+                    "background: rotation-only flow of points at infinity",
             "closed_path": cams["closed_path"], "seconds": round(seconds, 1), "cache_key": cache_key,
         }
         if keep_exr:
@@ -329,6 +336,8 @@ def _write_scene(work: Path, out: Path, cams: dict, cfg: RenderConfig) -> dict:
     import trimesh
     from PIL import Image
 
+    from vision3d.data.consistency import flow_at_infinity
+
     for sub in ("images", "depths", "normals", "flows"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     n = len(cams["frames"])
@@ -358,6 +367,10 @@ def _write_scene(work: Path, out: Path, cams: dict, cfg: RenderConfig) -> dict:
         if cams["closed_path"] or i < n - 1:
             vec = _channel(ch, "Vector", "XYZW")
             flow = np.stack([-vec[..., 2], vec[..., 3]], -1).astype(np.float32)
+            next_c2w = cams["frames"][i + 1] if i < n - 1 else cams["next_pose"]
+            far = flow_at_infinity(np.array([[cams["fl_x"], 0, cams["cx"]], [0, cams["fl_y"], cams["cy"]],
+                                             [0, 0, 1.0]]), c2w, next_c2w, *depth.shape)
+            flow = np.where(hit[..., None], flow, far).astype(np.float32)
             np.save(out / "flows" / f"{name}.npy", flow)
             frame["flow_file_path"] = f"flows/{name}.npy"
         frames.append(frame)
