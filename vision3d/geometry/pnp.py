@@ -12,7 +12,7 @@ import torch
 
 from vision3d.geometry._checks import check_shape
 from vision3d.geometry.camera import normalize_pixels
-from vision3d.geometry.so3 import so3_exp
+from vision3d.geometry.so3 import skew, so3_exp
 
 __all__ = ["dlt_pnp", "refine_pnp", "weighted_pnp", "reprojection_errors"]
 
@@ -112,14 +112,10 @@ def refine_pnp(
         # d(pi)/dY [B, N, 2, 3]
         dpi = torch.stack([torch.stack([inv_z, zero, -x * inv_z], -1), torch.stack([zero, inv_z, -y * inv_z], -1)], -2)
         # dY/d(omega) = -[Y]x, dY/dv = I
-        Yx = torch.zeros(*Y.shape[:2], 3, 3, dtype=Y.dtype, device=Y.device)  # noqa: N806
-        Yx[..., 0, 1], Yx[..., 0, 2] = -Y[..., 2], Y[..., 1]
-        Yx[..., 1, 0], Yx[..., 1, 2] = Y[..., 2], -Y[..., 0]
-        Yx[..., 2, 0], Yx[..., 2, 1] = -Y[..., 1], Y[..., 0]
-        J = torch.cat([dpi @ (-Yx), dpi], dim=-1)  # [B, N, 2, 6]  # noqa: N806
-        Jw = J * w[..., None, None]  # noqa: N806
-        H = torch.einsum("bnki,bnkj->bij", Jw, J)  # noqa: N806
-        g = torch.einsum("bnki,bnk->bi", Jw, r)
+        J = torch.cat([dpi @ -skew(Y), dpi], dim=-1).reshape(b, 2 * n, 6)  # noqa: N806
+        Jw = J * w.repeat_interleave(2, dim=1)[..., None]  # noqa: N806
+        H = Jw.transpose(1, 2) @ J  # noqa: N806
+        g = (Jw.transpose(1, 2) @ r.reshape(b, 2 * n, 1))[..., 0]
         H = H + damping * (H.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] + 1e-9) * eye  # noqa: N806
         delta = -torch.linalg.solve(H, g)
         dR = so3_exp(delta[:, :3])  # noqa: N806

@@ -1,0 +1,139 @@
+"""The regressor, its checkpoints, and GeLoc3r's losses."""
+
+import math
+
+import pytest
+import torch
+
+from vision3d.geometry import invert_pose, make_pose, random_rotation
+from vision3d.pose.gcr import (
+    GCR,
+    GCRConfig,
+    angular_pose_loss,
+    depth_correspondences,
+    gcr_consistency_loss,
+    symmetric_pose_loss,
+)
+from vision3d.pose.network import PoseRegressorConfig, load_pretrained
+
+
+def _poses(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return make_pose(random_rotation(n, 0.5, generator=g), torch.randn(n, 3, generator=g))
+
+
+def test_regressor_shapes_and_rotations():
+    cfg = PoseRegressorConfig.preset("tiny")
+    model = cfg.setup()
+    img = torch.rand(2, 3, *cfg.image_size)
+    out = model(img, img.flip(-1))
+    for key in ("pose1to2", "pose2to1"):
+        R = out[key][:, :3, :3]
+        assert out[key].shape == (2, 4, 4)
+        assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3).expand(2, 3, 3), atol=1e-4)
+    assert out["feat1"].shape == (2, cfg.enc_dim, cfg.image_size[0] // 8, cfg.image_size[1] // 8)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        PoseRegressorConfig.preset("tiny", image_size=(50, 64)).setup()
+    with pytest.raises(ValueError, match="unknown model preset"):
+        PoseRegressorConfig.preset("huge")
+
+
+def test_six_d_head():
+    cfg = PoseRegressorConfig.preset("tiny", rot_repr="6d")
+    out = cfg.setup()(torch.rand(1, 3, *cfg.image_size), torch.rand(1, 3, *cfg.image_size))
+    assert torch.allclose(torch.det(out["pose2to1"][:, :3, :3]), torch.ones(1), atol=1e-4)
+
+
+def test_load_pretrained_by_name_and_clear_errors(tmp_path):
+    cfg = PoseRegressorConfig.preset("tiny")
+    src = cfg.setup()
+    state = {k: v for k, v in src.state_dict().items()}
+    # a DUSt3R-style file: second decoder under dec_blocks2, wrapped in 'model'
+    state = {k.replace("dec_blocks", "dec_blocks2"): v for k, v in state.items()}
+    torch.save({"model": state}, tmp_path / "ckpt.pth")
+    dst = cfg.setup()
+    report = load_pretrained(dst, tmp_path / "ckpt.pth")
+    assert report["missing"] == []
+    for (k, a), b in zip(src.state_dict().items(), dst.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_pretrained(dst, tmp_path / "absent.pth")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_pretrained(PoseRegressorConfig.preset("tiny", enc_dim=32, dec_dim=32).setup(), tmp_path / "ckpt.pth")
+
+
+def test_angular_loss_known_values_and_zero_at_match():
+    T = _poses()
+    r, t = angular_pose_loss(T, T)
+    assert torch.all(r == 0) and torch.all(t == 0)
+    T2 = T.clone()
+    T2[:, :3, 3] = -T[:, :3, 3]  # reversed direction: pi, not folded
+    _, t = angular_pose_loss(T2, T)
+    assert torch.allclose(t, torch.full((3,), math.pi), atol=5e-3)
+
+
+def test_gcr_consistency_zero_when_regression_equals_geometric_pose():
+    T = _poses()
+    loss = gcr_consistency_loss(T, invert_pose(T), T)
+    assert torch.all(loss == 0)
+    other = _poses(seed=1)
+    assert torch.all(gcr_consistency_loss(other, invert_pose(other), T) > 0.01)
+    # the geometric pose is a fixed target: no gradient flows into it
+    geo = T.clone().requires_grad_()
+    pred = other.clone().requires_grad_()
+    gcr_consistency_loss(pred, invert_pose(pred), geo).sum().backward()
+    assert geo.grad is None and pred.grad.abs().sum() > 0
+
+
+def test_symmetric_pose_loss_zero_for_truth():
+    T = _poses()
+    assert float(symmetric_pose_loss({"pose2to1": T, "pose1to2": invert_pose(T)}, T)) == 0.0
+
+
+def _plane_pair(h=24, w=32):
+    """Two cameras looking at a fronto-parallel wall with a box in front: exact depths."""
+    K = torch.tensor([[30.0, 0, w / 2], [0, 30.0, h / 2], [0, 0, 1]])
+    T21 = make_pose(random_rotation(1, 0.1, generator=torch.Generator().manual_seed(3))[0], torch.tensor([0.3, 0.05, 0.1]))
+    depth1 = torch.full((h, w), 4.0)
+    depth1[8:16, 10:20] = 2.5
+    # render view 2's depth by forward projection of a dense grid of view 1's surface (good enough for a test)
+    from vision3d.geometry import project_points, transform_points, unproject_depth
+
+    X1 = unproject_depth(depth1[None], K[None]).reshape(-1, 3)
+    X2 = transform_points(invert_pose(T21), X1)
+    q, z = project_points(X2[None], K[None])
+    depth2 = torch.zeros(h, w)
+    inb = (q[0, :, 0] >= 0) & (q[0, :, 0] < w) & (q[0, :, 1] >= 0) & (q[0, :, 1] < h)
+    depth2[q[0, inb, 1].long(), q[0, inb, 0].long()] = z[0, inb]
+    return depth1, depth2, K, T21
+
+
+def test_depth_correspondences_are_exact_and_visible():
+    depth1, depth2, K, T21 = _plane_pair()
+    p1, X1, q2 = depth_correspondences(depth1, depth2, K, K, T21, 50, generator=torch.Generator().manual_seed(0))
+    assert 20 <= len(p1) <= 50
+    from vision3d.geometry import project_points, transform_points
+
+    q, _ = project_points(transform_points(invert_pose(T21), X1)[None], K[None])
+    assert torch.allclose(q[0], q2, atol=1e-4)
+    assert (q2[:, 0] >= 0).all() and (q2[:, 0] < 32).all()
+
+
+def test_gcr_branch_recovers_pose_and_gives_gradients():
+    depth1, depth2, K, T21 = _plane_pair()
+    b = 2
+    batch = {"img1": torch.rand(b, 3, 24, 32), "depth1": depth1.expand(b, -1, -1), "depth2": depth2.expand(b, -1, -1),
+             "K1": K.expand(b, 3, 3), "K2": K.expand(b, 3, 3), "T21": T21.expand(b, 4, 4),
+             "matches": torch.zeros(b, 8, 4), "match_mask": torch.zeros(b, 8, dtype=torch.bool)}
+    feat = torch.randn(b, 16, 3, 4, requires_grad=True)
+    pred = _poses(b, seed=5).requires_grad_()
+    out = {"pose2to1": pred, "pose1to2": invert_pose(pred), "feat1": feat, "feat2": feat}
+    gcr = GCR(GCRConfig(num_depth_corr=60, min_inliers=8), feat_dim=16)
+    res = gcr(batch, out, torch.Generator().manual_seed(0))
+    assert float(res["solved"]) == 1.0
+    # exact depth correspondences: the geometric pose is the true one
+    assert torch.allclose(res["geo2to1"], T21.expand(b, 4, 4), atol=1e-3)
+    assert float(res["weights"].detach()) < 1e-2 and float(res["consistency"].detach()) > 0.05
+    (res["consistency"] + res["weights"]).backward()
+    assert pred.grad.abs().sum() > 0
+    assert any(p.grad is not None for p in gcr.parameters())

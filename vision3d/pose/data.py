@@ -1,0 +1,434 @@
+"""Image pairs with depth, intrinsics and relative pose: sources, pair selection and a torch ``Dataset``.
+
+Sources, each giving a :class:`FrameSet` (per view: image, optional planar depth in metres, ``K``, and
+camera-to-world in **OpenCV** axes):
+
+- :func:`frames_from_nerfstudio`: a nerfstudio scene (``transforms.json`` with ``fl_x, fl_y, cx, cy, w, h``,
+  OpenGL ``transform_matrix``, ``depth_file_path`` 16-bit PNG in millimetres), read through
+  :mod:`vision3d.data.scene`; our procedural rooms (:mod:`vision3d.pose.scenes`) and Blender renders use it.
+- :func:`frames_from_castle_simu`: ViSP's rendered Castle-simu sequence (Debian ``visp-images-data``), fetched
+  by :func:`fetch_castle_simu` with ``apt-get download`` into a cache folder (no root install). Its depth
+  images come from a depth camera shifted by ``depth_M_color = [I | (-0.05, 0, 0)]``; they are re-projected
+  into the colour camera (z-buffered) so that depth and image share one camera.
+- :func:`scannet1500_pairs` / :func:`megadepth1500_pairs`: ReLoc3r's evaluation pair lists for users who
+  have those data sets (no depth needed for evaluation).
+
+:class:`PairDataset` resizes images to the network's size (intrinsics scaled, depth sampled nearest),
+computes ``T_21 = inv(c2w_1) @ c2w_2`` (ReLoc3r's ground truth, camera 2 in camera 1) and, with a
+:class:`~vision3d.pose.matching.Matcher`, sparse matches at the source resolution scaled to the network's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CASTLE_DEPTH_SCALE = 0.000030518  # metres per unit of ViSP's uint16 depth
+CASTLE_K = np.array([[700.0, 0.0, 320.0], [0.0, 700.0, 240.0], [0.0, 0.0, 1.0]])
+CASTLE_DEPTH_M_COLOR = np.array([-0.05, 0.0, 0.0])  # translation of depth_M_color (identity rotation)
+SYSTEM_VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt-depth/Castle-simu")
+
+
+class DataUnavailable(RuntimeError):
+    """A data set cannot be found or fetched; the message says why and what to do."""
+
+
+@dataclass
+class FrameSet:
+    """Views of one scene. ``load_image(i) -> [H, W, 3]`` float in [0, 1]; ``load_depth(i) -> [H, W]`` metres or None."""
+
+    name: str
+    K: list[np.ndarray]  # [3, 3] each, at the source resolution
+    c2w: list[np.ndarray]  # [4, 4] each, OpenCV axes
+    sizes: list[tuple[int, int]]  # (H, W)
+    load_image: Callable[[int], np.ndarray]
+    load_depth: Callable[[int], np.ndarray | None]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.c2w)
+
+
+def frames_from_nerfstudio(path: str | Path) -> FrameSet:
+    """A nerfstudio scene folder (or its transforms.json) as a :class:`FrameSet`."""
+    from vision3d.data.scene import load_scene
+
+    scene = load_scene(path, check_images=False)
+    gl_to_cv = np.diag([1.0, -1.0, -1.0, 1.0])
+    return FrameSet(
+        name=str(scene.root.name),
+        K=[f.K for f in scene.frames],
+        c2w=[f.c2w @ gl_to_cv for f in scene.frames],
+        sizes=[(f.height, f.width) for f in scene.frames],
+        load_image=scene.load_image,
+        load_depth=(lambda i: scene.load_depth(i)) if scene.has_depth else (lambda i: None),
+        meta={"root": str(scene.root)},
+    )
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VISION3D_CACHE", Path.home() / ".cache" / "vision3d")).expanduser()
+
+
+def fetch_castle_simu(cache_dir: str | Path | None = None) -> Path:
+    """Folder of ViSP's Castle-simu (Images/, Depth/, CameraPose/), fetching it once into the cache.
+
+    Uses an installed ``visp-images-data`` when present; otherwise ``apt-get download visp-images-data``
+    (75 MB) into ``<cache>/visp`` and extracts only ``mbt-depth/Castle-simu`` with ``dpkg-deb --fsys-tarfile``.
+    Raises :class:`DataUnavailable` with the reason when apt cannot fetch it (run ``apt-get update`` once).
+    """
+    if (SYSTEM_VISP / "Images" / "Image_0001.pgm").is_file():
+        return SYSTEM_VISP
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "visp"
+    target = cache / "Castle-simu"
+    if (target / "Images" / "Image_0040.pgm").is_file() and (target / "Depth").is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    for tool in ("apt-get", "dpkg-deb", "tar"):
+        if shutil.which(tool) is None:
+            raise DataUnavailable(f"Castle-simu needs '{tool}' (Debian/Ubuntu) to fetch visp-images-data")
+    debs = sorted(cache.glob("visp-images-data_*.deb"))
+    if not debs:
+        try:
+            proc = subprocess.run(["apt-get", "download", "visp-images-data"], cwd=cache, capture_output=True,
+                                  text=True, timeout=600)
+        except subprocess.TimeoutExpired as err:
+            raise DataUnavailable("apt-get download visp-images-data timed out") from err
+        debs = sorted(cache.glob("visp-images-data_*.deb"))
+        if proc.returncode != 0 or not debs:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DataUnavailable(f"apt-get download visp-images-data failed ({last}); "
+                                  "run 'apt-get update' once, or install visp-images-data")
+    member = "./usr/share/visp-images-data/ViSP-images/mbt-depth/Castle-simu"
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        deb = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], stdout=subprocess.PIPE)
+        tar = subprocess.run(["tar", "x", "-C", tmp, member], stdin=deb.stdout, capture_output=True, text=True)
+        deb.wait()
+        if tar.returncode != 0 or deb.returncode != 0:
+            raise DataUnavailable(f"extracting Castle-simu from {debs[-1].name} failed: {tar.stderr.strip()[:200]}")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(Path(tmp) / member), target)
+    return target
+
+
+def read_castle_depth(path: Path) -> np.ndarray:
+    """ViSP's depth ``.bin``: uint32 height, uint32 width, then uint16 values; metres (0 = background)."""
+    raw = Path(path).read_bytes()
+    h, w = np.frombuffer(raw[:8], "<u4")
+    return np.frombuffer(raw[8:], "<u2").reshape(int(h), int(w)).astype(np.float32) * CASTLE_DEPTH_SCALE
+
+
+def reproject_depth(depth: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, T_dst_src: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Forward-warp a z-depth map into another camera of the same size, keeping the nearest surface."""
+    h, w = depth.shape
+    v, u = np.nonzero(depth > 0)
+    z = depth[v, u]
+    pts = np.stack([(u + 0.5 - K_src[0, 2]) / K_src[0, 0] * z, (v + 0.5 - K_src[1, 2]) / K_src[1, 1] * z, z], -1)
+    pts = pts @ T_dst_src[:3, :3].T + T_dst_src[:3, 3]
+    zz = pts[:, 2]
+    ok = zz > 1e-6
+    x = np.floor(pts[ok, 0] / zz[ok] * K_dst[0, 0] + K_dst[0, 2]).astype(int)
+    y = np.floor(pts[ok, 1] / zz[ok] * K_dst[1, 1] + K_dst[1, 2]).astype(int)
+    zz = zz[ok]
+    inb = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    out = np.full(h * w, np.inf)
+    np.minimum.at(out, y[inb] * w + x[inb], zz[inb])
+    out[~np.isfinite(out)] = 0.0
+    return out.reshape(h, w).astype(np.float32)
+
+
+def frames_from_castle_simu(root: str | Path | None = None) -> FrameSet:
+    """ViSP Castle-simu: 40 rendered 640x480 grey frames with exact ``cMo`` poses and depth (re-projected into
+    the colour camera). ``root`` defaults to :func:`fetch_castle_simu`."""
+    root = Path(root) if root is not None else fetch_castle_simu()
+    images = sorted((root / "Images").glob("Image_*.pgm"))
+    if not images:
+        raise DataUnavailable(f"{root}: no Images/Image_*.pgm (not a Castle-simu folder)")
+    c2w, ids = [], []
+    for img in images:
+        i = int(img.stem.split("_")[1])
+        pose = root / "CameraPose" / f"Camera_{i:03d}.txt"
+        if not pose.is_file():
+            raise DataUnavailable(f"{pose}: missing pose file")
+        c2w.append(np.linalg.inv(np.loadtxt(pose)))  # cMo: world -> camera (OpenCV axes)
+        ids.append(i)
+    T_color_depth = np.eye(4)  # noqa: N806
+    T_color_depth[:3, 3] = -CASTLE_DEPTH_M_COLOR  # colour <- depth
+
+    def load_image(k: int) -> np.ndarray:
+        grey = np.asarray(Image.open(root / "Images" / f"Image_{ids[k]:04d}.pgm")).astype(np.float32) / 255.0
+        return np.repeat(grey[..., None], 3, axis=-1)
+
+    def load_depth(k: int) -> np.ndarray:
+        d = read_castle_depth(root / "Depth" / f"Depth_{ids[k]:04d}.bin")
+        return reproject_depth(d, CASTLE_K, CASTLE_K, T_color_depth)
+
+    return FrameSet("castle-simu", [CASTLE_K.copy() for _ in ids], c2w, [(480, 640)] * len(ids), load_image,
+                    load_depth, meta={"root": str(root), "ids": ids})
+
+
+def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05) -> float:
+    """Fraction of view i's valid depth pixels (subsampled) that land inside view j and pass its depth test."""
+    d1, d2 = fs.load_depth(i), fs.load_depth(j)
+    if d1 is None or d2 is None:
+        return float("nan")
+    v, u = np.mgrid[0: d1.shape[0]: step, 0: d1.shape[1]: step].reshape(2, -1)
+    z = d1[v, u]
+    ok = z > 0
+    if not ok.any():
+        return 0.0
+    K1, K2 = fs.K[i], fs.K[j]  # noqa: N806
+    X = np.stack([(u[ok] + 0.5 - K1[0, 2]) / K1[0, 0] * z[ok], (v[ok] + 0.5 - K1[1, 2]) / K1[1, 1] * z[ok], z[ok]], -1)  # noqa: N806
+    T = np.linalg.inv(fs.c2w[j]) @ fs.c2w[i]  # noqa: N806
+    Y = X @ T[:3, :3].T + T[:3, 3]  # noqa: N806
+    front = Y[:, 2] > 1e-6
+    x = np.floor(Y[:, 0] / np.maximum(Y[:, 2], 1e-6) * K2[0, 0] + K2[0, 2]).astype(int)
+    y = np.floor(Y[:, 1] / np.maximum(Y[:, 2], 1e-6) * K2[1, 1] + K2[1, 2]).astype(int)
+    h, w = d2.shape
+    inb = front & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    seen = np.zeros(len(Y), bool)
+    zz = d2[y[inb], x[inb]]
+    seen[inb] = (zz > 0) & (np.abs(zz - Y[inb, 2]) < tol * Y[inb, 2])
+    return float(seen.mean())
+
+
+def select_pairs(fs: FrameSet, max_pairs: int | None = None, min_overlap: float = 0.3, max_overlap: float = 0.95,
+                 max_rotation_deg: float = 60.0, seed: int = 0) -> list[tuple[int, int]]:
+    """Pairs (i < j) whose depth covisibility lies in ``[min_overlap, max_overlap]`` and whose relative rotation
+    is below ``max_rotation_deg``; a seeded random subset of ``max_pairs``. Without depth, rotation alone."""
+    pairs = []
+    for i in range(len(fs)):
+        for j in range(i + 1, len(fs)):
+            rel = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]
+            angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
+            if angle > max_rotation_deg or np.linalg.norm(rel[:3, 3]) < 1e-6:
+                continue
+            ov = covisibility(fs, i, j)
+            if np.isnan(ov) or min_overlap <= min(ov, covisibility(fs, j, i)) and ov <= max_overlap:
+                pairs.append((i, j))
+    rng = np.random.default_rng(seed)
+    if max_pairs is not None and len(pairs) > max_pairs:
+        keep = np.sort(rng.choice(len(pairs), max_pairs, replace=False))
+        pairs = [pairs[k] for k in keep]
+    return pairs
+
+
+def _resize_image(img: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None].float()
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x[0].clamp(0, 1)
+
+
+def _resize_depth(depth: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest sample at the centre of each output pixel (no mixing of foreground and background)."""
+    h, w = depth.shape
+    ys = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    xs = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return torch.from_numpy(np.ascontiguousarray(depth[ys][:, xs])).float()
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Pairs ``(frameset index, i, j)`` as dicts of tensors at ``image_size`` (H, W):
+
+    ``img1, img2 [3, H, W]``, ``depth1, depth2 [H, W]`` (zeros and ``has_depth=False`` without depth),
+    ``K1, K2 [3, 3]``, ``T21 [4, 4]`` (camera 2 in camera 1), ``matches [max_matches, 4]`` as
+    ``(x1, y1, x2, y2)`` pixels with ``match_mask [max_matches]``, ``name``.
+    Matches are computed once per pair at the source resolution and kept (``cache=True`` keeps whole samples).
+    """
+
+    def __init__(self, framesets: list[FrameSet], pairs: list[tuple[int, int, int]], image_size: tuple[int, int],
+                 matcher=None, max_matches: int = 256, cache: bool = True, match_cache: str | Path | None = None):
+        self.match_cache = Path(match_cache) if match_cache else None
+        self.framesets, self.pairs = framesets, list(pairs)
+        self.image_size, self.matcher, self.max_matches, self.cache = tuple(image_size), matcher, max_matches, cache
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def raw_pair(self, index: int):
+        """Full-resolution images, K's and the ground-truth ``T21`` of a pair (for the classical baseline)."""
+        s, i, j = self.pairs[index]
+        fs = self.framesets[s]
+        T21 = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]  # noqa: N806
+        return fs.load_image(i), fs.load_image(j), fs.K[i], fs.K[j], T21
+
+    def _match(self, fs: FrameSet, i: int, j: int, img1, img2):
+        """Matches of a pair, read from / written to ``match_cache`` (one npz per pair and matcher) when set."""
+        path = self.match_cache / _match_key(fs, i, j, self.matcher.method) if self.match_cache else None
+        if path is not None and path.is_file():
+            z = np.load(path)
+            return z["k1"], z["k2"], z["score"]
+        k1, k2, score = self.matcher.match(img1, img2)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, k1=k1, k2=k2, score=score)
+        return k1, k2, score
+
+    def __getitem__(self, index: int) -> dict:
+        if index in self._cache:
+            return self._cache[index]
+        s, i, j = self.pairs[index]
+        fs = self.framesets[s]
+        h, w = self.image_size
+        img1, img2 = fs.load_image(i), fs.load_image(j)
+        sample: dict = {"name": f"{fs.name}/{i}-{j}"}
+        Ks = []  # noqa: N806
+        for key, img, k in (("img1", img1, i), ("img2", img2, j)):
+            sh, sw = img.shape[:2]
+            sample[key] = _resize_image(img, (h, w))
+            S = np.diag([w / sw, h / sh, 1.0])  # noqa: N806
+            Ks.append(S @ fs.K[k])
+        sample["K1"], sample["K2"] = (torch.from_numpy(k).float() for k in Ks)
+        d1, d2 = fs.load_depth(i), fs.load_depth(j)
+        sample["has_depth"] = d1 is not None and d2 is not None
+        sample["depth1"] = _resize_depth(d1, (h, w)) if d1 is not None else torch.zeros(h, w)
+        sample["depth2"] = _resize_depth(d2, (h, w)) if d2 is not None else torch.zeros(h, w)
+        sample["T21"] = torch.from_numpy(np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]).float()
+        matches = torch.zeros(self.max_matches, 4)
+        mask = torch.zeros(self.max_matches, dtype=torch.bool)
+        if self.matcher is not None:
+            k1, k2, score = self._match(fs, i, j, img1, img2)
+            order = np.argsort(-score)[: self.max_matches]
+            n = len(order)
+            if n:
+                s1 = np.array([w / img1.shape[1], h / img1.shape[0]])
+                s2 = np.array([w / img2.shape[1], h / img2.shape[0]])
+                matches[:n] = torch.from_numpy(np.concatenate([k1[order] * s1, k2[order] * s2], -1)).float()
+                mask[:n] = True
+        sample["matches"], sample["match_mask"] = matches, mask
+        if self.cache:
+            self._cache[index] = sample
+        return sample
+
+
+def _match_key(fs: FrameSet, i: int, j: int, method: str) -> str:
+    root = str(fs.meta.get("root", fs.name)).strip("/").replace("/", "_")
+    return f"{root}__{i}-{j}__{method}.npz"
+
+
+def build_pair_dataset(framesets: list[FrameSet], image_size, pairs_per_scene: int | None = 40, matcher=None,
+                       max_matches: int = 256, seed: int = 0, match_cache: str | Path | None = None,
+                       **select_kwargs) -> PairDataset:
+    pairs = []
+    for s, fs in enumerate(framesets):
+        pairs += [(s, i, j) for i, j in select_pairs(fs, pairs_per_scene, seed=seed + s, **select_kwargs)]
+    return PairDataset(framesets, pairs, image_size, matcher, max_matches, match_cache=match_cache)
+
+
+def collate(samples: list[dict]) -> dict:
+    out = {}
+    for key in samples[0]:
+        vals = [s[key] for s in samples]
+        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out
+
+
+# ---------------------------------------------------------------- ReLoc3r's evaluation pair lists
+
+
+def _read_matrix(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataUnavailable(f"{path}: missing file")
+    return np.loadtxt(path)
+
+
+def scannet1500_pairs(root: str | Path) -> tuple[FrameSet, list[tuple[int, int, int]]]:
+    """ScanNet1500 as ReLoc3r / LoFTR lay it out: ``<root>/test.npz`` with ``name`` rows
+    ``(scene, sub, frame1, frame2)`` and ``<root>/scannet_test_1500/scene%04d_%02d/{color/%d.jpg, pose/%d.txt,
+    intrinsic/intrinsic_depth.txt}`` (``pose`` is camera-to-world, OpenCV axes; images are used at 640x480 as
+    ReLoc3r does, so ``intrinsic_depth`` applies). Depth PNGs (mm) are read when ``depth/%d.png`` exists."""
+    root = Path(root)
+    index = root / "test.npz"
+    if not index.is_file():
+        raise DataUnavailable(f"{index}: ScanNet1500 pair list not found (expected ReLoc3r's data/scannet1500 layout)")
+    names = np.load(index)["name"]
+    base = root / "scannet_test_1500" if (root / "scannet_test_1500").is_dir() else root
+    views: dict[tuple, int] = {}
+    K, c2w, paths, depths = [], [], [], []  # noqa: N806
+    pairs = []
+    for row in names:
+        scene = f"scene{int(row[0]):04d}_{int(row[1]):02d}"
+        ids = []
+        for frame in (int(row[2]), int(row[3])):
+            key = (scene, frame)
+            if key not in views:
+                views[key] = len(c2w)
+                d = base / scene
+                K.append(_read_matrix(d / "intrinsic" / "intrinsic_depth.txt")[:3, :3])
+                c2w.append(_read_matrix(d / "pose" / f"{frame}.txt"))
+                paths.append(d / "color" / f"{frame}.jpg")
+                depths.append(d / "depth" / f"{frame}.png")
+            ids.append(views[key])
+        pairs.append((0, ids[0], ids[1]))
+    return FrameSet("scannet1500", K, c2w, [(480, 640)] * len(c2w), _image_loader(paths, (480, 640)),
+                    _png_depth_loader(depths, 1e-3)), pairs
+
+
+def megadepth1500_pairs(root: str | Path) -> tuple[FrameSet, list[tuple[int, int, int]]]:
+    """MegaDepth1500 as ReLoc3r lays it out: ``megadepth_test_pairs.txt`` (two relative image paths per line)
+    and ``megadepth_meta_test.npz`` mapping each path to ``{'intrinsic': 3x3, 'pose': world-to-camera}``."""
+    root = Path(root)
+    pairs_file, meta_file = root / "megadepth_test_pairs.txt", root / "megadepth_meta_test.npz"
+    for f in (pairs_file, meta_file):
+        if not f.is_file():
+            raise DataUnavailable(f"{f}: MegaDepth1500 file not found (expected ReLoc3r's data/megadepth1500 layout)")
+    meta = np.load(meta_file, allow_pickle=True)
+    views: dict[str, int] = {}
+    K, c2w, paths = [], [], []  # noqa: N806
+    pairs = []
+    for line in pairs_file.read_text().splitlines():
+        if not line.strip():
+            continue
+        ids = []
+        for rel in line.split()[:2]:
+            if rel not in views:
+                entry = meta[rel].item()
+                views[rel] = len(c2w)
+                K.append(np.asarray(entry["intrinsic"], np.float64)[:3, :3])
+                c2w.append(np.linalg.inv(np.asarray(entry["pose"], np.float64)))
+                paths.append(root / rel)
+            ids.append(views[rel])
+        pairs.append((0, ids[0], ids[1]))
+    sizes = []
+    for p in paths:
+        with Image.open(p) if p.is_file() else _missing(p) as im:
+            sizes.append((im.height, im.width))
+    return FrameSet("megadepth1500", K, c2w, sizes, _image_loader(paths, None), lambda i: None), pairs
+
+
+def _missing(path: Path):
+    raise DataUnavailable(f"{path}: image not found")
+
+
+def _image_loader(paths: list[Path], size: tuple[int, int] | None):
+    def load(i: int) -> np.ndarray:
+        if not paths[i].is_file():
+            raise DataUnavailable(f"{paths[i]}: image not found")
+        im = Image.open(paths[i]).convert("RGB")
+        if size is not None and (im.height, im.width) != size:
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        return np.asarray(im).astype(np.float32) / 255.0
+
+    return load
+
+
+def _png_depth_loader(paths: list[Path], scale: float):
+    def load(i: int):
+        if not paths[i].is_file():
+            return None
+        return np.asarray(Image.open(paths[i])).astype(np.float32) * scale
+
+    return load

@@ -1,0 +1,193 @@
+"""Training: ReLoc3r's symmetric angular loss, plus GeLoc3r's GCR when enabled; checkpoints with their config.
+
+``TrainConfig`` nests the model (:class:`~vision3d.pose.network.PoseRegressorConfig`), the GCR
+(:class:`~vision3d.pose.gcr.GCRConfig`) and the data (:class:`DataConfig`); the saved checkpoint holds all
+three as plain dicts, so ``v3d pose eval`` rebuilds exactly the trained model. AdamW with linear warm-up and
+cosine decay (ReLoc3r's schedule shape, shorter).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vision3d.pose.data import (
+    FrameSet,
+    PairDataset,
+    build_pair_dataset,
+    collate,
+    default_cache_dir,
+    frames_from_nerfstudio,
+)
+from vision3d.pose.gcr import GCR, GCRConfig, symmetric_pose_loss
+from vision3d.pose.network import PoseRegressor, PoseRegressorConfig, load_pretrained
+
+
+@dataclass
+class DataConfig:
+    """Training scenes: nerfstudio scene folders (``scenes``) and/or ``procedural_rooms`` generated rooms
+    (seeds ``room_seed ...``), rendered once at ``render_size`` into ``cache_dir`` (matching runs there)."""
+
+    scenes: tuple[str, ...] = ()
+    procedural_rooms: int = 8
+    room_seed: int = 0
+    room_views: int = 16
+    render_size: tuple[int, int] = (192, 256)
+    pairs_per_scene: int = 40
+    min_overlap: float = 0.3
+    max_rotation_deg: float = 45.0
+    matcher: str = "auto"
+    max_matches: int = 256
+    cache_dir: str = ""
+
+    def framesets(self) -> list[FrameSet]:
+        from vision3d.pose.scenes import write_room_scene
+
+        sets = [frames_from_nerfstudio(s) for s in self.scenes]
+        cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "pose-rooms"
+        h, w = self.render_size
+        for k in range(self.procedural_rooms):
+            seed = self.room_seed + k
+            root = cache / f"room{seed:04d}_{w}x{h}_{self.room_views}"
+            if not (root / "transforms.json").is_file():
+                write_room_scene(root, seed, self.room_views, w, h)
+            sets.append(frames_from_nerfstudio(root))
+        if not sets:
+            raise ValueError("no training data: give --scenes or procedural_rooms > 0")
+        return sets
+
+    def dataset(self, image_size: tuple[int, int], seed: int = 0) -> PairDataset:
+        from vision3d.pose.matching import Matcher
+
+        matcher = Matcher(self.matcher) if self.matcher != "none" else None
+        return build_pair_dataset(self.framesets(), image_size, self.pairs_per_scene, matcher, self.max_matches,
+                                  seed=seed, min_overlap=self.min_overlap, max_rotation_deg=self.max_rotation_deg)
+
+
+@dataclass
+class TrainConfig:
+    model: PoseRegressorConfig = field(default_factory=PoseRegressorConfig)
+    gcr: GCRConfig = field(default_factory=GCRConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    steps: int = 500
+    batch_size: int = 8
+    lr: float = 3e-4
+    min_lr: float = 1e-6
+    warmup_steps: int = 25
+    weight_decay: float = 0.05
+    seed: int = 0
+    init: str | None = None  # a local ReLoc3r / DUSt3R checkpoint
+    freeze_encoder: bool = False
+    output: str = "outputs/pose"
+    log_every: int = 25
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool = True,
+          save: bool = True) -> tuple[PoseRegressor, list[dict]]:
+    """Train and return the model and the per-log-step history (loss terms, seconds)."""
+    torch.manual_seed(cfg.seed)
+    model = cfg.model.setup()
+    if cfg.init:
+        report = load_pretrained(model, cfg.init)
+        print(f"loaded {cfg.init}: {len(report['missing'])} parameters not in the checkpoint (trained from init)")
+    if cfg.freeze_encoder:
+        for p in list(model.patch_embed.parameters()) + list(model.enc_blocks.parameters()):
+            p.requires_grad_(False)
+    if dataset is None:
+        dataset = cfg.data.dataset(cfg.model.image_size, seed=cfg.seed)
+    if len(dataset) == 0:
+        raise ValueError("the training set has no pairs (check overlap/rotation limits and depth)")
+    gcr = GCR(cfg.gcr, cfg.model.enc_dim) if cfg.gcr.enabled else None
+    params = [p for p in model.parameters() if p.requires_grad] + (list(gcr.parameters()) if gcr else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True,
+                                         generator=gen, collate_fn=collate, drop_last=True)
+    history: list[dict] = []
+    model.train()
+    start = time.perf_counter()
+    it = iter(loader)
+    bar = _progress(progress, cfg.steps)
+    running: dict[str, float] = {}
+    for step in range(cfg.steps):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        out = model(batch["img1"], batch["img2"])
+        loss_pose = symmetric_pose_loss(out, batch["T21"])
+        loss = loss_pose
+        terms = {"pose": float(loss_pose.detach())}
+        if gcr is not None and step >= cfg.gcr.start_step:
+            g = gcr(batch, out, gen)
+            loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
+            terms.update(gcr=float(g["consistency"]), geo=float(g["weights"]), solved=float(g["solved"]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for k, v in terms.items():
+            running[k] = running.get(k, 0.0) + v
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            n = cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every
+            row = {"step": step + 1, "seconds": time.perf_counter() - start, **{k: v / n for k, v in running.items()}}
+            history.append(row)
+            running = {}
+            if bar is not None:
+                bar[0].update(bar[1], completed=step + 1,
+                              description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds")))
+    if bar is not None:
+        bar[0].stop()
+    if save:
+        save_checkpoint(Path(cfg.output) / "model.pt", model, cfg, history)
+    return model, history
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("[bold]pose train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), TextColumn("{task.description}"))
+    prog.start()
+    return prog, prog.add_task("", total=total)
+
+
+def save_checkpoint(path: Path, model: PoseRegressor, cfg: TrainConfig, history: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "model_config": cfg.model.to_dict(), "train_config": cfg.to_dict(),
+                "history": history}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> PoseRegressor:
+    """A model saved by :func:`save_checkpoint` (our format; for ReLoc3r's own use ``load_pretrained``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (train one with 'v3d pose train')")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "model_config" not in ckpt:
+        raise ValueError(f"{path}: not a vision3d pose checkpoint (no model_config); a ReLoc3r file goes to --init")
+    mc = dict(ckpt["model_config"])
+    mc["image_size"] = tuple(mc["image_size"])
+    model = PoseRegressorConfig(**mc).setup()
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
