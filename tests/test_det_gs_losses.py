@@ -137,7 +137,7 @@ def test_local_is_invariant_to_positive_per_patch_affine_and_global_is_not():
 def test_local_sees_a_negative_per_patch_scale():
     cfg = exact_config()
     prior = smooth_depth(0)
-    assert hierarchical_depth_loss(-prior, prior, cfg, 0, prior_kind="depth")["local"] > 0.5
+    assert hierarchical_depth_loss(10.0 - prior, prior, cfg, 0, prior_kind="depth")["local"] > 0.5  # scale -1
 
 
 def test_global_is_invariant_to_a_global_positive_affine_map():
@@ -190,6 +190,15 @@ def test_invalid_prior_pixels_are_ignored():
     valid = torch.rand(H, W, generator=torch.Generator().manual_seed(5)) > 0.2
     garbage = torch.where(valid, prior, torch.full_like(prior, 1e3))
     terms = hierarchical_depth_loss(rendered, garbage, cfg, 2, prior_kind="depth", prior_valid=valid)
+    assert terms["local"].item() < 1e-18 and terms["global"].item() < 1e-18
+
+
+def test_empty_rendered_pixels_are_ignored():
+    cfg = DetGSLossConfig(depth_margin=0.0, depth_local_eps=0.0)  # disparity space: 1/0 would be huge
+    prior = smooth_depth(0)
+    rendered = 2.0 * prior
+    rendered[5:15, 10:30] = 0.0
+    terms = hierarchical_depth_loss(rendered, prior, cfg, 4, prior_kind="depth")
     assert terms["local"].item() < 1e-18 and terms["global"].item() < 1e-18
 
 

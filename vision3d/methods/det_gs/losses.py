@@ -318,7 +318,8 @@ def hierarchical_depth_loss(
     Args:
         depth: [H, W] or [H, W, 1] rendered depth, scene units (or disparity if ``depth_kind``).
         prior: [H, W] or [H, W, 1] prior of kind ``prior_kind``.
-        prior_valid: [H, W] bool; default: finite prior, and positive when it is a depth.
+        prior_valid: [H, W] bool; default: finite prior, and positive when it is a depth. Pixels where the
+            rendered depth is not positive (nothing rendered) are left out as well.
     Returns:
         {"local": scalar, "global": scalar}; multiply by γ, η (see :func:`depth_loss`).
     """
@@ -332,6 +333,11 @@ def hierarchical_depth_loss(
         if prior_kind == "depth":
             prior_valid = prior_valid & (prior > 0)
     prior_valid = _as_depth_map(prior_valid, "prior_valid").to(depth.device).bool()
+    # pixels the render leaves empty (expected depth 0) carry no depth to compare; they would be huge
+    # outliers in disparity and inflate σ_I
+    valid = prior_valid & torch.isfinite(depth).detach()
+    if depth_kind == "depth":
+        valid = valid & (depth.detach() > 0)
     space = config.depth_space
     rendered = to_comparison_space(depth, depth_kind, space, config.depth_near)
     target = to_comparison_space(torch.where(prior_valid, prior, torch.ones_like(prior)), prior_kind, space, config.depth_near)
@@ -350,10 +356,10 @@ def hierarchical_depth_loss(
             global_std=config.depth_global_std,
             detach_global_std=config.depth_detach_global_std,
         )
-        a, valid = patch_normalize(rendered, prior_valid, **kwargs)
-        b, _ = patch_normalize(target, prior_valid, **kwargs)
-        enough = valid.float().mean(dim=1, keepdim=True) >= config.depth_min_valid_fraction
-        terms[name] = margin_l2(a, b, valid & enough, config.depth_margin)
+        a, patch_valid = patch_normalize(rendered, valid, **kwargs)
+        b, _ = patch_normalize(target, valid, **kwargs)
+        enough = patch_valid.float().mean(dim=1, keepdim=True) >= config.depth_min_valid_fraction
+        terms[name] = margin_l2(a, b, patch_valid & enough, config.depth_margin)
     return terms
 
 
