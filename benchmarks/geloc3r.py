@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lambda-gcr", type=float, default=0.5)
     ap.add_argument("--cache", default=None, help="folder for rendered rooms and matches")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
     args = ap.parse_args(argv)
 
     from vision3d.pose.data import (
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vision3d.pose.network import PoseRegressorConfig
     from vision3d.pose.train import DataConfig, TrainConfig, train
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     cache = Path(args.cache) if args.cache else default_cache_dir() / "bench-geloc3r"
     model_cfg = PoseRegressorConfig.preset("tiny")
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         P, G, sec, failed = evaluate_essential(ds, matcher)  # noqa: N806
         results["baseline"][name] = {**summarize(P, G), "seconds": sec, "failed": failed}
     results["total_seconds"] = time.perf_counter() - t_start
+    results["threads"] = args.threads
     print_table(results, list(tests), matcher.method)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -118,7 +121,7 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
     b = results["budget"]
     print(f"\nGeLoc3r benchmark: {b['steps']} steps x batch {b['batch_size']}, seeds {b['seeds']}, "
           f"{b['train_pairs']} training pairs, model tiny {tuple(b['model']['image_size'])}; "
-          f"total {results['total_seconds']:.0f} s on {torch.get_num_threads()} threads")
+          f"total {results['total_seconds']:.0f} s with {results['threads']} torch thread(s)")
     header = f"{'test set':14s} {'method':28s} {'AUC@5':>13s} {'AUC@10':>13s} {'AUC@20':>13s} {'ms/pair':>8s} {'train s':>8s}"
     print(header)
     print("-" * len(header))

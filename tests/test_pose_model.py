@@ -17,6 +17,15 @@ from vision3d.pose.gcr import (
 from vision3d.pose.network import PoseRegressorConfig, load_pretrained
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _poses(n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return make_pose(random_rotation(n, 0.5, generator=g), torch.randn(n, 3, generator=g))

@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
         if gcr is not None and step >= cfg.gcr.start_step:
             g = gcr(batch, out, gen)
             loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
-            terms.update(gcr=float(g["consistency"]), geo=float(g["weights"]), solved=float(g["solved"]))
+            terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()), solved=float(g["solved"]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -1,0 +1,141 @@
+"""Pair data: nerfstudio scenes (procedural rooms), ViSP Castle-simu, ReLoc3r's pair lists, matching."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vision3d.pose.data import (
+    DataUnavailable,
+    PairDataset,
+    covisibility,
+    fetch_castle_simu,
+    frames_from_castle_simu,
+    frames_from_nerfstudio,
+    megadepth1500_pairs,
+    scannet1500_pairs,
+    select_pairs,
+)
+from vision3d.pose.gcr import depth_correspondences
+from vision3d.pose.matching import Matcher, xfeat_available
+from vision3d.pose.scenes import write_room_scene
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    return write_room_scene(tmp_path_factory.mktemp("room") / "r", seed=3, n_views=6, width=128, height=96, supersample=1)
+
+
+def _sampson(k1, k2, K1, K2, T21):  # noqa: N803
+    T12 = np.linalg.inv(T21)  # noqa: N806
+    t = T12[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    F = np.linalg.inv(K2).T @ tx @ T12[:3, :3] @ np.linalg.inv(K1)  # noqa: N806
+    x1 = np.c_[k1, np.ones(len(k1))]
+    x2 = np.c_[k2, np.ones(len(k2))]
+    Fx1, Ftx2 = x1 @ F.T, x2 @ F  # noqa: N806
+    return np.abs((x2 * Fx1).sum(1)) / np.sqrt(Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2)
+
+
+def test_nerfstudio_room_pairs_are_geometrically_consistent(room):
+    meta = json.loads((room / "transforms.json").read_text())
+    assert {"fl_x", "fl_y", "cx", "cy", "w", "h"} <= set(meta) and "depth_file_path" in meta["frames"][0]
+    fs = frames_from_nerfstudio(room)
+    assert len(fs) == 6 and fs.load_depth(0).max() > 0.3
+    # views come in clusters, so neighbours overlap
+    pairs = select_pairs(fs, min_overlap=0.2)
+    assert pairs
+    ds = PairDataset([fs], [(0, *pairs[0])], image_size=(48, 64))
+    s = ds[0]
+    # the GT-depth correspondences land on the same texture in image 2 (exact rendering, same shading)
+    p1, _, q2 = depth_correspondences(s["depth1"], s["depth2"], s["K1"], s["K2"], s["T21"], 200,
+                                      generator=torch.Generator().manual_seed(0))
+    assert len(p1) > 30
+    c1 = s["img1"][:, p1[:, 1].long(), p1[:, 0].long()]
+    c2 = s["img2"][:, q2[:, 1].long(), q2[:, 0].long()]
+    c_rand = s["img2"][:, torch.randint(0, 48, (len(p1),)), torch.randint(0, 64, (len(p1),))]
+    assert (c1 - c2).abs().mean() < 0.5 * (c1 - c_rand).abs().mean()
+    i, j = pairs[0]
+    T = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]  # noqa: N806
+    np.testing.assert_allclose(s["T21"].numpy(), T, atol=1e-5)
+
+
+def test_resizing_scales_intrinsics(room):
+    fs = frames_from_nerfstudio(room)
+    s = PairDataset([fs], [(0, 0, 1)], image_size=(24, 32))[0]
+    np.testing.assert_allclose(s["K1"].numpy()[:2], fs.K[0][:2] / 4, rtol=1e-6)
+    assert s["img1"].shape == (3, 24, 32) and s["depth1"].shape == (24, 32)
+
+
+def test_matcher_runs_offline_on_a_room(room):
+    fs = frames_from_nerfstudio(room)
+    method = "xfeat" if xfeat_available() else "sift"
+    k1, k2, score = Matcher(method, max_keypoints=256).match(fs.load_image(0), fs.load_image(1))
+    assert len(k1) == len(k2) == len(score) and k1.shape[1:] == (2,)
+    assert (k1 >= 0).all() and (k1[:, 0] <= 128).all() and (k1[:, 1] <= 96).all()
+
+
+@pytest.fixture(scope="module")
+def castle():
+    try:
+        return frames_from_castle_simu(fetch_castle_simu())
+    except DataUnavailable as err:
+        pytest.skip(f"Castle-simu not available: {err}")
+
+
+def test_castle_simu_depth_and_poses(castle):
+    assert len(castle) == 40 and castle.sizes[0] == (480, 640)
+    # depth re-projected into the colour camera agrees across views (it would not with the 5 cm offset ignored)
+    assert covisibility(castle, 0, 5, tol=0.01) > 0.9
+    methods = ["sift"] + (["xfeat"] if xfeat_available() else [])
+    for method in methods:  # matches agree with the ground-truth epipolar geometry (keypoint centres at +0.5)
+        k1, k2, _ = Matcher(method, max_keypoints=512).match(castle.load_image(0), castle.load_image(5))
+        err = _sampson(k1, k2, castle.K[0], castle.K[5], np.linalg.inv(castle.c2w[0]) @ castle.c2w[5])
+        assert len(k1) > 20 and np.median(err) < 1.0, method
+
+
+def test_scannet1500_and_megadepth1500_lists(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "scannet1500"
+    scene = root / "scannet_test_1500" / "scene0707_00"
+    for sub in ("color", "pose", "intrinsic"):
+        (scene / sub).mkdir(parents=True)
+    np.savez(root / "test.npz", name=np.array([[707, 0, 15, 45]]))
+    K = np.array([[577.0, 0, 319.5, 0], [0, 578.0, 239.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # noqa: N806
+    np.savetxt(scene / "intrinsic" / "intrinsic_depth.txt", K)
+    poses = {15: np.eye(4), 45: np.eye(4)}
+    poses[45][:3, 3] = [0.2, 0, 0]
+    for f, p in poses.items():
+        np.savetxt(scene / "pose" / f"{f}.txt", p)
+        Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(scene / "color" / f"{f}.jpg")
+    fs, pairs = scannet1500_pairs(root)
+    s = PairDataset([fs], pairs, (48, 64))[0]
+    np.testing.assert_allclose(s["T21"][:3, 3].numpy(), [0.2, 0, 0], atol=1e-6)
+    assert not s["has_depth"]
+
+    md = tmp_path / "megadepth1500"
+    (md / "Undistorted_SfM" / "0015" / "images").mkdir(parents=True)
+    names = ["Undistorted_SfM/0015/images/a.jpg", "Undistorted_SfM/0015/images/b.jpg"]
+    w2c = np.eye(4)
+    w2c[:3, 3] = [0, 0, -1.0]
+    meta = {names[0]: {"intrinsic": np.eye(3), "pose": np.eye(4)}, names[1]: {"intrinsic": np.eye(3), "pose": w2c}}
+    np.savez(md / "megadepth_meta_test.npz", **{k: np.array(v, dtype=object) for k, v in meta.items()})
+    (md / "megadepth_test_pairs.txt").write_text(" ".join(names) + "\n")
+    for n in names:
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(md / n)
+    fs, pairs = megadepth1500_pairs(md)
+    assert pairs == [(0, 0, 1)] and fs.sizes[0] == (30, 40)
+    np.testing.assert_allclose((np.linalg.inv(fs.c2w[0]) @ fs.c2w[1])[:3, 3], [0, 0, 1.0])
+    with pytest.raises(DataUnavailable, match="test.npz"):
+        scannet1500_pairs(tmp_path / "nowhere")

@@ -1,0 +1,126 @@
+"""Training lowers the loss; checkpoints round-trip; evaluation, the classical baseline, pictures and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vision3d.geometry import make_pose, project_points, random_rotation
+from vision3d.pose.data import PairDataset, frames_from_nerfstudio, select_pairs
+from vision3d.pose.evaluate import epipolar_picture, essential_pose, predict_poses, summarize
+from vision3d.pose.gcr import GCRConfig
+from vision3d.pose.matching import Matcher
+from vision3d.pose.network import PoseRegressorConfig
+from vision3d.pose.scenes import write_room_scene
+from vision3d.pose.train import DataConfig, TrainConfig, load_checkpoint, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    return write_room_scene(tmp_path_factory.mktemp("room") / "r", seed=7, n_views=6, width=64, height=48, supersample=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(room):
+    fs = frames_from_nerfstudio(room)
+    pairs = [(0, i, j) for i, j in select_pairs(fs, min_overlap=0.1, max_rotation_deg=90)][:6]
+    ds = PairDataset([fs], pairs, (48, 64), Matcher("sift"), max_matches=64)
+    for k in range(len(ds)):
+        ds[k]
+    return ds
+
+
+def test_tiny_training_run_lowers_the_loss(dataset, tmp_path):
+    cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(enabled=False), steps=16,
+                      batch_size=4, lr=2e-3, warmup_steps=2, log_every=4, output=str(tmp_path))
+    model, history = train(cfg, dataset, progress=False)
+    print([round(h["pose"], 3) for h in history])
+    assert history[-1]["pose"] < 0.7 * history[0]["pose"]
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    x = dataset[0]["img1"][None]
+    assert torch.allclose(loaded(x, x)["pose2to1"], model.eval()(x, x)["pose2to1"], atol=1e-5)
+
+
+def test_training_with_gcr_runs_and_solves(dataset, tmp_path):
+    cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(num_depth_corr=32, min_inliers=8),
+                      steps=4, batch_size=2, log_every=2, output=str(tmp_path))
+    _, history = train(cfg, dataset, progress=False, save=False)
+    assert all(np.isfinite(h["pose"]) and np.isfinite(h["gcr"]) for h in history)
+    assert history[-1]["solved"] > 0
+
+
+def test_predict_and_summarize(dataset):
+    model = PoseRegressorConfig.preset("tiny").setup()
+    T_pred, T_gt, sec = predict_poses(model, dataset, batch_size=4)
+    assert T_pred.shape == T_gt.shape == (len(dataset), 4, 4) and sec > 0
+    out = summarize(T_gt, T_gt)
+    assert out["auc@5"] == pytest.approx(1.0) and out["pairs"] == len(dataset)
+
+
+def test_essential_baseline_recovers_pose_from_exact_matches():
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(100, 3, generator=g, dtype=torch.float64) * 2 + torch.tensor([-1, -1, 4.0], dtype=torch.float64)
+    T21 = make_pose(random_rotation(1, 0.2, generator=g, dtype=torch.float64)[0], torch.tensor([0.5, 0.1, 0.0], dtype=torch.float64))
+    K = torch.tensor([[200.0, 0, 160], [0, 200.0, 120], [0, 0, 1]], dtype=torch.float64)
+    p1, _ = project_points(X[None], K[None])
+    X2 = (X - T21[:3, 3]) @ T21[:3, :3]  # camera-2 coordinates: X1 = R X2 + t
+    p2, _ = project_points(X2[None], K[None])
+    T = essential_pose(p1[0].numpy(), p2[0].numpy(), K.numpy(), K.numpy())
+    assert T is not None
+    from vision3d.geometry import relative_pose_errors
+
+    r, t = relative_pose_errors(T[None], T21.numpy()[None])
+    assert r[0] < 0.1 and t[0] < 0.5
+
+
+def test_epipolar_picture(dataset):
+    img1, img2, K1, K2, T21 = dataset.raw_pair(0)
+    T_wrong = T21.copy()
+    T_wrong[:3, 3] = -T21[:3, 3] + np.array([0.5, 0.5, 0.0])
+    pic = epipolar_picture(img1, img2, K1, K2, T_wrong, T21)
+    assert pic.shape == (48, 128, 3) and pic.max() <= 1.0
+    right = pic[:, 64:]  # true lines in green, predicted in red, on image 2
+    assert ((right[..., 1] > 0.8) & (right[..., 0] < 0.3)).any()
+    assert ((right[..., 0] > 0.85) & (right[..., 1] < 0.3)).any()
+
+
+def test_cli_train_eval_predict(room, tmp_path, monkeypatch):
+    from vision3d.cli import app
+
+    monkeypatch.setenv("VISION3D_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["pose", "train", "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--rooms", "0",
+                              "--scenes", str(room), "--matcher", "sift", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "model.pt").is_file() and json.loads((out / "history.json").read_text())
+    res = runner.invoke(app, ["pose", "eval", str(out / "model.pt"), "--data", str(room), "--max-pairs", "3",
+                              "--matcher", "sift", "--output", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    assert "AUC@5" in res.output and list((tmp_path / "eval").glob("pair_*.png"))
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert len(rows) == 2 and 0.0 <= rows[0]["auc@20"] <= 1.0
+    res = runner.invoke(app, ["pose", "predict", str(out / "model.pt"), str(room / "images/0000.png"),
+                              str(room / "images/0001.png"), "--output", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert "t direction" in res.output and (tmp_path / "p.png").is_file()
+
+
+def test_data_config_renders_rooms_once(tmp_path):
+    dc = DataConfig(procedural_rooms=1, room_views=4, render_size=(24, 32), cache_dir=str(tmp_path))
+    sets = dc.framesets()
+    assert len(sets) == 1 and len(sets[0]) == 4
+    mtime = next(tmp_path.glob("room*/transforms.json")).stat().st_mtime
+    dc.framesets()
+    assert next(tmp_path.glob("room*/transforms.json")).stat().st_mtime == mtime
