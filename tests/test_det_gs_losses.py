@@ -417,3 +417,18 @@ def test_photometric_loss_is_zero_on_the_ground_truth():
     gt = torch.rand(32, 32, 3)
     assert photometric_loss(gt, gt).item() == pytest.approx(0.0, abs=1e-6)
     assert photometric_loss(gt.flip(0), gt).item() > 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    cfg = DetGSLossConfig()
+    gt = torch.from_numpy(region_image()).float() / 255.0
+    rgb = (gt + 0.02 * torch.randn_like(gt)).clamp(0, 1)
+    depth, prior = smooth_depth(0).float()[:32, :32], 1.0 / smooth_depth(1).float()[:32, :32]
+    gt, rgb = gt[:32, :32], rgb[:32, :32]
+    cpu = regularizer_losses(cfg, 0, rgb, gt, depth=depth, prior=prior)
+    gpu = regularizer_losses(cfg, 0, rgb.cuda(), gt.cuda(), depth=depth.cuda(), prior=prior.cuda())
+    for key, value in cpu.items():
+        assert gpu[key].device.type == "cuda"
+        assert gpu[key].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-7)

@@ -37,7 +37,13 @@ Decisions on what the paper leaves open (each is a config field; the reason is g
   drawn from ``numpy.random.default_rng([seed, step])`` so a run is reproducible and independent of the
   global RNG. Patches with less than ``depth_min_valid_fraction`` valid pixels are dropped.
 - **ω** (``constant_opacity=0.95``, DNGaussian's value) and the two passes: see
-  :func:`depth_pass_parameters`.
+  :func:`depth_pass_parameters`. The paper's ``D = Σ ω e^{-ι(n-1)} G2D_n ‖μ_n - o‖`` with ι = -ln(1-ω)
+  is ordinary front-to-back compositing with every opacity set to ω, in the case where the Gaussians in
+  front cover the pixel at their centre (``e^{-ι(n-1)} = (1-ω)^{n-1}``); we render with the rasterizer's
+  exact compositing at opacity ω, as DNGaussian's code does, rather than the simplified product.
+- **Depth** is planar z-depth (the rasterizer's D/ED modes) rather than the paper's ray distance
+  ‖μ - o‖: dataset depth maps (nerfstudio convention) and monocular disparity are both of z, and the
+  two differ per pixel by 1/cos of the ray angle, which patch normalization does not remove.
 - **Canny** runs in OpenCV on the 8-bit ground truth, because the paper's thresholds 20/200 are OpenCV's
   (unnormalized 3x3 Sobel on 0..255, L1 magnitude by default, no pre-blur). kornia's ``canny`` works on
   [0, 1] images with the same unnormalized Sobel (magnitude 255 times smaller, L2 norm) and blurs first, so
