@@ -288,7 +288,8 @@ def patch_normalize(
         if global_std == "image":
             sigma = _masked_std(x, valid)
         elif global_std == "within_patch":
-            sigma = torch.sqrt((var * (n - 1.0).clamp_min(0.0)).sum() / (n - 1.0).clamp_min(0.0).sum().clamp_min(1.0))
+            pooled = (var * (n - 1.0).clamp_min(0.0)).sum() / (n - 1.0).clamp_min(0.0).sum().clamp_min(1.0)
+            sigma = torch.sqrt(pooled.clamp_min(1e-20))
         else:
             raise ValueError(f"global_std must be 'image' or 'within_patch', got {global_std!r}")
         if detach_global_std:
