@@ -17,6 +17,8 @@ chunk. This path is the reference that the Numba kernels are tested against.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
@@ -26,6 +28,8 @@ from .tiles import TileBins
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
+# Largest dense [tiles, pixels, list entries] block evaluated at once (float elements).
+CHUNK_ELEMS = 1 << 22
 
 
 class _AbsGradTap(torch.autograd.Function):
@@ -87,10 +91,11 @@ def rasterize_to_pixels_torch(
     n_cameras: int,
     bins: TileBins,
     absgrad_sink: Tensor | None = None,  # [P, 2] receives Σ|per-pixel ∂L/∂means2d| in backward
-    max_elems: int = 1 << 22,
+    max_elems: int | None = None,
 ) -> tuple[Tensor, Tensor]:  # colours [C, H, W, D], alphas [C, H, W, 1]
     """Composite every tile (no background; callers add ``(1 − alpha)·background``)."""
     ts, tw, th = bins.tile_size, bins.tile_width, bins.tile_height
+    max_elems = CHUNK_ELEMS if max_elems is None else max_elems
     n_tiles, device, dtype = bins.n_tiles, means2d.device, means2d.dtype
     D = colors.shape[-1]
     S = ts * ts
@@ -122,11 +127,13 @@ def rasterize_to_pixels_torch(
         pos = torch.where(mask, bins.offsets[tiles][:, None] + ar[None, :], torch.zeros_like(mask, dtype=torch.long))
         ids = torch.where(mask, bins.flatten_ids[pos], torch.zeros_like(pos))  # [Tc, K]
         pix = origin[tiles][:, None, :] + local[None]  # [Tc, S, 2]
-        args = (means2d, conics, colors, opacities, ids, mask, pix, absgrad_sink)
+        args = (means2d, conics, colors, opacities, ids, mask, pix)
+        # the sink is written in place during backward: keep it out of checkpoint's saved inputs
+        chunk = functools.partial(_composite_chunk, absgrad_sink=absgrad_sink)
         if need_grad:
-            o, a = checkpoint(_composite_chunk, *args, use_reentrant=False)
+            o, a = checkpoint(chunk, *args, use_reentrant=False)
         else:
-            o, a = _composite_chunk(*args)
+            o, a = chunk(*args)
         chunk_tiles.append(tiles)
         chunk_out.append(o)
         chunk_alpha.append(a)

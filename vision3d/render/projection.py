@@ -11,6 +11,10 @@ The maths follows gsplat 1.4's ``fully_fused_projection`` (pinhole camera):
   blurred determinant is not positive, the 3σ radius ``ceil(3·sqrt(λ_max))`` is
   ``<= radius_clip``, or the radius-box misses the image.
 
+Small matrices are kept as nested lists of per-entry tensors (``[N]`` for Gaussians,
+``[C, 1]`` for cameras, broadcasting to ``[C, N]``): on a CPU this is several times
+faster, forward and backward, than batched 3×3 ``matmul``/``einsum`` on ``[C, N, 3, 3]``.
+
 Culled entries keep finite values in every output (gsplat leaves them undefined) and
 receive exactly zero gradient, so a Gaussian behind the camera never produces NaN.
 """
@@ -21,24 +25,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+Mat = list[list[Tensor]]  # a small matrix as rows of entry tensors
 
-def _mm(a: Tensor, b: Tensor) -> Tensor:  # [..., i, j] @ [..., j, k] -> [..., i, k]
-    """Product of small matrices by broadcasting; much faster than batched bmm for 3×3 on CPU."""
-    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+def _mat(t: Tensor) -> Mat:  # [..., r, c] -> rows of [...] entries
+    return [[t[..., i, j] for j in range(t.shape[-1])] for i in range(t.shape[-2])]
+
+
+def _matmul(a: Mat, b: Mat) -> Mat:
+    return [[sum(a[i][k] * b[k][j] for k in range(len(b))) for j in range(len(b[0]))] for i in range(len(a))]
+
+
+def _transpose(a: Mat) -> Mat:
+    return [list(col) for col in zip(*a, strict=True)]
+
+
+def _rotmat_entries(quats: Tensor) -> Mat:  # [..., 4] wxyz -> 3×3 of [...]
+    w, x, y, z = F.normalize(quats, p=2, dim=-1).unbind(-1)
+    return [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:  # [..., 4] wxyz -> [..., 3, 3]
     """Rotation matrices from (not necessarily normalised) wxyz quaternions."""
-    w, x, y, z = F.normalize(quats, p=2, dim=-1).unbind(-1)
-    rot = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )  # fmt: skip
-    return rot.reshape(quats.shape[:-1] + (3, 3))
+    rot = _rotmat_entries(quats)
+    return torch.stack([torch.stack(row, dim=-1) for row in rot], dim=-2)
 
 
 def quat_scale_to_covar(
@@ -46,50 +60,10 @@ def quat_scale_to_covar(
     scales: Tensor,  # [N, 3]
 ) -> Tensor:  # [N, 3, 3]
     """World-space covariances ``R S² Rᵀ``."""
-    m = quat_to_rotmat(quats) * scales[..., None, :]  # [N, 3, 3]
-    return _mm(m, m.transpose(-1, -2))
-
-
-def world_to_cam(
-    means: Tensor,  # [N, 3]
-    covars: Tensor,  # [N, 3, 3]
-    viewmats: Tensor,  # [C, 4, 4]
-) -> tuple[Tensor, Tensor]:  # [C, N, 3], [C, N, 3, 3]
-    """Means and covariances in each camera's frame."""
-    rot = viewmats[:, :3, :3]  # [C, 3, 3]
-    t = viewmats[:, :3, 3]  # [C, 3]
-    means_c = (rot[:, None, :, :] * means[None, :, None, :]).sum(-1) + t[:, None, :]
-    rot = rot[:, None]  # [C, 1, 3, 3]
-    covars_c = _mm(_mm(rot, covars[None]), rot.transpose(-1, -2))
-    return means_c, covars_c
-
-
-def persp_proj(
-    means_c: Tensor,  # [C, N, 3] camera-frame means with a usable (positive) depth
-    covars_c: Tensor,  # [C, N, 3, 3]
-    Ks: Tensor,  # [C, 3, 3]
-    width: int,
-    height: int,
-) -> tuple[Tensor, Tensor]:  # means2d [C, N, 2], covars2d [C, N, 2, 2]
-    """Pinhole projection with gsplat's EWA Jacobian (clamped to 1.3× the field of view)."""
-    x, y, z = means_c.unbind(-1)  # [C, N]
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
-    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
-    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
-    lim_x_neg = cx / fx + 0.3 * tan_fovx
-    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
-    lim_y_neg = cy / fy + 0.3 * tan_fovy
-    rz = 1.0 / z
-    tx = z * torch.minimum(torch.maximum(x * rz, -lim_x_neg), lim_x_pos)
-    ty = z * torch.minimum(torch.maximum(y * rz, -lim_y_neg), lim_y_pos)
-    zero = torch.zeros_like(z)
-    jac = torch.stack(
-        [fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], dim=-1
-    ).reshape(z.shape + (2, 3))  # [C, N, 2, 3]
-    covars2d = _mm(_mm(jac, covars_c), jac.transpose(-1, -2))
-    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
-    return means2d, covars2d
+    rot = _rotmat_entries(quats)
+    m = [[rot[i][j] * scales[:, j] for j in range(3)] for i in range(3)]
+    cov = _matmul(m, _transpose(m))
+    return torch.stack([torch.stack(row, dim=-1) for row in cov], dim=-2)
 
 
 def fully_fused_projection(
@@ -116,17 +90,45 @@ def fully_fused_projection(
         conics: ``[C, N, 3]`` upper triangle ``(a, b, c)`` of the inverse blurred 2D covariance.
         compensations: ``[C, N]`` antialiasing factor ``sqrt(det Σ / det(Σ + eps2d·I))``, or None.
     """
+    rot_c = _mat(viewmats[:, None, :3, :3])  # camera rotation entries [C, 1]
+    t_c = [viewmats[:, None, i, 3] for i in range(3)]
+    # camera-frame covariance factor: Σ_c = (W M)(W M)ᵀ with M = R S, or W Σ Wᵀ
     if covars is None:
-        covars = quat_scale_to_covar(quats, scales)
-    means_c, covars_c = world_to_cam(means, covars, viewmats)
-    depths = means_c[..., 2]  # [C, N]
-    in_depth = (depths > near_plane) & (depths < far_plane)
+        rot = _rotmat_entries(quats)  # [N]
+        m = [[rot[i][j] * scales[:, j] for j in range(3)] for i in range(3)]
+        wm = _matmul(rot_c, m)  # [C, N]
+        cov_c = _matmul(wm, _transpose(wm))
+    else:
+        cov_c = _matmul(_matmul(rot_c, _mat(covars)), _transpose(rot_c))
+    mu = [means[:, j] for j in range(3)]
+    x, y, z = (sum(rot_c[i][j] * mu[j] for j in range(3)) + t_c[i] for i in range(3))  # [C, N]
+    depths = z
+    in_depth = (z > near_plane) & (z < far_plane)
     # Culled entries get z = 1 so that nothing downstream divides by ~0; `where` then
     # routes zero gradient to them.
-    safe_means_c = torch.where(in_depth[..., None], means_c, means_c.new_tensor([0.0, 0.0, 1.0]))
-    means2d, covars2d = persp_proj(safe_means_c, covars_c, Ks, width, height)
+    x = torch.where(in_depth, x, torch.zeros_like(x))
+    y = torch.where(in_depth, y, torch.zeros_like(y))
+    z = torch.where(in_depth, z, torch.ones_like(z))
 
-    a, b_, c = covars2d[..., 0, 0], 0.5 * (covars2d[..., 0, 1] + covars2d[..., 1, 0]), covars2d[..., 1, 1]
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
+    lim_x_neg = cx / fx + 0.3 * tan_fovx
+    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
+    lim_y_neg = cy / fy + 0.3 * tan_fovy
+    rz = 1.0 / z
+    tx = z * torch.minimum(torch.maximum(x * rz, -lim_x_neg), lim_x_pos)
+    ty = z * torch.minimum(torch.maximum(y * rz, -lim_y_neg), lim_y_pos)
+    # J = [[fx/z, 0, -fx·tx/z²], [0, fy/z, -fy·ty/z²]];  cov2d = J Σ_c Jᵀ
+    j00, j02 = fx * rz, -fx * tx * rz * rz
+    j11, j12 = fy * rz, -fy * ty * rz * rz
+    s = cov_c
+    a = j00 * (j00 * s[0][0] + 2 * j02 * s[0][2]) + j02 * j02 * s[2][2]
+    b_ = j00 * (j11 * s[0][1] + j12 * s[0][2]) + j02 * (j11 * s[2][1] + j12 * s[2][2])
+    c = j11 * (j11 * s[1][1] + 2 * j12 * s[1][2]) + j12 * j12 * s[2][2]
+    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)  # [C, N, 2]
+
     det_orig = a * c - b_ * b_
     a, c = a + eps2d, c + eps2d
     det = a * c - b_ * b_
