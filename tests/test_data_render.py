@@ -154,3 +154,33 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
 def test_unknown_camera_path_is_a_clear_error(tmp_path):
     with pytest.raises(RenderError, match="unknown camera path 'spiral'"):
         render_scene(tmp_path / "nope.off", tmp_path / "out", path="spiral", progress=False)
+
+
+@pytest.mark.blender
+@needs_blender
+def test_model_formats_import_alike(rendered, cow_mesh, tmp_path):
+    """glb (Blender 3.4's importer needs our numpy shim, and converts Y-up itself) and ply (raw axes, our
+    up-axis rotation) give the same normalised model as the OFF file rendered above."""
+    import trimesh
+
+    mesh = trimesh.load(cow_mesh)
+    reference = np.array(json.loads((rendered[0] / "transforms.json").read_text())["render"]["model_bounds"])
+    for ext in ("glb", "ply"):
+        model = tmp_path / f"cow.{ext}"
+        mesh.export(model)
+        out = render_scene(model, tmp_path / ext, views=2, width=16, height=16, spp=1, ground="none", progress=False)
+        bounds = np.array(json.loads((out / "transforms.json").read_text())["render"]["model_bounds"])
+        assert np.allclose(bounds, reference, atol=1e-4), ext
+    assert reference[1, 2] - reference[0, 2] > reference[1, 1] - reference[0, 1]  # the Y-up cow stands upright
+
+
+def test_v3d_data_render_reports_a_missing_model_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    v3d = Path(sys.executable).parent / "v3d"
+    result = subprocess.run([str(v3d), "data", "render", str(tmp_path / "nope.off"), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: model file not found:") and "Traceback" not in result.stderr

@@ -93,6 +93,10 @@ def import_model(path, up):
         bpy.ops.import_mesh.stl(filepath=path)
         axis_converted = False
     elif ext in (".glb", ".gltf"):
+        # Blender 3.4's glTF importer uses ``np.bool``, which numpy >= 1.24 (Debian 12's) removed; it fails on
+        # any mesh with normals. Restore the alias inside this Blender process only.
+        if "bool" not in np.__dict__:
+            np.bool = np.bool_
         bpy.ops.import_scene.gltf(filepath=path)
     elif ext == ".dae":
         bpy.ops.wm.collada_import(filepath=path)
@@ -441,6 +445,7 @@ def main():
     scene.render.resolution_x, scene.render.resolution_y = width, height
     scene.render.resolution_percentage = 100
     scene.render.use_motion_blur = False
+    scene.render.use_persistent_data = True  # keep the BVH and images between views: only the camera moves
     scene.render.film_transparent = False
     scene.view_settings.view_transform = "Standard"
     layer = scene.view_layers[0]

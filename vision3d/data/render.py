@@ -198,6 +198,8 @@ def render_scene(
         raise RenderError(f"unknown camera path {cfg.path!r}; choose one of {', '.join(CAMERA_PATHS)}")
     if cfg.views < 2:
         raise RenderError("render at least 2 views")
+    if cfg.up not in (None, "y", "z"):
+        raise RenderError(f"up axis must be 'y' or 'z', got {cfg.up!r}")
     out = Path(out).expanduser()
     model_path, source, registry_up = resolve_model(model)
     up = cfg.up or registry_up or "y"
