@@ -184,3 +184,12 @@ def test_v3d_data_render_reports_a_missing_model_in_one_line(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith("error: model file not found:") and "Traceback" not in result.stderr
+
+
+def test_a_folder_with_other_files_is_not_overwritten(tmp_path):
+    model = tmp_path / "tri.off"
+    model.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    out = tmp_path / "my_capture"
+    (out / "images").mkdir(parents=True)
+    with pytest.raises(RenderError, match="did not write"):
+        render_scene(model, out, views=2, progress=False)

@@ -210,13 +210,18 @@ def render_scene(
                 "format": FORMAT_VERSION, "hdri": str(hdri)}
     cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     transforms_path = out / "transforms.json"
-    if transforms_path.is_file() and not force:
+    old: dict = {}
+    if transforms_path.is_file():
         try:
             old = json.loads(transforms_path.read_text())
         except (OSError, ValueError):
             old = {}
-        if old.get("render", {}).get("cache_key") == cache_key:
-            return out
+    ours = isinstance(old.get("render"), dict) and "cache_key" in old["render"]
+    if ours and old["render"]["cache_key"] == cache_key and not force:
+        return out
+    if not ours and not force and out.is_dir() and any(not p.name.startswith(".render-") for p in out.iterdir()):
+        raise RenderError(f"{out} holds files that `v3d data render` did not write; render into an empty or new "
+                          "folder (or pass --force to overwrite its images/, depths/, normals/, flows/)")
 
     exe = find_blender()
     out.mkdir(parents=True, exist_ok=True)
