@@ -44,9 +44,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lambda-gcr", type=float, default=0.5)
     ap.add_argument("--cache", default=None, help="folder for rendered rooms and matches")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--from-json", default=None, help="only re-print the table of an earlier --json file")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        names = list(results["runs"][0].keys() - {"arm", "seed", "train_seconds", "final_pose_loss"})
+        print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
+        return results
 
     from vision3d.pose.data import (
         DataUnavailable,
@@ -122,7 +128,8 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
     print(f"\nGeLoc3r benchmark: {b['steps']} steps x batch {b['batch_size']}, seeds {b['seeds']}, "
           f"{b['train_pairs']} training pairs, model tiny {tuple(b['model']['image_size'])}; "
           f"total {results['total_seconds']:.0f} s with {results['threads']} torch thread(s)")
-    header = f"{'test set':14s} {'method':28s} {'AUC@5':>13s} {'AUC@10':>13s} {'AUC@20':>13s} {'ms/pair':>8s} {'train s':>8s}"
+    header = (f"{'test set':14s} {'method':28s} {'AUC@5':>13s} {'AUC@10':>13s} {'AUC@20':>13s} {'med rot°':>13s} "
+              f"{'med trans°':>13s} {'ms/pair':>8s} {'train s':>8s}")
     print(header)
     print("-" * len(header))
     for name in test_names:
@@ -130,16 +137,17 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
         for arm in ("regression", "regression + GCR"):
             runs = [r for r in results["runs"] if r["arm"] == arm]
             cells = []
-            for key in ("auc@5", "auc@10", "auc@20"):
-                vals = 100 * np.array([r[name][key] for r in runs])
+            for key in ("auc@5", "auc@10", "auc@20", "median_rot", "median_trans"):
+                vals = np.array([r[name][key] for r in runs]) * (100 if key.startswith("auc") else 1)
                 cells.append(f"{vals.mean():6.2f}±{vals.std():5.2f}")
             auc5[arm] = np.mean([r[name]["auc@5"] for r in runs])
             ms = 1000 * np.mean([r[name]["seconds"] for r in runs])
             ts = np.mean([r["train_seconds"] for r in runs])
-            print(f"{name:14s} {arm:28s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>13s} {ms:8.1f} {ts:8.1f}")
+            print(f"{name:14s} {arm:28s} " + " ".join(f"{c:>13s}" for c in cells) + f" {ms:8.1f} {ts:8.1f}")
         base = results["baseline"][name]
         print(f"{name:14s} {matcher + ' + essential (OpenCV)':28s} {100 * base['auc@5']:13.2f} {100 * base['auc@10']:13.2f} "
-              f"{100 * base['auc@20']:13.2f} {1000 * base['seconds']:8.1f} {'-':>8s}")
+              f"{100 * base['auc@20']:13.2f} {base['median_rot']:13.2f} {base['median_trans']:13.2f} "
+              f"{1000 * base['seconds']:8.1f} {'-':>8s}")
         plain, ours = auc5["regression"], auc5["regression + GCR"]
         rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
         print(f"{'':14s} relative AUC@5 change with GCR: {rel} (paper: +16% on CO3Dv2)")

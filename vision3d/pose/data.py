@@ -178,9 +178,15 @@ def frames_from_castle_simu(root: str | Path | None = None) -> FrameSet:
                     load_depth, meta={"root": str(root), "ids": ids})
 
 
-def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05) -> float:
-    """Fraction of view i's valid depth pixels (subsampled) that land inside view j and pass its depth test."""
-    d1, d2 = fs.load_depth(i), fs.load_depth(j)
+def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05, depths: dict | None = None) -> float:
+    """Fraction of view i's valid depth pixels (subsampled) that land inside view j and pass its depth test.
+    ``depths`` memoises loaded depth maps across calls."""
+    if depths is None:
+        depths = {}
+    for k in (i, j):
+        if k not in depths:
+            depths[k] = fs.load_depth(k)
+    d1, d2 = depths[i], depths[j]
     if d1 is None or d2 is None:
         return float("nan")
     v, u = np.mgrid[0: d1.shape[0]: step, 0: d1.shape[1]: step].reshape(2, -1)
@@ -208,14 +214,15 @@ def select_pairs(fs: FrameSet, max_pairs: int | None = None, min_overlap: float 
     """Pairs (i < j) whose depth covisibility lies in ``[min_overlap, max_overlap]`` and whose relative rotation
     is below ``max_rotation_deg``; a seeded random subset of ``max_pairs``. Without depth, rotation alone."""
     pairs = []
+    depths: dict = {}
     for i in range(len(fs)):
         for j in range(i + 1, len(fs)):
             rel = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]
             angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
             if angle > max_rotation_deg or np.linalg.norm(rel[:3, 3]) < 1e-6:
                 continue
-            ov = covisibility(fs, i, j)
-            if np.isnan(ov) or min_overlap <= min(ov, covisibility(fs, j, i)) and ov <= max_overlap:
+            ov = covisibility(fs, i, j, depths=depths)
+            if np.isnan(ov) or min_overlap <= min(ov, covisibility(fs, j, i, depths=depths)) and ov <= max_overlap:
                 pairs.append((i, j))
     rng = np.random.default_rng(seed)
     if max_pairs is not None and len(pairs) > max_pairs:

@@ -144,7 +144,15 @@ def save_pictures(model, dataset: PairDataset, T_pred: np.ndarray, folder: str |
     step = max(1, len(dataset) // count)
     for k in list(range(0, len(dataset), step))[:count]:
         img1, img2, K1, K2, T21 = dataset.raw_pair(k)  # noqa: N806
-        pic = epipolar_picture(img1, img2, K1, K2, T_pred[k], T21)
-        name = dataset[k]["name"].replace("/", "_")
+        sample = dataset[k]
+        points = None
+        if sample["has_depth"]:  # draw lines for points on the surface, not on the background
+            ys, xs = np.nonzero(sample["depth1"].numpy() > 0)
+            if len(xs):
+                pick = np.random.default_rng(k).choice(len(xs), min(12, len(xs)), replace=False)
+                sx, sy = img1.shape[1] / sample["depth1"].shape[1], img1.shape[0] / sample["depth1"].shape[0]
+                points = np.stack([(xs[pick] + 0.5) * sx, (ys[pick] + 0.5) * sy], -1)
+        pic = epipolar_picture(img1, img2, K1, K2, T_pred[k], T21, points=points)
+        name = sample["name"].replace("/", "_")
         paths.append(save_png(folder / f"pair_{k:03d}_{name}.png", pic))
     return paths
