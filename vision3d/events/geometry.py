@@ -1,0 +1,162 @@
+"""Camera intrinsics and the instantaneous-motion geometry E-MoFlow needs.
+
+Conventions (used by the simulator, E-MoFlow and the tests alike):
+
+* Camera frame x right, y down, z forward; normalised coordinates ``x = K⁻¹[p; 1]``.
+* ``v`` and ``ω`` are the **camera's** linear and angular velocity expressed in its own
+  frame. A static scene point then moves in the camera frame as ``Ẋ = −ω × X − v``, and its
+  image moves with the motion field ``u = (1/Z)·A(x)·v + B(x)·ω`` (normalised units per time),
+  ``A = [[−1, 0, x], [0, −1, y]]``, ``B = [[xy, −(1+x²), y], [1+y², −xy, −x]]``.
+* With these conventions the differential epipolar constraint reads
+  ``uᵀ[v]×x − xᵀSx = 0``, ``S = ½([v]×[ω]× + [ω]×[v]×)`` (E-MoFlow's ``loss/dec.py`` form).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PinholeCamera:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
+
+    def scaled(self, factor: float) -> PinholeCamera:
+        """The camera seen through pixel binning by ``factor`` (events ``x // factor``)."""
+        return PinholeCamera(
+            self.fx / factor,
+            self.fy / factor,
+            (self.cx + 0.5) / factor - 0.5,
+            (self.cy + 0.5) / factor - 0.5,
+            int(-(-self.width // factor)),
+            int(-(-self.height // factor)),
+        )
+
+    def cropped(self, x0: int, y0: int, width: int, height: int) -> PinholeCamera:
+        return PinholeCamera(self.fx, self.fy, self.cx - x0, self.cy - y0, width, height)
+
+    def normalize(self, xy: Tensor) -> Tensor:
+        """Pixels [..., 2] -> normalised image coordinates [..., 2]."""
+        return torch.stack([(xy[..., 0] - self.cx) / self.fx, (xy[..., 1] - self.cy) / self.fy], -1)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("fx", "fy", "cx", "cy", "width", "height")}
+
+    @classmethod
+    def default_for(cls, width: int, height: int, fov_deg: float = 70.0) -> PinholeCamera:
+        """A guess when no calibration exists: principal point at the centre, horizontal field of view."""
+        f = 0.5 * width / np.tan(np.deg2rad(fov_deg) / 2)
+        return cls(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
+
+
+def load_camera(path: str | Path) -> PinholeCamera:
+    """Read intrinsics from YAML: ``fx fy cx cy width height`` keys, or ``K`` (3×3 list, or
+    ``camera_matrix: {data: [9 numbers]}`` as ROS/OpenCV calibration files write it) with
+    ``width``/``height`` (``image_width``/``image_height``)."""
+    import yaml
+
+    path = Path(path)
+    with open(path) as f:
+        d = yaml.safe_load(f) or {}
+    width = d.get("width", d.get("image_width"))
+    height = d.get("height", d.get("image_height"))
+    if "fx" in d:
+        fx, fy, cx, cy = (float(d[k]) for k in ("fx", "fy", "cx", "cy"))
+    else:
+        k = d.get("K", d.get("camera_matrix"))
+        if isinstance(k, dict):
+            k = k.get("data")
+        if k is None:
+            raise ValueError(f"{path}: no intrinsics (expected fx/fy/cx/cy, K or camera_matrix.data)")
+        k = np.asarray(k, dtype=np.float64).reshape(3, 3)
+        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    if width is None or height is None:
+        raise ValueError(f"{path}: needs width and height (or image_width/image_height)")
+    return PinholeCamera(fx, fy, cx, cy, int(width), int(height))
+
+
+def save_camera(path: str | Path, camera: PinholeCamera) -> None:
+    import yaml
+
+    with open(path, "w") as f:
+        yaml.safe_dump({k: float(v) if k[0] in "fc" else int(v) for k, v in camera.to_dict().items()}, f)
+
+
+def skew(w: Tensor) -> Tensor:
+    """[..., 3] -> [..., 3, 3] with ``skew(a) @ b = a × b``."""
+    zero = torch.zeros_like(w[..., 0])
+    return torch.stack(
+        [
+            torch.stack([zero, -w[..., 2], w[..., 1]], -1),
+            torch.stack([w[..., 2], zero, -w[..., 0]], -1),
+            torch.stack([-w[..., 1], w[..., 0], zero], -1),
+        ],
+        -2,
+    )
+
+
+def motion_field(
+    x: Tensor,  # [N, 2] normalised coordinates
+    inv_depth: Tensor,  # [N]
+    v: Tensor,  # [3] or [N, 3] camera linear velocity
+    w: Tensor,  # [3] or [N, 3] camera angular velocity
+) -> Tensor:  # [N, 2] normalised image velocity
+    """``u = (1/Z)·A(x)·v + B(x)·ω`` for a camera moving with (v, ω) through a static scene."""
+    v = v.expand(x.shape[0], 3)
+    w = w.expand(x.shape[0], 3)
+    px, py = x[:, 0], x[:, 1]
+    ux = inv_depth * (-v[:, 0] + px * v[:, 2]) + px * py * w[:, 0] - (1 + px**2) * w[:, 1] + py * w[:, 2]
+    uy = inv_depth * (-v[:, 1] + py * v[:, 2]) + (1 + py**2) * w[:, 0] - px * py * w[:, 1] - px * w[:, 2]
+    return torch.stack([ux, uy], -1)
+
+
+def dec_residual(
+    x: Tensor,  # [N, 2] normalised coordinates
+    u: Tensor,  # [N, 2] normalised image velocity
+    v: Tensor,  # [3] or [N, 3] linear velocity (its scale only scales e)
+    w: Tensor,  # [3] or [N, 3] angular velocity
+) -> Tensor:  # [N]
+    """Differential epipolar residual ``e = uᵀ[v]×x − xᵀSx``, ``S = ½([v]×[ω]× + [ω]×[v]×)``.
+
+    Computed as ``e = (v × x)·(u + ω × x)`` with ``x = [x, y, 1]``, ``u = [u_x, u_y, 0]``: since
+    ``[v]×ᵀ = −[v]×``, ``xᵀ[v]×[ω]×x = xᵀ[ω]×[v]×x = −(v × x)·(ω × x)``. The tests hold this
+    against the matrix form.
+    """
+    if x.shape[-1] != 2 or u.shape != x.shape:
+        raise ValueError(f"x and u must both be [N, 2], got {tuple(x.shape)} and {tuple(u.shape)}")
+    xh = torch.cat([x, torch.ones_like(x[:, :1])], -1)
+    uh = torch.cat([u, torch.zeros_like(u[:, :1])], -1)
+    v = v.expand(x.shape[0], 3)
+    w = w.expand(x.shape[0], 3)
+    return (torch.linalg.cross(v, xh) * (uh + torch.linalg.cross(w, xh))).sum(-1)
+
+
+def resolve_translation_sign(
+    x: Tensor,  # [N, 2]
+    u: Tensor,  # [N, 2]
+    v: Tensor,  # [3]
+    w: Tensor,  # [3]
+) -> Tensor:  # [3]
+    """Pick the sign of ``v`` that puts the scene in front of the camera (positive depth).
+
+    The DEC residual is odd in ``v``, so it cannot tell ``v`` from ``−v``. Given ω, the
+    translational flow ``u − B(x)ω = (1/Z)A(x)v`` gives ``1/Z`` per pixel by least squares;
+    we flip ``v`` when the median of these inverse depths is negative (cheirality).
+    """
+    u_t = u - motion_field(x, torch.zeros_like(x[:, 0]), torch.zeros(3, dtype=x.dtype), w)
+    a_v = motion_field(x, torch.ones_like(x[:, 0]), v, torch.zeros(3, dtype=x.dtype))
+    inv_z = (u_t * a_v).sum(-1) / a_v.pow(2).sum(-1).clamp_min(1e-12)
+    return v if torch.median(inv_z) >= 0 else -v
