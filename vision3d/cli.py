@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from vision3d.data.cli import app as data_app
+from vision3d.events.cli import app as flow_app
 from vision3d.pose.cli import app as pose_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data_app, name="data", help="Render, import and inspect scenes (nerfstudio transforms.json).")
+app.add_typer(flow_app, name="flow", help="Egomotion and optical flow from events (E-MoFlow), event simulator, event files.")
 app.add_typer(pose_app, name="pose", help="GeLoc3r relative pose: train, eval (AUC@5/10/20 as ReLoc3r), predict.")
 
 
