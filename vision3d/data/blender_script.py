@@ -8,8 +8,15 @@ the standard library and numpy. The driver (:mod:`vision3d.data.render`) writes 
 Config keys (all written by the driver): ``model``, ``up`` ("y" or "z": the model file's up axis for
 formats without axis conversion: off, ply, stl), ``out_dir``, ``path`` ("orbit", "forward", "walk"),
 ``views``, ``width``, ``height``, ``spp``, ``hdri`` (an .exr path), ``hdri_strength``, ``ground_texture``
-(a PNG path or null), ``model_texture`` (PNG or null, used only when the model has no material),
-``wall_texture`` (PNG or null, walk path), ``seed``, ``fov_deg``, ``threads``, ``mesh_max_faces``.
+(a PNG path or null), ``ground`` (false: no ground plane), ``model_texture`` (PNG or null, used only
+when the model has no material), ``wall_texture`` (PNG or null, walk path), ``seed``, ``fov_deg``,
+``threads``, ``mesh_max_faces``, ``size`` (the model's largest side after normalisation: 1, or 0.6 in
+the walk-through room).
+
+Scene: the model is centred at the origin (world +Z up); ``orbit`` and ``forward`` stand it on a 5×5
+textured ground plane at its lowest point, ``walk`` puts it in an open-top 4.4×3.4×1.6 room (textured
+floor and walls, an area light over the top). The HDRI lights everything and is the visible background;
+its rotation comes from the seed.
 
 What it writes into ``out_dir``:
 
