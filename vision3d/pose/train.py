@@ -54,6 +54,7 @@ class DataConfig:
             seed = self.room_seed + k
             root = cache / f"room{seed:04d}_{w}x{h}_{self.room_views}"
             if not (root / "transforms.json").is_file():
+                print(f"rendering procedural room {seed} ({self.room_views} views, {w}x{h}) into {root} (once)", flush=True)
                 write_room_scene(root, seed, self.room_views, w, h)
             sets.append(frames_from_nerfstudio(root))
         if not sets:
