@@ -6,6 +6,8 @@ imports its heavy dependencies inside the command, so ``v3d --help`` starts fast
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from vision3d.data.cli import app as data_app
@@ -49,6 +51,26 @@ def demo(
     from vision3d.demo import run_demo
 
     run_demo(output, steps=steps, method=method)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    method: str = typer.Argument(..., help="One of our ns-train methods, e.g. det-gs."),
+    preset: str = typer.Option(..., help="A preset name from configs/METHOD/ (e.g. sparse-3view) or a .yaml path."),
+    data: Path = typer.Option(..., help="Scene folder (nerfstudio transforms.json)."),
+    dry_run: bool = typer.Option(False, help="Only print the ns-train command."),
+) -> None:
+    """Run ns-train with a preset; extra arguments go to ns-train (e.g. --vis viewer)."""
+    import shlex
+    import subprocess
+
+    from vision3d.methods.presets import find_preset, ns_train_command
+
+    command = ns_train_command(method, find_preset(method, preset), data, ctx.args)
+    typer.echo(shlex.join(command))
+    if not dry_run:
+        raise SystemExit(subprocess.call(command))
 
 
 @app.command()

@@ -1,0 +1,121 @@
+"""det-gs: Gaussian splatting with DET-GS's depth- and edge-aware regularizers, on CPU or GPU.
+
+``L = (1-λ)L1 + λ D-SSIM + L_depth + 0.1 L_edge + 0.8 L_tv`` (all terms in :mod:`.losses`). The
+photometric part is splatfacto's own (``ssim_lambda`` of the model config); the regularizers are added
+by :meth:`DetGSModel.get_loss_dict`.
+
+Rendering decisions (each documented here, each a config field where it is a choice):
+
+- L_edge and L_tv act on the ordinary colour pass; its depth is the expected depth (``RGB+ED``) so
+  that a partially covered pixel's depth is not pulled towards 0.
+- L_depth is applied every ``losses.depth_every`` steps to the passes named in ``losses.depth_passes``:
+  ``hard`` (constant opacity ω, scales and rotations detached: only the means learn) and ``soft`` (means,
+  scales, rotations detached: only the opacities learn), rendered as expected depth (``ED``) with the
+  camera's current training resolution. The prior is average-pooled to that resolution; a pixel of the
+  pooled prior is valid only where all its source pixels were.
+- The viewer has no ground truth for a novel view, so it shows Canny edges of the *rendered* view
+  (``edges``) next to RGB and depth: where L_edge would let depth jump if that render were the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from vision3d.methods.det_gs.losses import (
+    DetGSLossConfig,
+    canny_edges,
+    depth_pass_parameters,
+    regularizer_losses,
+)
+from vision3d.methods.splat.model import SplatModel, SplatModelConfig
+
+
+@dataclass
+class DetGSModelConfig(SplatModelConfig):
+    """det-gs = the splat model plus DET-GS's regularizers (``losses``; switch each off for the ablation)."""
+
+    _target: type = field(default_factory=lambda: DetGSModel)
+    losses: DetGSLossConfig = field(default_factory=DetGSLossConfig)
+    output_depth_during_training: bool = True
+
+
+def pool_to(values: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool a prior [H, W] and its validity [H, W] to ``size`` (an integer downscale); valid only if all were."""
+    if tuple(values.shape) == tuple(size):
+        return values, valid
+    factor = values.shape[0] // size[0]
+    if factor * size[0] != values.shape[0] or factor * size[1] != values.shape[1]:
+        values = F.interpolate(values[None, None], size=size, mode="nearest")[0, 0]
+        return values, F.interpolate(valid[None, None].float(), size=size, mode="nearest")[0, 0] > 0.5
+    v = valid.float()[None, None]
+    total = F.avg_pool2d(values[None, None] * v, factor)[0, 0]
+    share = F.avg_pool2d(v, factor)[0, 0]
+    return total / share.clamp_min(1e-8), share > 1.0 - 1e-6
+
+
+class DetGSModel(SplatModel):
+    config: DetGSModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self._edge_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def get_outputs(self, camera):
+        outputs = super().get_outputs(camera)
+        if not self.training and outputs.get("rgb") is not None and outputs.get("depth") is not None:
+            outputs["edges"] = canny_edges(
+                outputs["rgb"].detach().cpu(), self.config.losses.canny_low, self.config.losses.canny_high
+            ).float()[..., None].to(outputs["rgb"].device)
+        elif self.training and self.config.losses.use_depth and self.config.losses.depth_active(self.step):
+            outputs["depth_passes"] = self._render_depth_passes(camera)
+        return outputs
+
+    def _render_depth_passes(self, camera) -> dict[str, torch.Tensor]:
+        """The hard / soft depth renders [H, W] for L_depth (see the module docstring)."""
+        passes = {}
+        for name in self.config.losses.depth_passes:
+            params = depth_pass_parameters(
+                name, self.means, torch.exp(self.scales), self.quats,
+                torch.sigmoid(self.opacities).squeeze(-1), self.config.losses.constant_opacity,
+            )
+            render, _, _ = self.render(
+                camera, render_mode="ED", colors=self.means.new_zeros(self.means.shape[0], 1), sh_degree=None, **params
+            )
+            passes[name] = render[0, ..., 0]
+        return passes
+
+    def _edges(self, image_idx: int, gt_rgb: torch.Tensor) -> torch.Tensor:
+        """Canny edges [H, W] of a ground-truth image at the current resolution, cached."""
+        key = (int(image_idx), gt_rgb.shape[0], gt_rgb.shape[1])
+        if key not in self._edge_cache:
+            cfg = self.config.losses
+            self._edge_cache[key] = canny_edges(gt_rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, input_mode=cfg.canny_input)
+        return self._edge_cache[key].to(gt_rgb.device)
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None):
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if not self.training:
+            return loss_dict
+        gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])[..., :3]
+        prior = valid = None
+        kind = "disparity"
+        if "depth_prior" in batch:
+            prior, valid = pool_to(batch["depth_prior"].float(), batch["depth_prior_valid"].bool(), gt_rgb.shape[:2])
+            prior, valid, kind = prior.to(self.device), valid.to(self.device), batch["depth_prior_kind"]
+        terms = regularizer_losses(
+            self.config.losses,
+            self.step,
+            rgb=outputs["rgb"],
+            gt_rgb=gt_rgb,
+            depth=outputs["depth"],
+            prior=prior,
+            prior_kind=kind,
+            prior_valid=valid,
+            depth_passes=outputs.get("depth_passes"),
+            edges=self._edges(batch["image_idx"], gt_rgb) if self.config.losses.use_edge else None,
+        )
+        loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
+        return loss_dict

@@ -1,0 +1,58 @@
+"""Presets (``configs/<method>/<name>.yaml``) turned into the ``ns-train`` command they stand for.
+
+A preset is plain data: the method, trainer flags, the dataparser and its flags. Keeping presets as
+ns-train arguments (not as a second config system) means the run is an ordinary ``ns-train`` run, with
+its ``config.yml``, checkpoints and viewer, and the printed command can be edited and re-run by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from vision3d.errors import Vision3DError
+
+
+def presets_dir() -> Path:
+    """``configs/`` of the source checkout (beside the package in an editable install, or in the cwd)."""
+    for candidate in (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise Vision3DError("no configs/ folder found: pass --preset as a path to a preset .yaml")
+
+
+def find_preset(method: str, preset: str) -> Path:
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise Vision3DError(f"{path}: preset file not found")
+        return path
+    path = presets_dir() / method / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise Vision3DError(f"{path}: no preset {preset!r} for {method} (have: {', '.join(known) or 'none'})")
+    return path
+
+
+def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str] | None = None) -> list[str]:
+    """The ``ns-train`` argument list for a preset: ``ns-train METHOD [trainer flags] [extra] --data DATA PARSER [parser flags]``."""
+    try:
+        preset = yaml.safe_load(preset_path.read_text())
+    except yaml.YAMLError as err:
+        raise Vision3DError(f"{preset_path}: malformed YAML ({err})") from err
+    if not isinstance(preset, dict) or preset.get("method") != method:
+        raise Vision3DError(f"{preset_path}: preset is for method {preset.get('method') if isinstance(preset, dict) else None!r}, not {method!r}")
+    exe = shutil.which("ns-train", path=os.path.dirname(os.sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    command = [exe or "ns-train", method]
+    for key, value in (preset.get("trainer") or {}).items():
+        command += [f"--{key}", str(value)]
+    command += list(extra or [])
+    command += ["--pipeline.datamanager.data", str(data)]
+    if preset.get("dataparser"):
+        command.append(preset["dataparser"])
+        for key, value in (preset.get("dataparser-args") or {}).items():
+            command += [f"--{key}", str(value)]
+    return command
