@@ -11,12 +11,17 @@ Gaussian parameter, median over repetitions after a warm-up call (which also tri
 Numba compilation). The torch reference is skipped where its predicted time exceeds the
 budget; the table says so. OpenSplat's CPU rasterizer (libtorch, 2 threads) figures are
 the published ones quoted in our issue, not measured here.
+
+Both wall-clock and process CPU time are printed: on a shared machine the wall time
+includes waiting for a core, so ``cpu / threads`` is the better estimate of the wall time
+on idle cores (it is exact when both threads stay busy, optimistic otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import time
 
@@ -46,8 +51,8 @@ def make_scene(n: int, size: int, seed: int = 0):
     return (means, quats, scales, opacities, colors), viewmats, Ks
 
 
-def time_backend(backend: str, size: int, n: int, reps: int) -> tuple[float, float, int]:
-    """Median ms of forward and of forward+backward; also the number of tile intersections."""
+def time_backend(backend: str, size: int, n: int, reps: int) -> dict:
+    """Median wall and process-CPU ms of forward and of forward+backward, and the tile intersections."""
     params, viewmats, Ks = make_scene(n, size)
     params = [p.requires_grad_(True) for p in params]
 
@@ -64,17 +69,21 @@ def time_backend(backend: str, size: int, n: int, reps: int) -> tuple[float, flo
         return info
 
     info = forward_backward()  # warm-up (and Numba compile / cache load)
-    fwd, fwdbwd = [], []
+    fwd, fwdbwd, cpu_fwd, cpu_fwdbwd = [], [], [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
             forward()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         forward_backward()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         fwd.append((t1 - t0) * 1e3)
         fwdbwd.append((t2 - t1) * 1e3)
-    return statistics.median(fwd), statistics.median(fwdbwd), int(info["flatten_ids"].numel())
+        cpu_fwd.append((c1 - c0) * 1e3)
+        cpu_fwdbwd.append((c2 - c1) * 1e3)
+    med = statistics.median
+    return {"fwd": med(fwd), "fb": med(fwdbwd), "cpu_fwd": med(cpu_fwd), "cpu_fb": med(cpu_fwdbwd),
+            "isects": int(info["flatten_ids"].numel())}  # fmt: skip
 
 
 def main() -> None:
@@ -91,39 +100,58 @@ def main() -> None:
     load = os.getloadavg()
     sizes = SIZES[:2] if args.quick else SIZES
 
+    # Numba path first (all sizes), so the peak memory printed below is its own.
+    numba_rows = {}
+    for size in sizes:
+        for n in COUNTS:
+            numba_rows[size, n] = time_backend("numba", size, n, args.reps)
+    print(numba.threading_layer(), f"| load average at start {load[0]:.1f}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (RSS) of the process after the Numba runs: {peak_mib:.0f} MiB")
+
     rows = []
     torch_ns_per_isect = None  # calibrated on the first config, used to predict the rest
     for size in sizes:
         for n in COUNTS:
-            nb_f, nb_fb, n_isects = time_backend("numba", size, n, args.reps)
-            if rows == []:
-                print(numba.threading_layer(), f"| load average at start {load[0]:.1f}")
-            predicted = None if torch_ns_per_isect is None else torch_ns_per_isect * n_isects * 1e-9
+            nb = numba_rows[size, n]
+            predicted = None if torch_ns_per_isect is None else torch_ns_per_isect * nb["isects"] * 1e-9
+            th, note = None, ""
             if predicted is not None and predicted > args.torch_budget_s:
-                th_f = th_fb = None
                 note = f"torch skipped (predicted {predicted:.0f} s per fwd+bwd)"
             else:
-                th_f, th_fb, _ = time_backend("torch", size, n, reps=1 if n_isects > 50_000 else 2)
-                torch_ns_per_isect = max(torch_ns_per_isect or 0.0, th_fb * 1e6 / max(n_isects, 1))
-                note = ""
-            rows.append((size, n, n_isects, nb_f, nb_fb, th_f, th_fb, OPENSPLAT.get((size, n)), note))
+                th = time_backend("torch", size, n, reps=1 if nb["isects"] > 50_000 else 2)
+                torch_ns_per_isect = max(torch_ns_per_isect or 0.0, th["fb"] * 1e6 / max(nb["isects"], 1))
+            rows.append((size, n, nb, th, OPENSPLAT.get((size, n)), note))
 
-    head = (f"{'image':>7} {'N':>6} {'isects':>8} | {'numba fwd':>9} {'fwd+bwd':>8} | {'torch fwd':>9} "
-            f"{'fwd+bwd':>8} | {'speedup':>7} {'':>7} | {'OpenSplat fwd':>13} {'fwd+bwd':>8} | {'vs OS':>6} {'':>6}")  # fmt: skip
+    t = args.threads
+    print()
+    print("ms per image. wall = wall clock; cpu = process CPU time over all threads. On a shared machine")
+    print(f"the wall figure includes waiting for cores; cpu/{t} estimates the wall time on {t} idle cores.")
+    head = (f"{'image':>6} {'N':>6} {'isects':>7} | {'numba fwd':^21} | {'numba fwd+bwd':^21} | "
+            f"{'torch ref cpu':^15} | {'speedup':^13} | {'OpenSplat':^11} | {'vs OpenSplat':^13}")  # fmt: skip
+    sub = (f"{'':>6} {'':>6} {'':>7} | {'wall':>6} {'cpu':>6} {'cpu/' + str(t):>7} | {'wall':>6} {'cpu':>6} "
+           f"{'cpu/' + str(t):>7} | {'fwd':>7} {'f+b':>7} | {'fwd':>6} {'f+b':>6} | {'fwd':>5} {'f+b':>5} | "
+           f"{'fwd':>6} {'f+b':>6}")  # fmt: skip
     print(head)
-    print(f"{'':>7} {'':>6} {'':>8} | {'ms':>9} {'ms':>8} | {'ms':>9} {'ms':>8} | {'fwd':>7} {'f+b':>7} | "
-          f"{'ms':>13} {'ms':>8} | {'fwd':>6} {'f+b':>6}")  # fmt: skip
-    print("-" * len(head))
-    for size, n, n_isects, nb_f, nb_fb, th_f, th_fb, os_ms, note in rows:
-        tf = f"{th_f:9.1f} {th_fb:8.1f}" if th_f is not None else f"{'-':>9} {'-':>8}"
-        sp = f"{th_f / nb_f:6.1f}x {th_fb / nb_fb:6.1f}x" if th_f is not None else f"{'-':>7} {'-':>7}"
-        if os_ms is not None:
-            osf = f"{os_ms[0]:13.0f} {os_ms[1]:8.0f} | {os_ms[0] / nb_f:5.1f}x {os_ms[1] / nb_fb:5.1f}x"
+    print(sub)
+    print("-" * len(sub))
+    for size, n, nb, th, os_ms, note in rows:
+        line = (f"{size:>5}² {n:>6} {nb['isects']:>7} | {nb['fwd']:6.0f} {nb['cpu_fwd']:6.0f} {nb['cpu_fwd'] / t:7.1f} | "
+                f"{nb['fb']:6.0f} {nb['cpu_fb']:6.0f} {nb['cpu_fb'] / t:7.1f} | ")  # fmt: skip
+        if th is not None:
+            line += (f"{th['cpu_fwd']:7.0f} {th['cpu_fb']:7.0f} | {th['cpu_fwd'] / nb['cpu_fwd']:5.1f}x "
+                     f"{th['cpu_fb'] / nb['cpu_fb']:5.1f}x | ")  # fmt: skip
         else:
-            osf = f"{'-':>13} {'-':>8} | {'-':>6} {'-':>6}"
-        print(f"{size:>4}²   {n:>6} {n_isects:>8} | {nb_f:9.1f} {nb_fb:8.1f} | {tf} | {sp} | {osf} {note}")
-    print("speedup = torch reference / numba; vs OS = OpenSplat published / numba (>1 means we are faster).")
-    print(f"load average at end {os.getloadavg()[0]:.1f} (the machine may be shared; timings are wall clock)")
+            line += f"{'-':>7} {'-':>7} | {'-':>6} {'-':>6} | "
+        if os_ms is not None:
+            line += (f"{os_ms[0]:5.0f} {os_ms[1]:5.0f} | {os_ms[0] / (nb['cpu_fwd'] / t):5.1f}x "
+                     f"{os_ms[1] / (nb['cpu_fb'] / t):5.1f}x")  # fmt: skip
+        else:
+            line += f"{'-':>5} {'-':>5} | {'-':>6} {'-':>6}"
+        print(line + (f"  {note}" if note else ""))
+    print("speedup = torch reference / numba (CPU time); vs OpenSplat = OpenSplat's published wall time "
+          f"/ our cpu/{t} (> 1: we are faster).")
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

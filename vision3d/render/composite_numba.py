@@ -3,13 +3,16 @@
 Same semantics as :mod:`vision3d.render.composite_torch` and gsplat's
 ``rasterize_to_pixels`` (thresholds: α ≤ 0.999, skip α < 1/255 or σ < 0, exclusive stop
 at T ≤ 1e-4, pixel centres at +0.5). One ``prange`` iteration per tile; a tile first
-gathers its Gaussians into small contiguous arrays, then walks its pixels.
+gathers its Gaussians into small contiguous arrays, splits itself into SUB×SUB pixel
+blocks with the Gaussians that can reach each block (exact culling, see ``SUB``), then
+walks its pixels.
 
 The backward mirrors gsplat's ``rasterize_to_pixels_bwd``: each pixel walks its list back
 to front from the last Gaussian the forward used, recovering ``T_i = T_{i+1} / (1 − α_i)``
 and keeping the colour already composited behind. Gradients go to per-intersection slots
-(one per (tile, Gaussian) pair, so tiles never race) and are summed per Gaussian with one
-``index_add_``. ``absgrad`` sums ``|∂L/∂means2d|`` per pixel, as gsplat's CUDA backward.
+(one per (tile, Gaussian) pair, so tiles never race) and are then summed per Gaussian
+(:func:`_scatter_rows`). ``absgrad`` sums ``|∂L/∂means2d|`` per pixel, as gsplat's CUDA
+backward does.
 
 Kernels run in the inputs' dtype (float32 or float64).
 """
