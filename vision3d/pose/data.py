@@ -85,7 +85,8 @@ def fetch_castle_simu(cache_dir: str | Path | None = None) -> Path:
 
     Uses an installed ``visp-images-data`` when present; otherwise ``apt-get download visp-images-data``
     (75 MB) into ``<cache>/visp`` and extracts only ``mbt-depth/Castle-simu`` with ``dpkg-deb --fsys-tarfile``.
-    Raises :class:`DataUnavailable` with the reason when apt cannot fetch it (run ``apt-get update`` once).
+    When the download fails and we are root, ``apt-get update`` runs once and the download is retried.
+    Raises :class:`DataUnavailable` with the reason when apt cannot fetch it.
     """
     if (SYSTEM_VISP / "Images" / "Image_0001.pgm").is_file():
         return SYSTEM_VISP
@@ -99,11 +100,11 @@ def fetch_castle_simu(cache_dir: str | Path | None = None) -> Path:
             raise DataUnavailable(f"Castle-simu needs '{tool}' (Debian/Ubuntu) to fetch visp-images-data")
     debs = sorted(cache.glob("visp-images-data_*.deb"))
     if not debs:
-        try:
-            proc = subprocess.run(["apt-get", "download", "visp-images-data"], cwd=cache, capture_output=True,
-                                  text=True, timeout=600)
-        except subprocess.TimeoutExpired as err:
-            raise DataUnavailable("apt-get download visp-images-data timed out") from err
+        proc = _apt_download(cache)
+        if proc.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
+            # an empty package list (no 'apt-get update' yet) is the usual cause; as root, refresh once and retry
+            subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600)
+            proc = _apt_download(cache)
         debs = sorted(cache.glob("visp-images-data_*.deb"))
         if proc.returncode != 0 or not debs:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -120,6 +121,14 @@ def fetch_castle_simu(cache_dir: str | Path | None = None) -> Path:
             shutil.rmtree(target)
         shutil.move(str(Path(tmp) / member), target)
     return target
+
+
+def _apt_download(cache: Path) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["apt-get", "download", "visp-images-data"], cwd=cache, capture_output=True, text=True,
+                              timeout=600)
+    except subprocess.TimeoutExpired as err:
+        raise DataUnavailable("apt-get download visp-images-data timed out") from err
 
 
 def read_castle_depth(path: Path) -> np.ndarray:
