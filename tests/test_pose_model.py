@@ -146,3 +146,19 @@ def test_gcr_branch_recovers_pose_and_gives_gradients():
     (res["consistency"] + res["weights"]).backward()
     assert pred.grad.abs().sum() > 0
     assert any(p.grad is not None for p in gcr.parameters())
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    from vision3d.pose.network import RoPE2D
+
+    rope = RoPE2D(100.0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(pq, pk):
+        a = rope(q, torch.tensor([[pq]]))
+        b = rope(k, torch.tensor([[pk]]))
+        return float((a * b).sum())
+
+    assert score((2, 3), (5, 1)) == pytest.approx(score((7, 10), (10, 8)), abs=1e-4)
+    assert score((0, 0), (0, 0)) == pytest.approx(float((q * k).sum()), abs=1e-5)
+    assert abs(score((0, 0), (0, 3)) - score((0, 0), (0, 0))) > 1e-3
