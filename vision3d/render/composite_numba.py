@@ -14,7 +14,9 @@ and keeping the colour already composited behind. Gradients go to per-intersecti
 (:func:`_scatter_rows`). ``absgrad`` sums ``|∂L/∂means2d|`` per pixel, as gsplat's CUDA
 backward does.
 
-Kernels run in the inputs' dtype (float32 or float64).
+Kernels always compute in float64 (inputs are converted, results cast back): one compiled
+specialisation instead of two, and a backward whose transmittance recovery stays accurate
+next to opaque Gaussians. Thresholds are the same constants as gsplat's float32 ones.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ def _composite_fwd(
     opacities,  # [P]
     offsets,  # [n_tiles + 1] int64
     flatten_ids,  # [n_isects] int64
-    consts,  # [5] (alpha_max, alpha_min, t_min, 1, 1/2) in the compute dtype
-    centers,  # [max(H, W)] pixel centres i + 0.5 in the compute dtype
+    consts,  # [5] (alpha_max, alpha_min, t_min, 1, 1/2), float64
+    centers,  # [max(H, W)] pixel centres i + 0.5, float64
     tile_size,
     tile_width,
     tile_height,
@@ -270,15 +272,17 @@ def _scatter_rows(per_isect, flatten_ids, out):  # [n_isects, F] -> out [P, F] (
             out[g, f] += per_isect[i, f]
 
 
-def _constants(dtype, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds and pixel centres in the compute dtype, so float32 kernels stay float32."""
-    consts = np.array([ALPHA_MAX, ALPHA_MIN, T_MIN, 1.0, 0.5], dtype=dtype)
-    centers = np.arange(max(width, height), dtype=dtype) + dtype.type(0.5)
+def _constants(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds and pixel centres as arrays of the compute dtype (float64)."""
+    consts = np.array([ALPHA_MAX, ALPHA_MIN, T_MIN, 1.0, 0.5], dtype=np.float64)
+    centers = np.arange(max(width, height), dtype=np.float64) + 0.5
     return consts, centers
 
 
 def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+    """A float64 (or integer) C-contiguous numpy view/copy of a tensor."""
+    t = t.detach()
+    return (t.double() if t.is_floating_point() else t).contiguous().numpy()
 
 
 class _RasterizeToPixels(torch.autograd.Function):
@@ -286,7 +290,7 @@ class _RasterizeToPixels(torch.autograd.Function):
     def forward(ctx, means2d, conics, colors, opacities, bins, n_cameras, width, height, absgrad_target):  # noqa: D102
         dtype = means2d.dtype
         D = colors.shape[-1]
-        consts, centers = _constants(_np(means2d).dtype, width, height)
+        consts, centers = _constants(width, height)
         out_colors = np.zeros((n_cameras, height, width, D), dtype=consts.dtype)
         out_trans = np.empty((n_cameras, height, width), dtype=consts.dtype)
         out_last = np.empty((n_cameras, height, width), dtype=np.int32)
@@ -306,8 +310,8 @@ class _RasterizeToPixels(torch.autograd.Function):
         means2d, conics, colors, opacities, offsets, flatten_ids, trans, last = ctx.saved_tensors
         tile_size, tile_width, tile_height = ctx.meta
         n_isects, D = flatten_ids.shape[0], colors.shape[-1]
-        np_dtype = trans.numpy().dtype
-        consts, centers = _constants(np_dtype, trans.shape[2], trans.shape[1])
+        np_dtype = np.float64
+        consts, centers = _constants(trans.shape[2], trans.shape[1])
         v_m = np.zeros((n_isects, 2), np_dtype)
         v_abs = np.zeros((n_isects, 2), np_dtype)
         v_con = np.zeros((n_isects, 3), np_dtype)
@@ -316,7 +320,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         _composite_bwd(
             _np(means2d), _np(conics), _np(colors), _np(opacities), _np(offsets), _np(flatten_ids), consts,
             centers, tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
-            _np(v_colors_px.to(trans.dtype)), _np(v_alphas_px[..., 0].to(trans.dtype)),
+            _np(v_colors_px), _np(v_alphas_px[..., 0]),
             v_m, v_abs, v_con, v_col, v_op,
         )  # fmt: skip
 
