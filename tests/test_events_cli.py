@@ -1,0 +1,54 @@
+"""``v3d flow simulate`` -> ``v3d flow fit`` end to end on a tiny sensor; ``show`` on real files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from vision3d.events.cli import app
+
+runner = CliRunner()
+
+
+def test_simulate_then_fit(tmp_path):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    sim = tmp_path / "sim"
+    r = runner.invoke(app, ["simulate", str(sim), "--duration", "0.04", "--width", "32", "--height", "24",
+                            "--w", "0,3,0", "--fmt", "h5"])
+    assert r.exit_code == 0, r.output
+    assert (sim / "events.h5").exists() and (sim / "camera.yaml").exists()
+    gt = np.load(sim / "ground_truth.npz")
+    assert gt["flow_px_per_s"].shape[1:] == (24, 32, 2) and np.allclose(gt["w"], [0, 3, 0])
+    out = tmp_path / "fit"
+    r = runner.invoke(app, ["fit", str(sim / "events.h5"), "--camera", str(sim / "camera.yaml"), "--output", str(out),
+                            "--window-ms", "20", "--iterations", "40", "--max-windows", "1"])
+    assert r.exit_code == 0, r.output
+    for name in ("flow_000.npy", "velocities.csv", "velocities.png", "window_000.png", "summary.json"):
+        assert (out / name).exists(), name
+    assert np.load(out / "flow_000.npy").shape == (24, 32, 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["windows"][0]["events"] > 100 and summary["windows"][0]["var_after"] > 0
+    vel = np.loadtxt(out / "velocities.csv", delimiter=",", skiprows=1)
+    assert vel.shape[1] == 7 and np.allclose(np.linalg.norm(vel[:, 1:4], axis=1), 1, atol=1e-4)
+    torch.set_num_threads(n)
+
+
+def test_fit_reports_bad_file(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0.1 1 2\n")
+    cam = tmp_path / "cam.yaml"
+    cam.write_text("fx: 20\nfy: 20\ncx: 8\ncy: 6\nwidth: 16\nheight: 12\n")
+    r = runner.invoke(app, ["fit", str(bad), "--camera", str(cam)])
+    assert r.exit_code != 0
+    assert "bad.txt" in str(r.exception) and "4 columns" in str(r.exception)
+
+
+def test_show_real_file(shared_data, tmp_path):
+    r = runner.invoke(app, ["show", str(shared_data / "events" / "davis346.aedat4"), "--picture", str(tmp_path / "e.png")])
+    assert r.exit_code == 0, r.output
+    assert "78,830" in r.output and "346×260" in r.output and "IMU" in r.output
+    assert (tmp_path / "e.png").stat().st_size > 1000
