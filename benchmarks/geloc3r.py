@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
-        names = list(results["runs"][0].keys() - {"arm", "seed", "train_seconds", "final_pose_loss"})
+        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
         print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
         return results
 
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             model, history = train(cfg, train_ds, progress=False, save=False)
             seconds = time.perf_counter() - t0
-            run = {"arm": arm, "seed": seed, "train_seconds": seconds, "final_pose_loss": history[-1]["pose"]}
+            run = {"arm": arm, "seed": seed, "train_seconds": seconds, "final_pose_loss": history[-1].get("pose", float("nan")),
+                   "skipped_steps": history[-1]["skipped"]}
             for name, ds in tests.items():
                 T_pred, T_gt, sec = predict_poses(model, ds)  # noqa: N806
                 run[name] = {**summarize(T_pred, T_gt), "seconds": sec}

@@ -77,8 +77,8 @@ def ransac_pnp(
 ) -> RansacResult:
     """Weighted RANSAC over 6-point DLT hypotheses, then a weighted DLT + Gauss-Newton refit on the inliers.
 
-    The refit is differentiable with respect to ``weights``, ``points3d`` and ``pixels`` (the inlier set is
-    fixed by the non-differentiable hypothesis stage). Returns ``success=False`` (and the best hypothesis)
+    The refit is differentiable with respect to ``weights``, ``points3d`` and ``pixels`` through its
+    Gauss-Newton steps (the inlier set and the DLT starting point are constants). Returns ``success=False`` (and the best hypothesis)
     when fewer than 6 inliers are found.
     """
     check_shape("points3d", points3d, "*", 3)
@@ -96,7 +96,8 @@ def ransac_pnp(
     if int(inl.sum()) < 6:
         return RansacResult(R0, t0, inl, score, False)
     w_in = weights * inl.to(weights.dtype)
-    R, t = dlt_pnp(points3d[None], xy[None], w_in[None])  # noqa: N806
+    with torch.no_grad():  # the DLT's eigen-decomposition has unstable gradients; start the refit from it
+        R, t = dlt_pnp(points3d[None], xy[None], w_in[None])  # noqa: N806
     R, t = refine_pnp(R, t, points3d[None], xy[None], w_in[None], refine_iterations)  # noqa: N806
     # one local-optimisation round: inliers of the refined pose, refit from it
     with torch.no_grad():

@@ -124,6 +124,7 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
     it = iter(loader)
     bar = _progress(progress, cfg.steps)
     running: dict[str, float] = {}
+    skipped = skipped_logged = 0
     for step in range(cfg.steps):
         try:
             batch = next(it)
@@ -141,19 +142,29 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
             loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
             terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()), solved=float(g["solved"]))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        for k, v in terms.items():
-            running[k] = running.get(k, 0.0) + v
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            ok = bool(torch.isfinite(norm))  # a degenerate solver step is skipped rather than poison the weights
+        if ok:
+            opt.step()
+            for k, v in terms.items():
+                running[k] = running.get(k, 0.0) + v
+        else:
+            skipped += 1
+            opt.zero_grad(set_to_none=True)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            n = cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every
-            row = {"step": step + 1, "seconds": time.perf_counter() - start, **{k: v / n for k, v in running.items()}}
+            n = max(1, (cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every)
+                    - (skipped - skipped_logged))
+            skipped_logged = skipped
+            row = {"step": step + 1, "seconds": time.perf_counter() - start, "skipped": skipped,
+                   **{k: v / n for k, v in running.items()}}
             history.append(row)
             running = {}
             if bar is not None:
                 bar[0].update(bar[1], completed=step + 1,
-                              description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds")))
+                              description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds", "skipped")))
     if bar is not None:
         bar[0].stop()
     if save:
