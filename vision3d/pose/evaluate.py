@@ -17,7 +17,8 @@ from vision3d.pose.data import PairDataset, collate
 
 @torch.no_grad()
 def predict_poses(model, dataset: PairDataset, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
-    """Predicted and true ``T21 [N, 4, 4]`` and the mean seconds per pair (batch of 1 timing on a warm model)."""
+    """Predicted and true ``T21 [N, 4, 4]`` and the seconds per pair (median of 10 batch-1 calls on a warm model,
+    robust to other processes on a shared machine)."""
     model.eval()
     preds, gts = [], []
     for start in range(0, len(dataset), batch_size):
@@ -27,11 +28,12 @@ def predict_poses(model, dataset: PairDataset, batch_size: int = 8) -> tuple[np.
     sample = dataset[0]
     img1, img2 = sample["img1"][None], sample["img2"][None]
     model(img1, img2)
-    reps = min(10, len(dataset))
-    t0 = time.perf_counter()
-    for _ in range(reps):
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
         model(img1, img2)
-    return np.concatenate(preds), np.concatenate(gts), (time.perf_counter() - t0) / reps
+        times.append(time.perf_counter() - t0)
+    return np.concatenate(preds), np.concatenate(gts), float(np.median(times))
 
 
 def summarize(T_pred: np.ndarray, T_gt: np.ndarray) -> dict:  # noqa: N803
