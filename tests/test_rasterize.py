@@ -272,3 +272,22 @@ def test_bad_arguments_raise():
         render(scene, backgrounds=torch.zeros(1, 4))
     with pytest.raises(ValueError, match="width and height"):
         render(dict(scene, width=0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_covars_percamera_colors_and_radius_clip(backend):
+    from vision3d.render.projection import quat_scale_to_covar
+
+    scene = make_scene(n=50, n_cams=2)
+    ref, ref_a, ref_info = render(scene, backend=backend)
+    s = dict(scene)
+    covars = quat_scale_to_covar(s["quats"], s["scales"])
+    out, a, _ = rasterize_gaussians(s["means"], None, None, s["opacities"], s["colors"], s["viewmats"], s["Ks"],
+                                    40, 32, covars=covars, backend=backend)  # fmt: skip
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    per_cam = render(dict(scene, colors=scene["colors"][None].expand(2, -1, -1).clone()), backend=backend)[0]
+    torch.testing.assert_close(per_cam, ref)
+    r = ref_info["radii"][ref_info["radii"] > 0]
+    clip = float(r.float().median())
+    _, _, info = render(scene, backend=backend, radius_clip=clip)
+    assert torch.all(info["radii"][info["radii"] > 0] > clip) and (info["radii"] > 0).sum() < (ref_info["radii"] > 0).sum()
