@@ -38,6 +38,9 @@ _PREFILTER_MARGIN = 1e-3
 # {σ <= cut} ellipse reaches it (plus one pixel of slack). Gaussians left out of a block
 # have α < 1/255 at all its pixels, so the skip is exact: it only saves work.
 SUB = 4
+# Tiles differ a lot in cost: hand them to threads a few at a time (dynamic balancing)
+# instead of Numba's default of one contiguous chunk per thread.
+_CHUNK = 2
 
 
 @numba.njit(cache=True)
@@ -294,10 +297,11 @@ class _RasterizeToPixels(torch.autograd.Function):
         out_colors = np.zeros((n_cameras, height, width, D), dtype=consts.dtype)
         out_trans = np.empty((n_cameras, height, width), dtype=consts.dtype)
         out_last = np.empty((n_cameras, height, width), dtype=np.int32)
-        _composite_fwd(
-            _np(means2d), _np(conics), _np(colors), _np(opacities), _np(bins.offsets), _np(bins.flatten_ids),
-            consts, centers, bins.tile_size, bins.tile_width, bins.tile_height, out_colors, out_trans, out_last,
-        )  # fmt: skip
+        with numba.parallel_chunksize(_CHUNK):
+            _composite_fwd(
+                _np(means2d), _np(conics), _np(colors), _np(opacities), _np(bins.offsets), _np(bins.flatten_ids),
+                consts, centers, bins.tile_size, bins.tile_width, bins.tile_height, out_colors, out_trans, out_last,
+            )  # fmt: skip
         trans = torch.from_numpy(out_trans)
         last = torch.from_numpy(out_last)
         ctx.save_for_backward(means2d, conics, colors, opacities, bins.offsets, bins.flatten_ids, trans, last)
@@ -317,12 +321,13 @@ class _RasterizeToPixels(torch.autograd.Function):
         v_con = np.zeros((n_isects, 3), np_dtype)
         v_col = np.zeros((n_isects, D), np_dtype)
         v_op = np.zeros(n_isects, np_dtype)
-        _composite_bwd(
-            _np(means2d), _np(conics), _np(colors), _np(opacities), _np(offsets), _np(flatten_ids), consts,
-            centers, tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
-            _np(v_colors_px), _np(v_alphas_px[..., 0]),
-            v_m, v_abs, v_con, v_col, v_op,
-        )  # fmt: skip
+        with numba.parallel_chunksize(_CHUNK):
+            _composite_bwd(
+                _np(means2d), _np(conics), _np(colors), _np(opacities), _np(offsets), _np(flatten_ids), consts,
+                centers, tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
+                _np(v_colors_px), _np(v_alphas_px[..., 0]),
+                v_m, v_abs, v_con, v_col, v_op,
+            )  # fmt: skip
 
         fids = flatten_ids.numpy()
 
