@@ -36,7 +36,8 @@ class CMaxConfig:
     lr: float = 0.1
     tv_weight: float = 0.01
     t_ref: float = 0.5
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig = field(default_factory=lambda: LossConfig(iwe_density_ref=None))
+    """Raw event counts (no density rescaling): ``tv_weight`` is balanced against raw contrast."""
 
 
 @dataclass

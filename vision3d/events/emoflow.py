@@ -563,7 +563,7 @@ def fit_window(
         t_start_s=ta,
         t_end_s=tb,
         flow=disp.cpu(),
-        times_s=(ta + ts.numpy() * span),
+        times_s=ta + ts.double().numpy() * span,
         v=v.cpu().numpy().astype(np.float64),
         w=(om / span).cpu().numpy().astype(np.float64),
         iwe_before=iwe_before.cpu(),
