@@ -201,3 +201,16 @@ def test_cmax_baseline_recovers_global_shift():
     gt = seq.flow(0.0, 0.05)
     assert np.abs(res.grid[0, 0].numpy() - gt.reshape(-1, 2).mean(0)).max() < 1.0
     assert float(res.iwe_after.var()) > float(res.iwe_before.var())
+
+
+def test_velocity_times_keep_microseconds_on_absolute_clocks():
+    # sensors stamp events in µs since 1970: the velocity sample times must not round to float32
+    cam = PinholeCamera.default_for(16, 12)
+    xy = torch.rand(200, 2) * torch.tensor([15.0, 11.0])
+    t0 = 1_589_163_147.368868
+    t = torch.linspace(0, 0.03, 200, dtype=torch.float64) + t0
+    cfg = EMoFlowConfig.cpu(iterations=3)
+    cfg.inr = FlowINRConfig(depth=2, width=8, skip_layer=1)
+    res = fit_window(xy, t, cam, cfg, (t0, t0 + 0.03))
+    assert res.times_s.dtype == np.float64 and abs(res.times_s[0] - t0) < 1e-6
+    assert np.all(np.diff(res.times_s) > 0.002)
