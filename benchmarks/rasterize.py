@@ -7,7 +7,7 @@ U(0.01, 0.09), random rotations, opacities U(0, 1), RGB colours; one pinhole cam
 focal length = image width (≈53° field of view). Each timing is the full
 ``rasterize_gaussians`` call (projection, binning, compositing; splatfacto's settings:
 ``packed=False``, ``absgrad=True``), forward alone and forward + backward to every
-Gaussian parameter, median over repetitions after a warm-up call (which also triggers
+Gaussian parameter, best of the repetitions after a warm-up call (which also triggers
 Numba compilation). The torch reference is skipped where its predicted time exceeds the
 budget; the table says so. OpenSplat's CPU rasterizer (libtorch, 2 threads) figures are
 the published ones quoted in our issue, not measured here.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import time
 
 import numba
@@ -52,7 +51,7 @@ def make_scene(n: int, size: int, seed: int = 0):
 
 
 def time_backend(backend: str, size: int, n: int, reps: int) -> dict:
-    """Median wall and process-CPU ms of forward and of forward+backward, and the tile intersections."""
+    """Best-of-reps wall and process-CPU ms of forward and of forward+backward, and the tile intersections."""
     params, viewmats, Ks = make_scene(n, size)
     params = [p.requires_grad_(True) for p in params]
 
@@ -81,7 +80,7 @@ def time_backend(backend: str, size: int, n: int, reps: int) -> dict:
         fwdbwd.append((t2 - t1) * 1e3)
         cpu_fwd.append((c1 - c0) * 1e3)
         cpu_fwdbwd.append((c2 - c1) * 1e3)
-    med = statistics.median
+    med = min  # best of the repetitions: the least disturbed by other processes on a shared machine
     return {"fwd": med(fwd), "fb": med(fwdbwd), "cpu_fwd": med(cpu_fwd), "cpu_fb": med(cpu_fwdbwd),
             "isects": int(info["flatten_ids"].numel())}  # fmt: skip
 

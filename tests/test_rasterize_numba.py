@@ -9,7 +9,7 @@ from test_rasterize import make_scene, render
 pytest.importorskip("numba")
 
 from vision3d.render.projection import fully_fused_projection  # noqa: E402
-from vision3d.render.tiles import isect_tiles  # noqa: E402
+from vision3d.render.tiles import encode_isect_ids, isect_tiles  # noqa: E402
 from vision3d.render.tiles_numba import isect_tiles_numba  # noqa: E402
 
 PARAMS = ("means", "quats", "scales", "opacities", "colors")
@@ -45,11 +45,15 @@ def test_binning_identical():
     assert torch.equal(a.offsets, b.offsets)
     assert torch.equal(a.flatten_ids, b.flatten_ids)
     assert torch.equal(a.tiles_per_gauss, b.tiles_per_gauss)
+    assert torch.equal(encode_isect_ids(a, depths.reshape(-1), cam), b.isect_ids)
     assert a.flatten_ids.numel() > 1000
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_numba_matches_torch_float32(packed):
+def test_numba_matches_torch_float32(packed, monkeypatch):
+    from vision3d.render import composite_torch
+
+    monkeypatch.setattr(composite_torch, "CHUNK_ELEMS", 1 << 16)  # many checkpointed chunks
     scene = make_scene(n=400, n_cams=2, d=4, width=56, height=40)
     scene["scales"] = scene["scales"] * 1.5
     bg = torch.rand(2, 4)

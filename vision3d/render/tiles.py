@@ -28,6 +28,7 @@ class TileBins:
     offsets: Tensor  # [C * tile_height * tile_width + 1] int64, list of tile t is flatten_ids[offsets[t]:offsets[t+1]]
     flatten_ids: Tensor  # [n_isects] int64, index into the P projected Gaussians
     tiles_per_gauss: Tensor  # [P] int32
+    isect_ids: Tensor | None = None  # [n_isects] int64 gsplat sort keys, when the binning produced them
 
     @property
     def n_tiles(self) -> int:
@@ -100,6 +101,8 @@ def encode_isect_ids(
     camera_ids: Tensor,  # [P] int64
 ) -> Tensor:  # [n_isects] int64
     """gsplat's sort keys ``camera << (32 + tile_bits) | tile << 32 | float32 depth bits`` (for info only)."""
+    if bins.isect_ids is not None:
+        return bins.isect_ids
     n_per_cam = bins.tile_width * bins.tile_height
     tile_bits = n_per_cam.bit_length()
     tiles = torch.repeat_interleave(
