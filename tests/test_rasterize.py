@@ -291,3 +291,31 @@ def test_covars_percamera_colors_and_radius_clip(backend):
     clip = float(r.float().median())
     _, _, info = render(scene, backend=backend, radius_clip=clip)
     assert torch.all(info["radii"][info["radii"] > 0] > clip) and (info["radii"] > 0).sum() < (ref_info["radii"] > 0).sum()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gsplat_default_strategy_runs_on_our_info(backend):
+    """gsplat's DefaultStrategy reads means2d.absgrad / radii / width / height / n_cameras from our info."""
+    from gsplat.strategy import DefaultStrategy
+
+    scene = make_scene(n=200)
+    params = torch.nn.ParameterDict({
+        "means": scene["means"], "quats": scene["quats"], "scales": torch.log(scene["scales"]),
+        "opacities": torch.logit(scene["opacities"]), "colors": scene["colors"],
+    })  # fmt: skip
+    opts = {k: torch.optim.Adam([v], lr=1e-3) for k, v in params.items()}
+    strategy = DefaultStrategy(refine_start_iter=1, refine_every=2, grow_grad2d=1e-8, absgrad=True)
+    strategy.check_sanity(params, opts)
+    state = strategy.initialize_state()
+    for step in range(3):
+        colors, _, info = rasterize_gaussians(
+            params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
+            params["colors"], scene["viewmats"], scene["Ks"], 40, 32, packed=False, absgrad=True, backend=backend,
+        )  # fmt: skip
+        strategy.step_pre_backward(params, opts, state, step, info)
+        colors.mean().backward()
+        strategy.step_post_backward(params, opts, state, step, info, packed=False)
+        for opt in opts.values():
+            opt.step()
+            opt.zero_grad()
+    assert params["means"].shape[0] > 200  # grew from the absgrad signal
