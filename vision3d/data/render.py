@@ -177,6 +177,19 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def _code_hash(path: Path) -> str:
+    """Hash of a Python file's code, blind to comments and docstrings (editing those keeps the cache)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
 def render_scene(
     model: str | Path,
     out: str | Path,
@@ -206,7 +219,7 @@ def render_scene(
     hdri = resolve_hdri(cfg.hdri)
     ground, texture, walls = (resolve_texture(t) for t in (cfg.ground, cfg.texture, cfg.walls))
 
-    key_data = {"config": asdict(cfg), "model": _file_hash(model_path), "script": _file_hash(SCRIPT),
+    key_data = {"config": asdict(cfg), "model": _file_hash(model_path), "script": _code_hash(SCRIPT),
                 "format": FORMAT_VERSION, "hdri": str(hdri)}
     cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     transforms_path = out / "transforms.json"
