@@ -32,7 +32,7 @@ from nerfstudio.utils.colors import get_color
 from pytorch_msssim import SSIM
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from vision3d import metrics
+from vision3d import backends, metrics
 from vision3d.render import rasterize_gaussians
 
 
@@ -70,6 +70,8 @@ class SplatModel(SplatfactoModel):
 
     def populate_modules(self) -> None:
         """splatfacto's parameters and strategy, built on the CPU (nerfstudio moves the model later)."""
+        if torch.device(self.kwargs.get("device", "cpu")).type == "cpu":
+            backends.prefer_aten_cpu_convolutions()
         if self.seed_points is not None and not self.config.random_init:
             means = self.seed_points[0].float().clone()
         else:
