@@ -35,9 +35,10 @@ from vision3d.events.cmax import CMaxConfig, fit_cmax
 from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
 from vision3d.events.geometry import PinholeCamera
 from vision3d.events.io import read_events, read_imu
-from vision3d.events.metrics import direction_error_deg, flow_metrics, rms
+from vision3d.events.metrics import direction_error_deg, rms
 from vision3d.events.simulator import Plane, PlaneSceneConfig, corner_scene, simulate_plane_sequence
 from vision3d.events.windows import count_windows
+from vision3d.metrics import flow_metrics
 
 WINDOW_S = 0.06
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "events"

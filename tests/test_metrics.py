@@ -48,9 +48,13 @@ def test_chamfer_fscore_shifted_cloud():
     assert shifted["fscore"] < 0.5 and shifted["accuracy"] <= 0.05 + 1e-9
 
 
-def test_flow_epe():
-    gt = torch.zeros(4, 4, 2)
-    pred = gt.clone()
-    pred[0, 0] = torch.tensor([3.0, 4.0])
-    out = metrics.flow_epe(pred, gt)
-    assert out["epe"] == pytest.approx(5.0 / 16) and out["pct_gt_3px"] == pytest.approx(100.0 / 16)
+def test_flow_metrics():
+    gt = np.zeros((4, 4, 2))
+    pred = gt.copy()
+    pred[0, 0] = [3.0, 4.0]
+    out = metrics.flow_metrics(pred, gt)
+    assert out["epe"] == pytest.approx(5.0 / 16) and out["pct3"] == pytest.approx(100.0 / 16)
+    # Angular error of a 90-degree rotated unit flow: cos = 1 / 2 -> 60 degrees.
+    assert metrics.flow_metrics(np.array([[[0.0, 1.0]]]), np.array([[[1.0, 0.0]]]))["ae"] == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="no valid pixel"):
+        metrics.flow_metrics(pred, gt, mask=np.zeros((4, 4), bool))

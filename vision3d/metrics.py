@@ -108,11 +108,15 @@ def chamfer_fscore(
     }
 
 
-def flow_epe(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, float]:
-    """End-point error of flows [..., 2] in pixels: mean EPE and the share of pixels above 3 px."""
-    epe = torch.linalg.norm(pred - target, dim=-1)
-    if valid is not None:
-        epe = epe[valid.bool()]
-    if epe.numel() == 0:
-        raise ValueError("flow_epe: no valid pixel")
-    return {"epe": float(epe.mean()), "pct_gt_3px": float((epe > 3.0).float().mean() * 100.0)}
+def flow_metrics(est: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
+    """Optical-flow errors of flows [H, W, 2] in pixels on ``mask``: mean end-point error ``epe``, the share of
+    pixels with EPE > 3 px ``pct3`` (%), and the mean angular error ``ae`` (degrees, Barron's (u, v, 1) form)."""
+    est, gt = np.asarray(est, np.float64), np.asarray(gt, np.float64)
+    mask = np.ones(gt.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+    if not mask.any():
+        raise ValueError("flow_metrics: no valid pixel")
+    e, g = est[mask], gt[mask]
+    epe = np.linalg.norm(e - g, axis=-1)
+    cos = (1 + (e * g).sum(-1)) / np.sqrt((1 + (e**2).sum(-1)) * (1 + (g**2).sum(-1)))
+    ae = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    return {"epe": float(epe.mean()), "pct3": float((epe > 3).mean() * 100), "ae": float(ae.mean())}

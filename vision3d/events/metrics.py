@@ -1,19 +1,8 @@
-"""Scores for event flow and egomotion: flow EPE / %>3 px / angular error, ω RMS, v direction error."""
+"""Scores for event egomotion (ω RMS, v direction error); flow scores are :func:`vision3d.metrics.flow_metrics`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def flow_metrics(est: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict:
-    """EPE (px), % of pixels with EPE > 3 px, and angular error (deg, Barron's (u, v, 1) form) on ``mask``."""
-    est, gt = np.asarray(est, np.float64), np.asarray(gt, np.float64)
-    mask = np.ones(gt.shape[:2], bool) if mask is None else np.asarray(mask, bool)
-    e, g = est[mask], gt[mask]
-    epe = np.linalg.norm(e - g, axis=-1)
-    cos = (1 + (e * g).sum(-1)) / np.sqrt((1 + (e**2).sum(-1)) * (1 + (g**2).sum(-1)))
-    ae = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-    return {"epe": float(epe.mean()), "pct3": float((epe > 3).mean() * 100), "ae": float(ae.mean())}
 
 
 def direction_error_deg(v_est: np.ndarray, v_gt: np.ndarray, up_to_sign: bool = False) -> np.ndarray:
