@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vision3d.errors import Vision3DError
+
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")])
 
 
-class EventFileError(ValueError):
+class EventFileError(Vision3DError, ValueError):
     """A file (or a window of one) that cannot be used; the message names the file and the problem."""
 
     def __init__(self, source: str | Path | None, problem: str):
