@@ -5,6 +5,7 @@ Same architecture, same data, same number of steps and batch size, 3 seeds each;
 
 - ``rooms-heldout``: procedural box rooms with seeds disjoint from the training rooms (other textures,
   layouts and cameras), rendered like the training set;
+- ``train-seen``: a subset of the training pairs, as a diagnostic of fitting (not a result);
 - ``castle-simu``: ViSP's rendered Castle-simu frames (a different renderer, grey images, a single object),
   fetched with ``apt-get download visp-images-data``; skipped with the reason when apt cannot reach it.
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from vision3d.pose.data import (
         DataUnavailable,
+        PairDataset,
         build_pair_dataset,
         default_cache_dir,
         frames_from_castle_simu,
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         train_ds[k]
     tests = {"rooms-heldout": build_pair_dataset(rooms(500, args.test_rooms), size, args.test_pairs, None,
                                                  seed=777, max_rotation_deg=45.0)}
+    # diagnostic, not a result: how well each model fits pairs it was trained on
+    tests["train-seen"] = PairDataset(train_ds.framesets, train_ds.pairs[:: max(1, len(train_ds) // 60)], size)
     notes = []
     try:
         tests["castle-simu"] = build_pair_dataset([frames_from_castle_simu()], size, 40, None, seed=777,
