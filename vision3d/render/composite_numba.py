@@ -198,11 +198,8 @@ def _composite_bwd(
     last_ids,  # [C, H, W]
     v_colors_px,  # [C, H, W, D]
     v_alphas_px,  # [C, H, W]
-    v_means2d,  # [n_isects, 2] zero-initialised, per intersection
-    v_absgrad,  # [n_isects, 2]
-    v_conics,  # [n_isects, 3]
-    v_colors,  # [n_isects, D]
-    v_opacities,  # [n_isects]
+    grads,  # [n_isects, 8 + D] zero-initialised, one row per intersection (one cache line or two):
+    #         means2d (2) | absgrad (2) | conics (3) | opacity (1) | colours (D)
 ):
     height, width, D = v_colors_px.shape[1], v_colors_px.shape[2], v_colors_px.shape[3]
     alpha_max, alpha_min, one, half = consts[0], consts[1], consts[3], consts[4]
@@ -248,22 +245,21 @@ def _composite_bwd(
                     i = start + k
                     v_alpha = t_final * ra * va
                     for d in range(D):
-                        v_colors[i, d] += fac * vc[d]
+                        grads[i, 8 + d] += fac * vc[d]
                         v_alpha += (col[k, d] * trans - buffer[d] * ra) * vc[d]
+                        buffer[d] += col[k, d] * fac
                     if op[k] * vis <= alpha_max:
                         v_sigma = -op[k] * vis * v_alpha
-                        v_conics[i, 0] += half * v_sigma * dx * dx
-                        v_conics[i, 1] += v_sigma * dx * dy
-                        v_conics[i, 2] += half * v_sigma * dy * dy
                         vx = v_sigma * (ca[k] * dx + cb[k] * dy)
                         vy = v_sigma * (cb[k] * dx + cc[k] * dy)
-                        v_means2d[i, 0] += vx
-                        v_means2d[i, 1] += vy
-                        v_absgrad[i, 0] += abs(vx)
-                        v_absgrad[i, 1] += abs(vy)
-                        v_opacities[i] += vis * v_alpha
-                    for d in range(D):
-                        buffer[d] += col[k, d] * fac
+                        grads[i, 0] += vx
+                        grads[i, 1] += vy
+                        grads[i, 2] += abs(vx)
+                        grads[i, 3] += abs(vy)
+                        grads[i, 4] += half * v_sigma * dx * dx
+                        grads[i, 5] += v_sigma * dx * dy
+                        grads[i, 6] += half * v_sigma * dy * dy
+                        grads[i, 7] += vis * v_alpha
 
 
 @numba.njit(cache=True)
@@ -316,31 +312,24 @@ class _RasterizeToPixels(torch.autograd.Function):
         n_isects, D = flatten_ids.shape[0], colors.shape[-1]
         np_dtype = np.float64
         consts, centers = _constants(trans.shape[2], trans.shape[1])
-        v_m = np.zeros((n_isects, 2), np_dtype)
-        v_abs = np.zeros((n_isects, 2), np_dtype)
-        v_con = np.zeros((n_isects, 3), np_dtype)
-        v_col = np.zeros((n_isects, D), np_dtype)
-        v_op = np.zeros(n_isects, np_dtype)
+        grads = np.zeros((n_isects, 8 + D), np_dtype)
         with numba.parallel_chunksize(_CHUNK):
             _composite_bwd(
                 _np(means2d), _np(conics), _np(colors), _np(opacities), _np(offsets), _np(flatten_ids), consts,
                 centers, tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
-                _np(v_colors_px), _np(v_alphas_px[..., 0]),
-                v_m, v_abs, v_con, v_col, v_op,
+                _np(v_colors_px), _np(v_alphas_px[..., 0]), grads,
             )  # fmt: skip
+        per_gauss = np.zeros((means2d.shape[0], 8 + D), np_dtype)
+        if n_isects:
+            _scatter_rows(grads, flatten_ids.numpy(), per_gauss)
+        per_gauss = torch.from_numpy(per_gauss)
 
-        fids = flatten_ids.numpy()
-
-        def scatter(per_isect: np.ndarray, like: Tensor) -> Tensor:
-            rows = per_isect.reshape(n_isects, -1 if per_isect.ndim == 2 else 1) if n_isects else per_isect
-            out = np.zeros((like.shape[0], rows.shape[1] if per_isect.ndim == 2 else 1), np_dtype)
-            if n_isects:
-                _scatter_rows(rows, fids, out)
-            return torch.from_numpy(out).reshape(like.shape).to(like.dtype)
+        def part(lo: int, hi: int, like: Tensor) -> Tensor:
+            return per_gauss[:, lo:hi].reshape(like.shape).to(like.dtype)
 
         if ctx.absgrad_target is not None:
-            ctx.absgrad_target.absgrad = scatter(v_abs, means2d).reshape(ctx.absgrad_target.shape)
-        return (scatter(v_m, means2d), scatter(v_con, conics), scatter(v_col, colors), scatter(v_op, opacities),
+            ctx.absgrad_target.absgrad = part(2, 4, means2d).reshape(ctx.absgrad_target.shape)
+        return (part(0, 2, means2d), part(4, 7, conics), part(8, 8 + D, colors), part(7, 8, opacities),
                 None, None, None, None, None)  # fmt: skip
 
 
