@@ -14,7 +14,10 @@ the published ones quoted in our issue, not measured here.
 
 Both wall-clock and process CPU time are printed: on a shared machine the wall time
 includes waiting for a core, so ``cpu / threads`` is the better estimate of the wall time
-on idle cores (it is exact when both threads stay busy, optimistic otherwise).
+on idle cores (it is exact when both threads stay busy, optimistic otherwise). On a
+machine busy with other processes, torch's OpenMP barriers in the many small projection
+ops stall badly with 2 threads (seen: 10 ms for a 5k-element ``ceil``); ``--threads 1``
+then gives the cleanest per-core figures.
 """
 
 from __future__ import annotations
