@@ -33,13 +33,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vision3d.errors import Vision3DError
+
 CASTLE_DEPTH_SCALE = 0.000030518  # metres per unit of ViSP's uint16 depth
 CASTLE_K = np.array([[700.0, 0.0, 320.0], [0.0, 700.0, 240.0], [0.0, 0.0, 1.0]])
 CASTLE_DEPTH_M_COLOR = np.array([-0.05, 0.0, 0.0])  # translation of depth_M_color (identity rotation)
 SYSTEM_VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt-depth/Castle-simu")
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(Vision3DError, RuntimeError):
     """A data set cannot be found or fetched; the message says why and what to do."""
 
 
