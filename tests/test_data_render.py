@@ -193,3 +193,20 @@ def test_a_folder_with_other_files_is_not_overwritten(tmp_path):
     (out / "images").mkdir(parents=True)
     with pytest.raises(RenderError, match="did not write"):
         render_scene(model, out, views=2, progress=False)
+
+
+@pytest.mark.blender
+@needs_blender
+def test_rendered_scene_loads_through_nerfstudio_dataparsers(rendered):
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from vision3d.data.dataparser import Vision3DDataParserConfig
+
+    out, _ = rendered
+    ours = Vision3DDataParserConfig(data=out, num_train_views=2).setup().get_dataparser_outputs("train")
+    assert len(ours.image_filenames) == 2 and len(ours.metadata["depth_filenames"]) == 2
+    assert ours.metadata["mesh_file_path"].is_file()
+    theirs = NerfstudioDataParserConfig(data=out, eval_mode="all").setup().get_dataparser_outputs("train")
+    assert len(theirs.image_filenames) == 3
+    assert theirs.cameras.width[0].item() == 32 and float(theirs.cameras.fx[0]) == pytest.approx(
+        json.loads((out / "transforms.json").read_text())["fl_x"])
