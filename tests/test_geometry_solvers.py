@@ -1,7 +1,7 @@
 """Weighted Procrustes, PnP and RANSAC recover known poses under noise and outliers; gradients reach weights."""
 
-import pytest
 import torch
+from pose_helpers import one_thread  # noqa: F401  (autouse fixture: importing it applies it here)
 
 from vision3d.geometry import (
     dlt_pnp,
@@ -13,15 +13,6 @@ from vision3d.geometry import (
     weighted_procrustes,
 )
 from vision3d.geometry import rotation_angle as _clamped_angle
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rotation_angle(R1, R2):

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from pose_helpers import one_thread, small_room  # noqa: F401  (autouse fixture: importing it applies it here)
 
 from vision3d.pose.data import (
     DataUnavailable,
     PairDataset,
     covisibility,
-    fetch_castle_simu,
     frames_from_castle_simu,
     frames_from_nerfstudio,
     megadepth1500_pairs,
@@ -19,21 +19,11 @@ from vision3d.pose.data import (
 )
 from vision3d.pose.gcr import depth_correspondences
 from vision3d.pose.matching import Matcher, xfeat_available
-from vision3d.pose.scenes import write_room_scene
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    return write_room_scene(tmp_path_factory.mktemp("room") / "r", seed=3, n_views=6, width=128, height=96, supersample=1)
+    return small_room(tmp_path_factory, seed=3, width=128, height=96)
 
 
 def _sampson(k1, k2, K1, K2, T21):  # noqa: N803
@@ -88,7 +78,7 @@ def test_matcher_runs_offline_on_a_room(room):
 @pytest.fixture(scope="module")
 def castle():
     try:
-        return frames_from_castle_simu(fetch_castle_simu())
+        return frames_from_castle_simu()
     except DataUnavailable as err:
         pytest.skip(f"Castle-simu not available: {err}")
 

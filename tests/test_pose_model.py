@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from pose_helpers import one_thread  # noqa: F401  (autouse fixture: importing it applies it here)
 
 from vision3d.geometry import invert_pose, make_pose, random_rotation
 from vision3d.pose.gcr import (
@@ -15,15 +16,6 @@ from vision3d.pose.gcr import (
     symmetric_pose_loss,
 )
 from vision3d.pose.network import PoseRegressorConfig, load_pretrained
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _poses(n=3, seed=0):

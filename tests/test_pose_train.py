@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from pose_helpers import one_thread, small_room  # noqa: F401  (autouse fixture: importing it applies it here)
 from typer.testing import CliRunner
 
 from vision3d.geometry import make_pose, project_points, random_rotation
@@ -13,22 +14,12 @@ from vision3d.pose.evaluate import epipolar_picture, essential_pose, predict_pos
 from vision3d.pose.gcr import GCRConfig
 from vision3d.pose.matching import Matcher
 from vision3d.pose.network import PoseRegressorConfig
-from vision3d.pose.scenes import write_room_scene
 from vision3d.pose.train import DataConfig, TrainConfig, load_checkpoint, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded; on a shared 2-core machine more threads oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    return write_room_scene(tmp_path_factory.mktemp("room") / "r", seed=7, n_views=6, width=64, height=48, supersample=1)
+    return small_room(tmp_path_factory, seed=7, width=64, height=48)
 
 
 @pytest.fixture(scope="module")

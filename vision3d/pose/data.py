@@ -6,10 +6,9 @@ camera-to-world in **OpenCV** axes):
 - :func:`frames_from_nerfstudio`: a nerfstudio scene (``transforms.json`` with ``fl_x, fl_y, cx, cy, w, h``,
   OpenGL ``transform_matrix``, ``depth_file_path`` 16-bit PNG in millimetres), read through
   :mod:`vision3d.data.scene`; our procedural rooms (:mod:`vision3d.pose.scenes`) and Blender renders use it.
-- :func:`frames_from_castle_simu`: ViSP's rendered Castle-simu sequence (Debian ``visp-images-data``), fetched
-  by :func:`fetch_castle_simu` with ``apt-get download`` into a cache folder (no root install). Its depth
-  images come from a depth camera shifted by ``depth_M_color = [I | (-0.05, 0, 0)]``; they are re-projected
-  into the colour camera (z-buffered) so that depth and image share one camera.
+- :func:`frames_from_castle_simu`: ViSP's rendered Castle-simu sequence (Debian ``visp-images-data``), imported
+  once by :func:`vision3d.data.visp.import_castle_simu` (fetch, depth parsing, re-projection of the depth camera
+  into the colour camera) as a cached nerfstudio scene and read with :func:`frames_from_nerfstudio`.
 - :func:`scannet1500_pairs` / :func:`megadepth1500_pairs`: ReLoc3r's evaluation pair lists for users who
   have those data sets (no depth needed for evaluation).
 
@@ -20,9 +19,8 @@ computes ``T_21 = inv(c2w_1) @ c2w_2`` (ReLoc3r's ground truth, camera 2 in came
 
 from __future__ import annotations
 
-import os
+import hashlib
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,11 +32,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vision3d.errors import Vision3DError
-
-CASTLE_DEPTH_SCALE = 0.000030518  # metres per unit of ViSP's uint16 depth
-CASTLE_K = np.array([[700.0, 0.0, 320.0], [0.0, 700.0, 240.0], [0.0, 0.0, 1.0]])
-CASTLE_DEPTH_M_COLOR = np.array([-0.05, 0.0, 0.0])  # translation of depth_M_color (identity rotation)
-SYSTEM_VISP = Path("/usr/share/visp-images-data/ViSP-images/mbt-depth/Castle-simu")
 
 
 class DataUnavailable(Vision3DError, RuntimeError):
@@ -79,114 +72,45 @@ def frames_from_nerfstudio(path: str | Path) -> FrameSet:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("VISION3D_CACHE", Path.home() / ".cache" / "vision3d")).expanduser()
+    """``$VISION3D_CACHE`` or ``~/.cache/vision3d`` (:func:`vision3d.data.apt_data.cache_root`)."""
+    from vision3d.data.apt_data import cache_root
 
-
-def fetch_castle_simu(cache_dir: str | Path | None = None) -> Path:
-    """Folder of ViSP's Castle-simu (Images/, Depth/, CameraPose/), fetching it once into the cache.
-
-    Uses an installed ``visp-images-data`` when present; otherwise ``apt-get download visp-images-data``
-    (75 MB) into ``<cache>/visp`` and extracts only ``mbt-depth/Castle-simu`` with ``dpkg-deb --fsys-tarfile``.
-    When the download fails and we are root, ``apt-get update`` runs once and the download is retried.
-    Raises :class:`DataUnavailable` with the reason when apt cannot fetch it.
-    """
-    if (SYSTEM_VISP / "Images" / "Image_0001.pgm").is_file():
-        return SYSTEM_VISP
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "visp"
-    target = cache / "Castle-simu"
-    if (target / "Images" / "Image_0040.pgm").is_file() and (target / "Depth").is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    for tool in ("apt-get", "dpkg-deb", "tar"):
-        if shutil.which(tool) is None:
-            raise DataUnavailable(f"Castle-simu needs '{tool}' (Debian/Ubuntu) to fetch visp-images-data")
-    debs = sorted(cache.glob("visp-images-data_*.deb"))
-    if not debs:
-        proc = _apt_download(cache)
-        if proc.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
-            # an empty package list (no 'apt-get update' yet) is the usual cause; as root, refresh once and retry
-            subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600)
-            proc = _apt_download(cache)
-        debs = sorted(cache.glob("visp-images-data_*.deb"))
-        if proc.returncode != 0 or not debs:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataUnavailable(f"apt-get download visp-images-data failed ({last}); "
-                                  "run 'apt-get update' once, or install visp-images-data")
-    member = "./usr/share/visp-images-data/ViSP-images/mbt-depth/Castle-simu"
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        deb = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[-1])], stdout=subprocess.PIPE)
-        tar = subprocess.run(["tar", "x", "-C", tmp, member], stdin=deb.stdout, capture_output=True, text=True)
-        deb.wait()
-        if tar.returncode != 0 or deb.returncode != 0:
-            raise DataUnavailable(f"extracting Castle-simu from {debs[-1].name} failed: {tar.stderr.strip()[:200]}")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(Path(tmp) / member), target)
-    return target
-
-
-def _apt_download(cache: Path) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["apt-get", "download", "visp-images-data"], cwd=cache, capture_output=True, text=True,
-                              timeout=600)
-    except subprocess.TimeoutExpired as err:
-        raise DataUnavailable("apt-get download visp-images-data timed out") from err
-
-
-def read_castle_depth(path: Path) -> np.ndarray:
-    """ViSP's depth ``.bin``: uint32 height, uint32 width, then uint16 values; metres (0 = background)."""
-    raw = Path(path).read_bytes()
-    h, w = np.frombuffer(raw[:8], "<u4")
-    return np.frombuffer(raw[8:], "<u2").reshape(int(h), int(w)).astype(np.float32) * CASTLE_DEPTH_SCALE
-
-
-def reproject_depth(depth: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, T_dst_src: np.ndarray) -> np.ndarray:  # noqa: N803
-    """Forward-warp a z-depth map into another camera of the same size, keeping the nearest surface."""
-    h, w = depth.shape
-    v, u = np.nonzero(depth > 0)
-    z = depth[v, u]
-    pts = np.stack([(u + 0.5 - K_src[0, 2]) / K_src[0, 0] * z, (v + 0.5 - K_src[1, 2]) / K_src[1, 1] * z, z], -1)
-    pts = pts @ T_dst_src[:3, :3].T + T_dst_src[:3, 3]
-    zz = pts[:, 2]
-    ok = zz > 1e-6
-    x = np.floor(pts[ok, 0] / zz[ok] * K_dst[0, 0] + K_dst[0, 2]).astype(int)
-    y = np.floor(pts[ok, 1] / zz[ok] * K_dst[1, 1] + K_dst[1, 2]).astype(int)
-    zz = zz[ok]
-    inb = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    out = np.full(h * w, np.inf)
-    np.minimum.at(out, y[inb] * w + x[inb], zz[inb])
-    out[~np.isfinite(out)] = 0.0
-    return out.reshape(h, w).astype(np.float32)
+    return cache_root()
 
 
 def frames_from_castle_simu(root: str | Path | None = None) -> FrameSet:
-    """ViSP Castle-simu: 40 rendered 640x480 grey frames with exact ``cMo`` poses and depth (re-projected into
-    the colour camera). ``root`` defaults to :func:`fetch_castle_simu`."""
-    root = Path(root) if root is not None else fetch_castle_simu()
-    images = sorted((root / "Images").glob("Image_*.pgm"))
-    if not images:
-        raise DataUnavailable(f"{root}: no Images/Image_*.pgm (not a Castle-simu folder)")
-    c2w, ids = [], []
-    for img in images:
-        i = int(img.stem.split("_")[1])
-        pose = root / "CameraPose" / f"Camera_{i:03d}.txt"
-        if not pose.is_file():
-            raise DataUnavailable(f"{pose}: missing pose file")
-        c2w.append(np.linalg.inv(np.loadtxt(pose)))  # cMo: world -> camera (OpenCV axes)
-        ids.append(i)
-    T_color_depth = np.eye(4)  # noqa: N806
-    T_color_depth[:3, 3] = -CASTLE_DEPTH_M_COLOR  # colour <- depth
+    """ViSP Castle-simu: 40 rendered 640x480 grey frames with exact poses and depth aligned to the colour camera.
 
-    def load_image(k: int) -> np.ndarray:
-        grey = np.asarray(Image.open(root / "Images" / f"Image_{ids[k]:04d}.pgm")).astype(np.float32) / 255.0
-        return np.repeat(grey[..., None], 3, axis=-1)
+    Read through :func:`vision3d.data.visp.import_castle_simu`, which fetches the data (``apt-get download``), parses
+    the depth maps and re-projects them into the colour camera; the nerfstudio scene it writes is cached under
+    ``<cache>/scenes/`` (imported once) and read with :func:`frames_from_nerfstudio`. ``root`` is a Castle-simu
+    folder (``Images/``, ``Depth/``, ``CameraPose/``, ``Config/``); default: fetched with apt.
+    Raises :class:`DataUnavailable` with the reason when the data cannot be had.
+    """
+    from vision3d.data.apt_data import AptUnavailableError, NotInPackageError, cache_root
+    from vision3d.data.visp import VispFormatError, import_castle_simu
 
-    def load_depth(k: int) -> np.ndarray:
-        d = read_castle_depth(root / "Depth" / f"Depth_{ids[k]:04d}.bin")
-        return reproject_depth(d, CASTLE_K, CASTLE_K, T_color_depth)
-
-    return FrameSet("castle-simu", [CASTLE_K.copy() for _ in ids], c2w, [(480, 640)] * len(ids), load_image,
-                    load_depth, meta={"root": str(root), "ids": ids})
+    scenes = cache_root() / "scenes"
+    if root is None:
+        scene = scenes / "castle-simu"
+    else:
+        key = hashlib.sha1(str(Path(root).expanduser().resolve()).encode()).hexdigest()[:10]
+        scene = scenes / f"castle-simu-{key}"
+    if not (scene / "transforms.json").is_file():
+        scenes.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".castle-simu-", dir=scenes))
+        try:
+            import_castle_simu(tmp, source=root)
+            if scene.exists():  # a partial or concurrent import; ours is complete
+                shutil.rmtree(scene, ignore_errors=True)
+            tmp.rename(scene)
+        except (AptUnavailableError, NotInPackageError, VispFormatError, FileNotFoundError) as err:
+            raise DataUnavailable(f"Castle-simu unavailable: {err}") from err
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    fs = frames_from_nerfstudio(scene)
+    fs.name = "castle-simu"
+    return fs
 
 
 def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05, depths: dict | None = None) -> float:
