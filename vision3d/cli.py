@@ -44,7 +44,7 @@ def info() -> None:
 @app.command()
 def demo(
     output: str = typer.Option("outputs/demo", help="Folder for the demo's pictures and numbers."),
-    steps: int = typer.Option(2000, help="Training steps."),
+    steps: int = typer.Option(1500, help="Training steps."),
     method: str = typer.Option("vision3d-splat", help="nerfstudio method to train (one of ours)."),
 ) -> None:
     """Train on the bundled scene and evaluate held-out views (no Blender, no GPU, no download needed)."""

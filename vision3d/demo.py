@@ -35,7 +35,7 @@ def write_contact_sheet(scene_dir: Path, path: Path, max_views: int = 12) -> Pat
     return viz.save_png(path, viz.contact_sheet(tiles, columns=len(indices)))
 
 
-def run_demo(output: str | Path, steps: int = 2000, method: str = "vision3d-splat") -> dict:
+def run_demo(output: str | Path, steps: int = 1500, method: str = "vision3d-splat") -> dict:
     """Run the demo; returns the mean held-out metrics."""
     from vision3d.methods import run
 
