@@ -53,6 +53,11 @@ def train_and_evaluate(scene: Path, variant: str, views: int, seed: int, steps: 
 
     config = run.configure(det_gs.config, scene, out, max_steps=steps, num_train_views=views, split_seed=seed,
                            seed=seed, experiment_name=f"{variant}-{views}v-s{seed}".replace(" ", "_"))
+    # Our renders are metric with the object at the origin: keep that frame. nerfstudio's default centring
+    # and scaling by the camera span (~0.6 on a forward path) would push the object far outside the
+    # random-initialisation cube.
+    parser = config.pipeline.datamanager.dataparser
+    parser.orientation_method, parser.center_method, parser.auto_scale_poses = "none", "none", False
     config.pipeline.datamanager.depth_prior.source = "monocular_like"
     config.pipeline.datamanager.depth_prior.monocular_like.seed = seed
     model = config.pipeline.model
