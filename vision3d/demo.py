@@ -69,9 +69,10 @@ def run_demo(output: str | Path, steps: int = 1500, method: str = "vision3d-spla
 
 
 def _method_config(name: str):
-    from nerfstudio.plugins.registry import discover_methods
+    """The TrainerConfig of one of vision3d's registered ns-train methods."""
+    from importlib.metadata import entry_points
 
-    methods, _ = discover_methods()
-    if name not in methods:
-        raise KeyError(f"unknown method {name!r}; vision3d registers: {sorted(m for m in methods if 'splat' in m or '-' in m)}")
-    return methods[name]
+    ours = {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs") if ep.value.startswith("vision3d.")}
+    if name not in ours:
+        raise KeyError(f"unknown method {name!r}; vision3d registers: {sorted(ours)}")
+    return ours[name].load().config

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -45,7 +46,7 @@ def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str
         raise Vision3DError(f"{preset_path}: malformed YAML ({err})") from err
     if not isinstance(preset, dict) or preset.get("method") != method:
         raise Vision3DError(f"{preset_path}: preset is for method {preset.get('method') if isinstance(preset, dict) else None!r}, not {method!r}")
-    exe = shutil.which("ns-train", path=os.path.dirname(os.sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    exe = shutil.which("ns-train", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     command = [exe or "ns-train", method]
     for key, value in (preset.get("trainer") or {}).items():
         command += [f"--{key}", str(value)]

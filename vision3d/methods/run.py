@@ -14,6 +14,7 @@ import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
 from vision3d import metrics, viz
+from vision3d.data.scene import read_depth
 
 
 def configure(
@@ -80,10 +81,7 @@ def evaluate(trainer: Trainer, picture_dir: Path | None = None, depth_gt: bool =
         pred = outputs["rgb"].cpu()
         row = metrics.image_metrics(pred, gt.cpu())
         depth = outputs["depth"][..., 0].cpu().numpy()
-        gt_depth = None
         if depth_gt and depth_files is not None:
-            from vision3d.data.scene import read_depth
-
             gt_depth = read_depth(depth_files[batch["image_idx"]], depth_unit) * scale
             row["depth_abs_rel"] = metrics.depth_abs_rel(torch.from_numpy(depth), torch.from_numpy(gt_depth))
         rows.append(row)
