@@ -2,17 +2,24 @@
 
 Same semantics as :mod:`vision3d.render.composite_torch` and gsplat's
 ``rasterize_to_pixels`` (thresholds: α ≤ 0.999, skip α < 1/255 or σ < 0, exclusive stop
-at T ≤ 1e-4, pixel centres at +0.5). One ``prange`` iteration per tile; a tile first
-gathers its Gaussians into small contiguous arrays, splits itself into SUB×SUB pixel
-blocks with the Gaussians that can reach each block (exact culling, see ``SUB``), then
-walks its pixels.
+at T ≤ 1e-4, pixel centres at +0.5). One ``prange`` iteration per tile.
 
-The backward mirrors gsplat's ``rasterize_to_pixels_bwd``: each pixel walks its list back
-to front from the last Gaussian the forward used, recovering ``T_i = T_{i+1} / (1 − α_i)``
-and keeping the colour already composited behind. Gradients go to per-intersection slots
-(one per (tile, Gaussian) pair, so tiles never race) and are then summed per Gaussian
-(:func:`_scatter_rows`). ``absgrad`` sums ``|∂L/∂means2d|`` per pixel, as gsplat's CUDA
-backward does.
+Inside a tile the loops run in *splatting order*: the tile's Gaussians front to back, and
+for each one only the pixels inside its ``σ ≤ cut`` ellipse, ``cut = log(255·o)`` (beyond
+it α < 1/255, so nothing is composited there). Each row's span of that ellipse is solved
+from the quadratic σ(dx) (:func:`_row_span`), so no pixel outside it is ever visited and
+the exact per-pixel tests almost never fail. Pixels keep their state (transmittance,
+accumulated colour, done flag) in tile-local arrays. Every pixel still sees its Gaussians
+in list order with the same arithmetic as the per-pixel formulation, so results are
+identical; the work is the ellipses' area instead of tile area × list length.
+
+The backward mirrors gsplat's ``rasterize_to_pixels_bwd`` in reverse splatting order:
+Gaussians back to front, each pixel (at list positions up to the last Gaussian its forward
+used) recovering ``T_i = T_{i+1} / (1 − α_i)`` and keeping the colour composited behind.
+A Gaussian's gradient is summed over its pixels in registers and written once to its
+per-intersection row (one per (tile, Gaussian) pair, so tiles never race); the rows are
+then summed per Gaussian (:func:`_scatter_rows`). ``absgrad`` sums ``|∂L/∂means2d|`` per
+pixel, as gsplat's CUDA backward does.
 
 Kernels always compute in float64 (inputs are converted, results cast back): one compiled
 specialisation instead of two, and a backward whose transmittance recovery stays accurate
@@ -31,13 +38,9 @@ from torch import Tensor
 from .composite_torch import ALPHA_MAX, ALPHA_MIN, T_MIN
 from .tiles import TileBins
 
-# Skip exp() when σ is certainly past the 1/255 cut: σ > log(255·o) + margin. The exact
-# test still decides every case the margin lets through, so results are unchanged.
-_PREFILTER_MARGIN = 1e-3
-# Tiles are split into SUB×SUB pixel blocks; a block only visits the Gaussians whose
-# {σ <= cut} ellipse reaches it (plus one pixel of slack). Gaussians left out of a block
-# have α < 1/255 at all its pixels, so the skip is exact: it only saves work.
-SUB = 4
+# The ellipse is solved for σ ≤ log(255·o) + margin, so pixels whose σ is within rounding
+# of the 1/255 cut are still visited and decided by the exact test.
+_CUT_MARGIN = 1e-3
 # Tiles differ a lot in cost: hand them to threads a few at a time (dynamic balancing)
 # instead of Numba's default of one contiguous chunk per thread.
 _CHUNK = 2
@@ -45,7 +48,7 @@ _CHUNK = 2
 
 @numba.njit(cache=True)
 def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors):
-    """Copy one tile's Gaussians (front to back) into contiguous arrays."""
+    """Copy one tile's Gaussians (front to back) into contiguous arrays; ``cut < 0``: never composited."""
     n = end - start
     D = colors.shape[1]
     gx = np.empty(n, means2d.dtype)
@@ -65,57 +68,46 @@ def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors):
         cc[k] = conics[g, 2]
         o = opacities[g]
         op[k] = o
-        cut[k] = math.log(255.0 * o) + _PREFILTER_MARGIN if o > 0 else -1.0
+        cut[k] = math.log(255.0 * o) + _CUT_MARGIN if o > 0 else -1.0
         for d in range(D):
             col[k, d] = colors[g, d]
     return gx, gy, ca, cb, cc, op, cut, col
 
 
-@numba.njit(cache=True)
-def _block_lists(gx, gy, ca, cb, cc, cut, x0, y0, tile_size):
-    """Per SUB×SUB block of the tile at pixel (x0, y0): the tile-list positions that can reach it.
+@numba.njit(cache=True, inline="always")
+def _rows(gy, a, c, det, cut, y0, y1):
+    """Pixel rows ``[lo, hi)`` of ``[y0, y1)`` whose centres can lie inside the ellipse ``σ ≤ cut``.
 
-    Returns CSR ``(block_offsets [nb*nb + 1], block_ids)``, each block's ids in list (depth) order.
+    The ellipse's half-height is ``√(2·cut·a / det)`` for the conic ``(a, b, c)``, ``det = ac − b²``.
+
+    Falls back to all rows when the conic is not positive definite (the exact per-pixel
+    test then decides).
     """
-    nb = (tile_size + SUB - 1) // SUB
-    n = gx.shape[0]
-    lo = np.zeros((n, 2), np.int64)
-    hi = np.zeros((n, 2), np.int64)  # exclusive block bounds, x then y
-    for k in range(n):
-        if not cut[k] >= 0:  # α < 1/255 everywhere: never composited
-            continue
-        det = ca[k] * cc[k] - cb[k] * cb[k]
-        if det > 0 and math.isfinite(det):
-            hx = math.sqrt(2.0 * cut[k] * cc[k] / det) + 1.0  # ellipse half-extents (px) + slack
-            hy = math.sqrt(2.0 * cut[k] * ca[k] / det) + 1.0
-            # pixel centres are at index + 0.5
-            px0, px1 = math.floor(gx[k] - 0.5 - hx) - x0, math.ceil(gx[k] - 0.5 + hx) - x0
-            py0, py1 = math.floor(gy[k] - 0.5 - hy) - y0, math.ceil(gy[k] - 0.5 + hy) - y0
-            if not (math.isfinite(px0) and math.isfinite(px1) and math.isfinite(py0) and math.isfinite(py1)):
-                lo[k, 0], lo[k, 1], hi[k, 0], hi[k, 1] = 0, 0, nb, nb
-                continue
-            lo[k, 0] = min(max(px0 // SUB, 0), nb)
-            hi[k, 0] = min(max(px1 // SUB + 1, 0), nb)
-            lo[k, 1] = min(max(py0 // SUB, 0), nb)
-            hi[k, 1] = min(max(py1 // SUB + 1, 0), nb)
-        else:
-            lo[k, 0], lo[k, 1], hi[k, 0], hi[k, 1] = 0, 0, nb, nb
-    boff = np.zeros(nb * nb + 1, np.int64)
-    for k in range(n):
-        for by in range(lo[k, 1], hi[k, 1]):
-            for bx in range(lo[k, 0], hi[k, 0]):
-                boff[by * nb + bx + 1] += 1
-    for b in range(nb * nb):
-        boff[b + 1] += boff[b]
-    bids = np.empty(boff[nb * nb], np.int64)
-    cursor = boff[:-1].copy()
-    for k in range(n):
-        for by in range(lo[k, 1], hi[k, 1]):
-            for bx in range(lo[k, 0], hi[k, 0]):
-                b = by * nb + bx
-                bids[cursor[b]] = k
-                cursor[b] += 1
-    return boff, bids
+    if not (a > 0 and det > 0 and math.isfinite(det) and math.isfinite(gy)):
+        return y0, y1
+    h = math.sqrt(2.0 * cut * a / det)  # half-height (px)
+    lo = max(float(y0), math.ceil(gy - h - 0.5))
+    hi = min(float(y1), math.floor(gy + h - 0.5) + 1.0)
+    return int(lo), int(max(lo, hi))
+
+
+@numba.njit(cache=True, inline="always")
+def _row_span(gx, dy, a, b, det, cut, x0, x1):
+    """Pixel columns ``[lo, hi)`` of ``[x0, x1)`` whose centres on a row at offset ``dy`` can have σ ≤ cut.
+
+    σ(dx) = ½a·dx² + b·dy·dx + ½c·dy² ≤ cut has roots ``dx = (−b·dy ± √(2a·cut − det·dy²)) / a``;
+    ``dx = gx − (px + 0.5)``; all columns when degenerate. No slack is needed: ``cut`` carries
+    ``_CUT_MARGIN`` above the 1/255 threshold, far more than the roots' rounding error.
+    """
+    if not (a > 0 and det > 0 and math.isfinite(det) and math.isfinite(gx)):
+        return x0, x1
+    disc = 2.0 * a * cut - det * dy * dy
+    if disc < 0:
+        return x0, x0
+    root = math.sqrt(disc)
+    lo = max(float(x0), math.ceil(gx - (root - b * dy) / a - 0.5))
+    hi = min(float(x1), math.floor(gx + (root + b * dy) / a - 0.5) + 1.0)
+    return int(lo), int(max(lo, hi))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -127,58 +119,75 @@ def _composite_fwd(
     offsets,  # [n_tiles + 1] int64
     flatten_ids,  # [n_isects] int64
     consts,  # [5] (alpha_max, alpha_min, t_min, 1, 1/2), float64
-    centers,  # [max(H, W)] pixel centres i + 0.5, float64
     tile_size,
     tile_width,
     tile_height,
     out_colors,  # [C, H, W, D] zero-initialised
     out_trans,  # [C, H, W] final transmittance
-    out_last,  # [C, H, W] int32: position in the pixel's block list of the last Gaussian used, -1 if none
+    out_last,  # [C, H, W] int32: tile-list position of the last Gaussian used, -1 if none
 ):
     height, width, D = out_colors.shape[1], out_colors.shape[2], out_colors.shape[3]
     alpha_max, alpha_min, t_min, one, half = consts[0], consts[1], consts[2], consts[3], consts[4]
     tiles_per_cam = tile_width * tile_height
-    nb = (tile_size + SUB - 1) // SUB
     for t in numba.prange(offsets.shape[0] - 1):
         cam = t // tiles_per_cam
         ty = (t % tiles_per_cam) // tile_width
         tx = t % tile_width
         x0, y0 = tx * tile_size, ty * tile_size
+        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+        tw = x1 - x0
+        n_px = tw * (y1 - y0)
         start, end = offsets[t], offsets[t + 1]
         gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors)
-        boff, bids = _block_lists(gx, gy, ca, cb, cc, cut, x0, y0, tile_size)
-        acc = np.empty(D, colors.dtype)
-        for py in range(y0, min(y0 + tile_size, height)):
-            fy = centers[py]
-            for px in range(x0, min(x0 + tile_size, width)):
-                fx = centers[px]
-                b = ((py - y0) // SUB) * nb + (px - x0) // SUB
-                trans = one
-                last = -1
-                for d in range(D):
-                    acc[d] = 0
-                for j in range(boff[b], boff[b + 1]):
-                    k = bids[j]
-                    dx = gx[k] - fx
-                    dy = gy[k] - fy
-                    sigma = half * (ca[k] * dx * dx + cc[k] * dy * dy) + cb[k] * dx * dy
+        trans = np.ones(n_px, np.float64)
+        acc = np.zeros((n_px, D), np.float64)
+        last = np.full(n_px, -1, np.int32)
+        done = np.zeros(n_px, np.bool_)
+        row_done = np.zeros(y1 - y0, np.int64)  # finished pixels per row: full rows are skipped
+        n_done = 0
+        for k in range(end - start):
+            if not cut[k] >= 0:
+                continue
+            a, b, c, o = ca[k], cb[k], cc[k], op[k]
+            det = a * c - b * b
+            r0, r1 = _rows(gy[k], a, c, det, cut[k], y0, y1)
+            for py in range(r0, r1):
+                if row_done[py - y0] == tw:
+                    continue
+                dy = gy[k] - (py + half)
+                c0, c1 = _row_span(gx[k], dy, a, b, det, cut[k], x0, x1)
+                row = (py - y0) * tw - x0
+                for px in range(c0, c1):
+                    p = row + px
+                    if done[p]:
+                        continue
+                    dx = gx[k] - (px + half)
+                    sigma = half * (a * dx * dx + c * dy * dy) + b * dx * dy
                     if sigma < 0 or sigma > cut[k]:
                         continue
-                    alpha = min(alpha_max, op[k] * math.exp(-sigma))
+                    alpha = min(alpha_max, o * math.exp(-sigma))
                     if alpha < alpha_min:
                         continue
-                    next_t = trans * (one - alpha)
+                    next_t = trans[p] * (one - alpha)
                     if next_t <= t_min:
-                        break
-                    w = alpha * trans
+                        done[p] = True
+                        row_done[py - y0] += 1
+                        n_done += 1
+                        continue
+                    w = alpha * trans[p]
                     for d in range(D):
-                        acc[d] += w * col[k, d]
-                    trans = next_t
-                    last = j
+                        acc[p, d] += w * col[k, d]
+                    trans[p] = next_t
+                    last[p] = k
+            if n_done == n_px:
+                break
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                p = (py - y0) * tw + px - x0
                 for d in range(D):
-                    out_colors[cam, py, px, d] = acc[d]
-                out_trans[cam, py, px] = trans
-                out_last[cam, py, px] = last
+                    out_colors[cam, py, px, d] = acc[p, d]
+                out_trans[cam, py, px] = trans[p]
+                out_last[cam, py, px] = last[p]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -190,7 +199,6 @@ def _composite_bwd(
     offsets,  # [n_tiles + 1]
     flatten_ids,  # [n_isects]
     consts,  # [5]
-    centers,  # [max(H, W)]
     tile_size,
     tile_width,
     tile_height,
@@ -198,68 +206,95 @@ def _composite_bwd(
     last_ids,  # [C, H, W]
     v_colors_px,  # [C, H, W, D]
     v_alphas_px,  # [C, H, W]
-    grads,  # [n_isects, 8 + D] zero-initialised, one row per intersection (one cache line or two):
+    grads,  # [n_isects, 8 + D] zero-initialised, one row per intersection:
     #         means2d (2) | absgrad (2) | conics (3) | opacity (1) | colours (D)
 ):
     height, width, D = v_colors_px.shape[1], v_colors_px.shape[2], v_colors_px.shape[3]
     alpha_max, alpha_min, one, half = consts[0], consts[1], consts[3], consts[4]
     tiles_per_cam = tile_width * tile_height
-    nb = (tile_size + SUB - 1) // SUB
     for t in numba.prange(offsets.shape[0] - 1):
+        start, end = offsets[t], offsets[t + 1]
+        if end == start:
+            continue
         cam = t // tiles_per_cam
         ty = (t % tiles_per_cam) // tile_width
         tx = t % tile_width
         x0, y0 = tx * tile_size, ty * tile_size
-        start, end = offsets[t], offsets[t + 1]
-        if end == start:
-            continue
+        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+        tw = x1 - x0
+        n_px = tw * (y1 - y0)
         gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors)
-        boff, bids = _block_lists(gx, gy, ca, cb, cc, cut, x0, y0, tile_size)
-        buffer = np.empty(D, colors.dtype)
-        vc = np.empty(D, colors.dtype)
-        for py in range(y0, min(y0 + tile_size, height)):
-            fy = centers[py]
-            for px in range(x0, min(x0 + tile_size, width)):
-                fx = centers[px]
-                t_final = trans_final[cam, py, px]
-                trans = t_final
-                va = v_alphas_px[cam, py, px]
+        # per-pixel state: transmittance (recovered back to front), colour behind, upstream grads
+        trans = np.empty(n_px, np.float64)
+        t_final = np.empty(n_px, np.float64)
+        last = np.empty(n_px, np.int32)
+        va = np.empty(n_px, np.float64)
+        vc = np.empty((n_px, D), np.float64)
+        buffer = np.zeros((n_px, D), np.float64)
+        row_last = np.full(y1 - y0, -1, np.int64)  # a row is skipped for Gaussians behind all its pixels' last
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                p = (py - y0) * tw + px - x0
+                t_final[p] = trans_final[cam, py, px]
+                trans[p] = t_final[p]
+                last[p] = last_ids[cam, py, px]
+                row_last[py - y0] = max(row_last[py - y0], last[p])
+                va[p] = v_alphas_px[cam, py, px]
                 for d in range(D):
-                    buffer[d] = 0
-                    vc[d] = v_colors_px[cam, py, px, d]
-                b = ((py - y0) // SUB) * nb + (px - x0) // SUB
-                for j in range(last_ids[cam, py, px], boff[b] - 1, -1):
-                    k = bids[j]
-                    dx = gx[k] - fx
-                    dy = gy[k] - fy
-                    sigma = half * (ca[k] * dx * dx + cc[k] * dy * dy) + cb[k] * dx * dy
+                    vc[p, d] = v_colors_px[cam, py, px, d]
+        v_col = np.empty(D, np.float64)
+        for k in range(end - start - 1, -1, -1):
+            if not cut[k] >= 0:
+                continue
+            a, b, c, o = ca[k], cb[k], cc[k], op[k]
+            det = a * c - b * b
+            g_x = g_y = g_ax = g_ay = g_a = g_b = g_c = g_o = 0.0
+            for d in range(D):
+                v_col[d] = 0.0
+            r0, r1 = _rows(gy[k], a, c, det, cut[k], y0, y1)
+            for py in range(r0, r1):
+                if k > row_last[py - y0]:
+                    continue
+                dy = gy[k] - (py + half)
+                c0, c1 = _row_span(gx[k], dy, a, b, det, cut[k], x0, x1)
+                row = (py - y0) * tw - x0
+                for px in range(c0, c1):
+                    p = row + px
+                    if k > last[p]:
+                        continue
+                    dx = gx[k] - (px + half)
+                    sigma = half * (a * dx * dx + c * dy * dy) + b * dx * dy
                     if sigma < 0 or sigma > cut[k]:
                         continue
                     vis = math.exp(-sigma)
-                    alpha = min(alpha_max, op[k] * vis)
+                    alpha = min(alpha_max, o * vis)
                     if alpha < alpha_min:
                         continue
                     ra = one / (one - alpha)
-                    trans = trans * ra
-                    fac = alpha * trans
-                    i = start + k
-                    v_alpha = t_final * ra * va
+                    trans[p] *= ra
+                    fac = alpha * trans[p]
+                    v_alpha = t_final[p] * ra * va[p]
                     for d in range(D):
-                        grads[i, 8 + d] += fac * vc[d]
-                        v_alpha += (col[k, d] * trans - buffer[d] * ra) * vc[d]
-                        buffer[d] += col[k, d] * fac
-                    if op[k] * vis <= alpha_max:
-                        v_sigma = -op[k] * vis * v_alpha
-                        vx = v_sigma * (ca[k] * dx + cb[k] * dy)
-                        vy = v_sigma * (cb[k] * dx + cc[k] * dy)
-                        grads[i, 0] += vx
-                        grads[i, 1] += vy
-                        grads[i, 2] += abs(vx)
-                        grads[i, 3] += abs(vy)
-                        grads[i, 4] += half * v_sigma * dx * dx
-                        grads[i, 5] += v_sigma * dx * dy
-                        grads[i, 6] += half * v_sigma * dy * dy
-                        grads[i, 7] += vis * v_alpha
+                        v_col[d] += fac * vc[p, d]
+                        v_alpha += (col[k, d] * trans[p] - buffer[p, d] * ra) * vc[p, d]
+                        buffer[p, d] += col[k, d] * fac
+                    if o * vis <= alpha_max:
+                        v_sigma = -o * vis * v_alpha
+                        vx = v_sigma * (a * dx + b * dy)
+                        vy = v_sigma * (b * dx + c * dy)
+                        g_x += vx
+                        g_y += vy
+                        g_ax += abs(vx)
+                        g_ay += abs(vy)
+                        g_a += half * v_sigma * dx * dx
+                        g_b += v_sigma * dx * dy
+                        g_c += half * v_sigma * dy * dy
+                        g_o += vis * v_alpha
+            i = start + k
+            grads[i, 0], grads[i, 1], grads[i, 2], grads[i, 3] = g_x, g_y, g_ax, g_ay
+            grads[i, 4], grads[i, 5], grads[i, 6], grads[i, 7] = g_a, g_b, g_c, g_o
+            for d in range(D):
+                grads[i, 8 + d] = v_col[d]
 
 
 @numba.njit(cache=True)
@@ -271,11 +306,9 @@ def _scatter_rows(per_isect, flatten_ids, out):  # [n_isects, F] -> out [P, F] (
             out[g, f] += per_isect[i, f]
 
 
-def _constants(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds and pixel centres as arrays of the compute dtype (float64)."""
-    consts = np.array([ALPHA_MAX, ALPHA_MIN, T_MIN, 1.0, 0.5], dtype=np.float64)
-    centers = np.arange(max(width, height), dtype=np.float64) + 0.5
-    return consts, centers
+def _constants() -> np.ndarray:
+    """Thresholds as an array of the compute dtype (float64)."""
+    return np.array([ALPHA_MAX, ALPHA_MIN, T_MIN, 1.0, 0.5], dtype=np.float64)
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -289,14 +322,14 @@ class _RasterizeToPixels(torch.autograd.Function):
     def forward(ctx, means2d, conics, colors, opacities, bins, n_cameras, width, height, absgrad_target):  # noqa: D102
         dtype = means2d.dtype
         D = colors.shape[-1]
-        consts, centers = _constants(width, height)
+        consts = _constants()
         out_colors = np.zeros((n_cameras, height, width, D), dtype=consts.dtype)
         out_trans = np.empty((n_cameras, height, width), dtype=consts.dtype)
         out_last = np.empty((n_cameras, height, width), dtype=np.int32)
         with numba.parallel_chunksize(_CHUNK):
             _composite_fwd(
                 _np(means2d), _np(conics), _np(colors), _np(opacities), _np(bins.offsets), _np(bins.flatten_ids),
-                consts, centers, bins.tile_size, bins.tile_width, bins.tile_height, out_colors, out_trans, out_last,
+                consts, bins.tile_size, bins.tile_width, bins.tile_height, out_colors, out_trans, out_last,
             )  # fmt: skip
         trans = torch.from_numpy(out_trans)
         last = torch.from_numpy(out_last)
@@ -311,12 +344,12 @@ class _RasterizeToPixels(torch.autograd.Function):
         tile_size, tile_width, tile_height = ctx.meta
         n_isects, D = flatten_ids.shape[0], colors.shape[-1]
         np_dtype = np.float64
-        consts, centers = _constants(trans.shape[2], trans.shape[1])
+        consts = _constants()
         grads = np.zeros((n_isects, 8 + D), np_dtype)
         with numba.parallel_chunksize(_CHUNK):
             _composite_bwd(
                 _np(means2d), _np(conics), _np(colors), _np(opacities), _np(offsets), _np(flatten_ids), consts,
-                centers, tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
+                tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
                 _np(v_colors_px), _np(v_alphas_px[..., 0]), grads,
             )  # fmt: skip
         per_gauss = np.zeros((means2d.shape[0], 8 + D), np_dtype)
