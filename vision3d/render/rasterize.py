@@ -3,7 +3,8 @@
 CUDA tensors go to ``gsplat.rasterization`` unchanged when its compiled ops load
 (``vision3d.backends.use_gsplat``). Everything else runs our backend:
 
-1. projection (:mod:`.projection`) and SH colours (:mod:`.sh`) in torch autograd;
+1. projection (:mod:`.projection` in torch autograd, or fused into one Numba kernel with a
+   hand-written backward, :mod:`.projection_numba`) and SH colours (:mod:`.sh`, torch);
 2. tile binning (:mod:`.tiles`, or the Numba kernel in :mod:`.tiles_numba`);
 3. compositing with a hand-written backward (:mod:`.composite_numba`, CPU), or the
    plain-torch reference (:mod:`.composite_torch`, any device, autograd).
@@ -187,10 +188,13 @@ def rasterize_gaussians(
         raise ValueError(f"backend='numba' needs CPU tensors, got {means.device}")
     width, height = int(width), int(height)
 
-    radii, means2d, depths, conics, compensations = fully_fused_projection(
+    project = fully_fused_projection
+    if backend == "numba" and covars is None and not (viewmats.requires_grad or Ks.requires_grad):
+        from .projection_numba import fused_projection_numba as project  # noqa: PLC0415
+    radii, means2d, depths, conics, compensations = project(
         means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
         far_plane=far_plane, radius_clip=radius_clip, calc_compensations=rasterize_mode == "antialiased",
-        covars=covars,
+        **({} if covars is None else {"covars": covars}),
     )  # fmt: skip  [C, N] ...
     opac = opacities[None, :].expand(C, N)
     if compensations is not None:
