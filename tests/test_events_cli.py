@@ -17,15 +17,45 @@ def test_simulate_then_fit(tmp_path):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     sim = tmp_path / "sim"
-    r = runner.invoke(app, ["simulate", str(sim), "--duration", "0.04", "--width", "32", "--height", "24",
-                            "--w", "0,3,0", "--fmt", "h5"])
+    r = runner.invoke(
+        app,
+        [
+            "simulate",
+            str(sim),
+            "--duration",
+            "0.04",
+            "--width",
+            "32",
+            "--height",
+            "24",
+            "--w",
+            "0,3,0",
+            "--fmt",
+            "h5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (sim / "events.h5").exists() and (sim / "camera.yaml").exists()
     gt = np.load(sim / "ground_truth.npz")
     assert gt["flow_px_per_s"].shape[1:] == (24, 32, 2) and np.allclose(gt["w"], [0, 3, 0])
     out = tmp_path / "fit"
-    r = runner.invoke(app, ["fit", str(sim / "events.h5"), "--camera", str(sim / "camera.yaml"), "--output", str(out),
-                            "--window-ms", "20", "--iterations", "40", "--max-windows", "1"])
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            str(sim / "events.h5"),
+            "--camera",
+            str(sim / "camera.yaml"),
+            "--output",
+            str(out),
+            "--window-ms",
+            "20",
+            "--iterations",
+            "40",
+            "--max-windows",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     for name in ("flow_000.npy", "velocities.csv", "velocities.png", "window_000.png", "summary.json"):
         assert (out / name).exists(), name
@@ -48,7 +78,9 @@ def test_fit_reports_bad_file(tmp_path):
 
 
 def test_show_real_file(shared_data, tmp_path):
-    r = runner.invoke(app, ["show", str(shared_data / "events" / "davis346.aedat4"), "--picture", str(tmp_path / "e.png")])
+    r = runner.invoke(
+        app, ["show", str(shared_data / "events" / "davis346.aedat4"), "--picture", str(tmp_path / "e.png")]
+    )
     assert r.exit_code == 0, r.output
     assert "78,830" in r.output and "346×260" in r.output and "IMU" in r.output
     assert (tmp_path / "e.png").stat().st_size > 1000

@@ -23,8 +23,15 @@ def stream() -> EventStream:
 
 @pytest.mark.parametrize(
     "name,fmt",
-    [("ev.txt", None), ("ev.npy", None), ("ev.npz", None), ("ev.h5", "mvsec"), ("ev.h5", "dsec"),
-     ("ev.aedat4", None), ("ev.es", None)],
+    [
+        ("ev.txt", None),
+        ("ev.npy", None),
+        ("ev.npz", None),
+        ("ev.h5", "mvsec"),
+        ("ev.h5", "dsec"),
+        ("ev.aedat4", None),
+        ("ev.es", None),
+    ],
 )
 def test_round_trip(tmp_path, stream, name, fmt):
     path = write_events(tmp_path / name, stream, fmt)
@@ -39,8 +46,13 @@ def test_round_trip(tmp_path, stream, name, fmt):
             t_rel = f["events/t"][()]
             assert int(f["t_offset"][()]) == stream.t[0]
             # ms_to_idx[i] is the first event at or after i ms
-            assert all(t_rel[ms[i]] >= 1000 * i and (ms[i] == 0 or t_rel[ms[i] - 1] < 1000 * i) for i in range(len(ms)))
-            assert f["events/x"].id.get_create_plist().get_filter(0)[0] == hdf5plugin.BLOSC_ID  # Blosc, as DSEC
+            assert all(
+                t_rel[ms[i]] >= 1000 * i and (ms[i] == 0 or t_rel[ms[i] - 1] < 1000 * i)
+                for i in range(len(ms))
+            )
+            assert (
+                f["events/x"].id.get_create_plist().get_filter(0)[0] == hdf5plugin.BLOSC_ID
+            )  # Blosc, as DSEC
     if fmt == "mvsec":
         with h5py.File(path) as f:
             data = f["davis/left/events"][()]
@@ -125,8 +137,12 @@ def test_bad_binary_files(tmp_path, stream):
     _expect(p, "lacks field", "'p'")
     p = tmp_path / "unsorted.npz"
     s2 = EventStream(stream.events[::-1].copy(), stream.sensor_size)
-    np.savez(p, events=np.array(s2.events[["x", "y", "t", "p"]].tolist(),
-                                dtype=[("x", int), ("y", int), ("t", int), ("p", int)]))
+    np.savez(
+        p,
+        events=np.array(
+            s2.events[["x", "y", "t", "p"]].tolist(), dtype=[("x", int), ("y", int), ("t", int), ("p", int)]
+        ),
+    )
     _expect(p, "not sorted")
     p = tmp_path / "trunc.aedat4"
     p.write_bytes(write_events(tmp_path / "g.aedat4", stream).read_bytes()[:300])
@@ -161,14 +177,22 @@ def test_empty_window_error(tmp_path):
     s = read_events(write_events(tmp_path / "gap.npz", EventStream(ev, (4, 4))))
     with pytest.raises(EventFileError) as err:
         time_windows(s, 100_000)
-    assert "gap.npz" in str(err.value) and "empty window" in str(err.value) and "[100000, 200000)" in str(err.value)
+    assert (
+        "gap.npz" in str(err.value)
+        and "empty window" in str(err.value)
+        and "[100000, 200000)" in str(err.value)
+    )
     assert len(time_windows(s, 100_000, skip_empty=True, t_end_us=600_000)) == 2
 
 
 # --- real recordings (../shared/data/events) --------------------------------------------
 @pytest.mark.parametrize(
     "name,size,count",
-    [("davis346.aedat4", (346, 260), 78_830), ("evt3.raw", (1280, 720), 1_218_618), ("dvs.es", (320, 240), 473_225)],
+    [
+        ("davis346.aedat4", (346, 260), 78_830),
+        ("evt3.raw", (1280, 720), 1_218_618),
+        ("dvs.es", (320, 240), 473_225),
+    ],
 )
 def test_real_recordings(shared_data, name, size, count):
     s = read_events(shared_data / "events" / name)

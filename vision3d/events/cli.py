@@ -53,8 +53,12 @@ def show(
 
 @app.command()
 def simulate(
-    output: Path = typer.Argument(..., help="Folder for events.<fmt>, camera.yaml, ground_truth.npz, pictures."),
-    v: str = typer.Option("0,0,0", help="Camera linear velocity vx,vy,vz in m/s (camera frame, x right, y down, z forward)."),
+    output: Path = typer.Argument(
+        ..., help="Folder for events.<fmt>, camera.yaml, ground_truth.npz, pictures."
+    ),
+    v: str = typer.Option(
+        "0,0,0", help="Camera linear velocity vx,vy,vz in m/s (camera frame, x right, y down, z forward)."
+    ),
     w: str = typer.Option("1.5,-2,1", help="Camera angular velocity wx,wy,wz in rad/s."),
     duration: float = typer.Option(0.1, help="Seconds to simulate."),
     scene: str = typer.Option("plane", help="'plane' (one textured plane) or 'corner' (two walls)."),
@@ -86,7 +90,9 @@ def simulate(
     sim = SimulatorConfig(threshold=threshold, noise_rate_hz=noise_rate, seed=seed)
     common = dict(width=width, height=height, fov_deg=fov, simulator=sim)
     if scene == "plane":
-        cfg = PlaneSceneConfig(planes=[Plane(point=(0, 0, 2.5), normal=(0, 0, -1), texture=texture)], **common)
+        cfg = PlaneSceneConfig(
+            planes=[Plane(point=(0, 0, 2.5), normal=(0, 0, -1), texture=texture)], **common
+        )
     elif scene == "corner":
         cfg = corner_scene(**common)
     else:
@@ -96,7 +102,9 @@ def simulate(
     seq = simulate_plane_sequence(vv, ww, duration, cfg)
     output.mkdir(parents=True, exist_ok=True)
     ext = {"h5": "h5", "mvsec": "h5"}.get(fmt, fmt)
-    path = write_events(output / f"events.{ext}", seq.events, "mvsec" if fmt == "mvsec" else ("dsec" if fmt == "h5" else None))
+    path = write_events(
+        output / f"events.{ext}", seq.events, "mvsec" if fmt == "mvsec" else ("dsec" if fmt == "h5" else None)
+    )
     save_camera(output / "camera.yaml", seq.camera)
     times = np.arange(0.0, duration + 1e-9, gt_step_ms * 1e-3)
     vt, wt = seq.velocities(times)
@@ -116,15 +124,23 @@ def simulate(
 @app.command()
 def fit(
     events: Path = typer.Argument(..., help="An event file (any format `v3d flow show` reads)."),
-    camera: Path = typer.Option(..., "--camera", help="Intrinsics YAML: fx fy cx cy width height (or K / camera_matrix)."),
+    camera: Path = typer.Option(
+        ..., "--camera", help="Intrinsics YAML: fx fy cx cy width height (or K / camera_matrix)."
+    ),
     output: Path = typer.Option(Path("outputs/flow"), help="Folder for flow, velocities and pictures."),
     window_ms: float = typer.Option(0.0, help="Window length in ms (0: use --window-events)."),
-    window_events: int = typer.Option(30_000, help="Events per window when --window-ms is 0 (official MVSEC: 30k)."),
+    window_events: int = typer.Option(
+        30_000, help="Events per window when --window-ms is 0 (official MVSEC: 30k)."
+    ),
     max_windows: int = typer.Option(3, help="Fit at most this many windows (0: all)."),
     start_s: float = typer.Option(0.0, help="Skip this many seconds from the start of the file."),
     iterations: int = typer.Option(400, help="Iterations per window (paper: 1000)."),
-    preset: str = typer.Option("cpu", help="'cpu' (4×64 MLP, faster schedule) or 'paper' (8×256, paper's schedule)."),
-    downscale: int = typer.Option(1, help="Bin pixels by this factor first (faster; intrinsics scaled to match)."),
+    preset: str = typer.Option(
+        "cpu", help="'cpu' (4×64 MLP, faster schedule) or 'paper' (8×256, paper's schedule)."
+    ),
+    downscale: int = typer.Option(
+        1, help="Bin pixels by this factor first (faster; intrinsics scaled to match)."
+    ),
     cmax: bool = typer.Option(False, help="Also run the CMax baseline per window and report its sharpness."),
     imu: bool = typer.Option(True, help="For AEDAT 4 files, plot the IMU gyroscope beside the estimated ω."),
     threads: int = typer.Option(0, help="torch threads (0: leave torch's default)."),
@@ -150,12 +166,14 @@ def fit(
     stream = read_events(events)
     cam = load_camera(camera)
     if (cam.width, cam.height) != stream.sensor_size:
-        console.print(f"[yellow]note: camera.yaml says {cam.width}×{cam.height}, the file {stream.width}×{stream.height}")
+        console.print(
+            f"[yellow]note: camera.yaml says {cam.width}×{cam.height}, the file {stream.width}×{stream.height}"
+        )
     if downscale > 1:
         stream = stream.downscale(downscale)
         cam = cam.scaled(downscale)
     if start_s > 0:
-        stream = stream[int(np.searchsorted(stream.t, stream.t[0] + int(start_s * 1e6))):]
+        stream = stream[int(np.searchsorted(stream.t, stream.t[0] + int(start_s * 1e6))) :]
     if window_ms > 0:
         wins = time_windows(stream, int(window_ms * 1000))
     else:
@@ -173,34 +191,64 @@ def fit(
     xy_all, t_all, p_all = stream.to_torch()
     t0 = int(stream.t[0])
     rows, summary = [], {"file": str(events), "camera": cam.to_dict(), "preset": preset, "windows": []}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("E-MoFlow", total=len(wins) * cfg.schedule.iterations)
         for k, win in enumerate(wins):
             progress.update(task, description=f"window {k + 1}/{len(wins)}")
             ta, tb = (win.t_start_us - t0) * 1e-6, (win.t_end_us - t0) * 1e-6
             sl = win.slice
-            res = fit_window(xy_all[sl], t_all[sl], cam, cfg, (ta, tb), p_all[sl],
-                             progress=lambda _i: progress.advance(task))
+            res = fit_window(
+                xy_all[sl],
+                t_all[sl],
+                cam,
+                cfg,
+                (ta, tb),
+                p_all[sl],
+                progress=lambda _i: progress.advance(task),
+            )
             abs_times = res.times_s + t0 * 1e-6
             np.save(output / f"flow_{k:03d}.npy", res.flow.numpy())
             sharp = res.sharpness()
-            entry = {"window": k, "t_start_s": win.t_start_us * 1e-6, "t_end_s": win.t_end_us * 1e-6,
-                     "events": len(win), "seconds": res.seconds, **sharp,
-                     "v_mid": res.v[len(res.v) // 2].tolist(), "w_mid_rad_s": res.w[len(res.w) // 2].tolist()}
+            entry = {
+                "window": k,
+                "t_start_s": win.t_start_us * 1e-6,
+                "t_end_s": win.t_end_us * 1e-6,
+                "events": len(win),
+                "seconds": res.seconds,
+                **sharp,
+                "v_mid": res.v[len(res.v) // 2].tolist(),
+                "w_mid_rad_s": res.w[len(res.w) // 2].tolist(),
+            }
             if cmax:
                 cm = fit_cmax(xy_all[sl], t_all[sl], cam.width, cam.height, CMaxConfig(), (ta, tb))
                 entry["cmax_var_after"] = float(contrast_terms(cm.iwe_after)[0])
                 entry["cmax_seconds"] = cm.seconds
             summary["windows"].append(entry)
-            save_window_figure(output / f"window_{k:03d}.png", res.iwe_before, res.iwe_after, res.flow.numpy(),
-                               title=f"window {k}: {len(win)} events, IWE variance {sharp['var_before']:.2f} -> "
-                                     f"{sharp['var_after']:.2f}")
+            save_window_figure(
+                output / f"window_{k:03d}.png",
+                res.iwe_before,
+                res.iwe_after,
+                res.flow.numpy(),
+                title=f"window {k}: {len(win)} events, IWE variance {sharp['var_before']:.2f} -> "
+                f"{sharp['var_after']:.2f}",
+            )
             for ti, vi, wi in zip(abs_times, res.v, res.w, strict=True):
                 rows.append([ti, *vi, *wi])
     rows = np.array(rows)
-    np.savetxt(output / "velocities.csv", rows, delimiter=",", fmt="%.6f",
-               header="t_s,vx_unit,vy_unit,vz_unit,wx_rad_s,wy_rad_s,wz_rad_s", comments="")
+    np.savetxt(
+        output / "velocities.csv",
+        rows,
+        delimiter=",",
+        fmt="%.6f",
+        header="t_s,vx_unit,vy_unit,vz_unit,wx_rad_s,wy_rad_s,wz_rad_s",
+        comments="",
+    )
     w_ref = None
     if imu and events.suffix.lower() == ".aedat4":
         try:
@@ -213,6 +261,8 @@ def fit(
     save_velocity_plot(output / "velocities.png", rows[:, 0], rows[:, 1:4], rows[:, 4:7], w_ref=w_ref)
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     for e in summary["windows"]:
-        console.print(f"window {e['window']}: {e['events']} events, IWE variance {e['var_before']:.3f} -> "
-                      f"{e['var_after']:.3f}, ω {np.round(e['w_mid_rad_s'], 3)} rad/s, {e['seconds']:.1f} s")
+        console.print(
+            f"window {e['window']}: {e['events']} events, IWE variance {e['var_before']:.3f} -> "
+            f"{e['var_after']:.3f}, ω {np.round(e['w_mid_rad_s'], 3)} rad/s, {e['seconds']:.1f} s"
+        )
     console.print(f"wrote {output}/ (flow_*.npy, velocities.csv, window_*.png, velocities.png, summary.json)")

@@ -108,8 +108,9 @@ def fit_cmax(
         if (rows, cols) == tuple(config.patches):
             break
         rows, cols = min(rows * 2, config.patches[0]), min(cols * 2, config.patches[1])
-        grid = F.interpolate(grid.detach().permute(2, 0, 1)[None], size=(rows, cols), mode="bilinear",
-                             align_corners=False)[0].permute(1, 2, 0)
+        grid = F.interpolate(
+            grid.detach().permute(2, 0, 1)[None], size=(rows, cols), mode="bilinear", align_corners=False
+        )[0].permute(1, 2, 0)
     grid = grid.detach()
     with torch.no_grad():
         gy, gx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")

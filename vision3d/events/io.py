@@ -58,8 +58,12 @@ def detect_format(path: str | Path) -> str:
         raise EventFileError(path, "HDF5 file has neither 'events/' (DSEC) nor 'davis/' (MVSEC) groups")
     if suffix in FAERY_SUFFIXES:
         return suffix[1:]
-    raise EventFileError(path, f"unknown event file type {suffix!r} (know .txt .npy .npz .h5 .hdf5 "
-                         + " ".join(sorted(FAERY_SUFFIXES)) + ")")
+    raise EventFileError(
+        path,
+        f"unknown event file type {suffix!r} (know .txt .npy .npz .h5 .hdf5 "
+        + " ".join(sorted(FAERY_SUFFIXES))
+        + ")",
+    )
 
 
 def read_events(
@@ -80,7 +84,13 @@ def read_events(
     if not path.exists():
         raise EventFileError(path, "no such file")
     fmt = fmt or detect_format(path)
-    readers = {"txt": _read_txt, "npy": _read_numpy, "npz": _read_numpy, "mvsec": _read_mvsec, "dsec": _read_dsec}
+    readers = {
+        "txt": _read_txt,
+        "npy": _read_numpy,
+        "npz": _read_numpy,
+        "mvsec": _read_mvsec,
+        "dsec": _read_dsec,
+    }
     if fmt in readers:
         if fmt == "mvsec":
             events, size, meta = _read_mvsec(path, camera)
@@ -152,7 +162,9 @@ def _read_txt(path: Path):
     if not first:
         raise EventFileError(path, "contains no events")
     if len(first) and not _is_number(first[0]):
-        raise EventFileError(path, f"first line {b' '.join(first).decode(errors='replace')!r} is not 't x y p' numbers")
+        raise EventFileError(
+            path, f"first line {b' '.join(first).decode(errors='replace')!r} is not 't x y p' numbers"
+        )
     if first and len(first) != 4:
         raise EventFileError(path, f"expected 4 columns 't x y p' (ECD), found {len(first)}")
     try:
@@ -193,8 +205,11 @@ def _read_numpy(path: Path):
     else:
         arr = loaded
     if arr.dtype.names is None:
-        raise EventFileError(path, f"expected a structured array with fields x, y, t, p (tonic), got {arr.dtype} "
-                             f"of shape {arr.shape}")
+        raise EventFileError(
+            path,
+            f"expected a structured array with fields x, y, t, p (tonic), got {arr.dtype} "
+            f"of shape {arr.shape}",
+        )
     missing = [k for k in ("x", "y", "t", "p") if k not in arr.dtype.names]
     if missing:
         raise EventFileError(path, f"structured array lacks field(s) {missing} (has {list(arr.dtype.names)})")
@@ -236,7 +251,9 @@ def _read_dsec(path: Path):
             t_offset = int(f["t_offset"][()]) if "t_offset" in f else 0
             ms_to_idx = f["ms_to_idx"][()] if "ms_to_idx" in f else None
         except OSError as err:
-            raise EventFileError(path, f"events are unreadable (truncated or missing Blosc filter?): {err}") from err
+            raise EventFileError(
+                path, f"events are unreadable (truncated or missing Blosc filter?): {err}"
+            ) from err
     lengths = {k: len(v) for k, v in cols.items()}
     if len(set(lengths.values())) != 1:
         raise EventFileError(path, f"events/x,y,t,p have different lengths {lengths} (truncated write?)")
@@ -255,7 +272,9 @@ def _write_dsec(path: Path, stream: EventStream) -> None:
     t_offset = int(ev["t"][0]) if len(ev) else 0
     t_rel = (ev["t"] - t_offset).astype(np.int64)
     if len(t_rel) and t_rel.max() >= 2**32:
-        raise EventFileError(path, "recording longer than 71 minutes does not fit DSEC's uint32 µs timestamps")
+        raise EventFileError(
+            path, "recording longer than 71 minutes does not fit DSEC's uint32 µs timestamps"
+        )
     n_ms = int(t_rel[-1] // 1000) + 1 if len(t_rel) else 0
     ms_to_idx = np.searchsorted(t_rel, np.arange(n_ms) * 1000, side="left").astype(np.uint64)
     comp = hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE)
@@ -290,12 +309,16 @@ def _from_columns(path, t_us, x, y, p) -> np.ndarray:
     if len(x) and (x.min() < 0 or y.min() < 0):
         raise EventFileError(path, "negative pixel coordinates (are the columns in the wrong order?)")
     if len(x) and (np.any(np.asarray(x) % 1 != 0) or np.any(np.asarray(y) % 1 != 0)):
-        raise EventFileError(path, "non-integer pixel coordinates (are the columns in the wrong order? expected t x y p)")
+        raise EventFileError(
+            path, "non-integer pixel coordinates (are the columns in the wrong order? expected t x y p)"
+        )
     if len(x) and max(x.max(), y.max()) >= 2**16:
         raise EventFileError(path, "pixel coordinates above 65535 (are the columns in the wrong order?)")
     values = set(np.unique(p).tolist()) if p.dtype != bool else {0, 1}
     if not values <= {-1, 0, 1}:
-        raise EventFileError(path, f"polarity values {sorted(values)[:5]} are not in {{-1, 0, 1}} (wrong columns?)")
+        raise EventFileError(
+            path, f"polarity values {sorted(values)[:5]} are not in {{-1, 0, 1}} (wrong columns?)"
+        )
     t_us = np.asarray(t_us)
     if t_us.dtype.kind == "f":
         t_us = np.round(t_us)
@@ -324,4 +347,12 @@ def read_imu(path: str | Path) -> dict[str, np.ndarray]:
     return {"t": imu["t"].astype(np.int64), "gyro": np.deg2rad(gyro), "accel": accel.astype(np.float64)}
 
 
-__all__ = ["EVENT_DTYPE", "EventFileError", "EventStream", "read_events", "write_events", "read_imu", "detect_format"]
+__all__ = [
+    "EVENT_DTYPE",
+    "EventFileError",
+    "EventStream",
+    "read_events",
+    "write_events",
+    "read_imu",
+    "detect_format",
+]

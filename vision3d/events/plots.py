@@ -29,7 +29,10 @@ def flow_to_rgb(flow: np.ndarray, max_norm: float | None = None) -> np.ndarray:
 
 def save_window_figure(path: str | Path, iwe_before, iwe_after, flow, gt_flow=None, title: str = "") -> Path:
     plt = _plt()
-    panels = [("IWE before (no warp)", np.asarray(iwe_before), "gray"), ("IWE after (E-MoFlow warp)", np.asarray(iwe_after), "gray")]
+    panels = [
+        ("IWE before (no warp)", np.asarray(iwe_before), "gray"),
+        ("IWE after (E-MoFlow warp)", np.asarray(iwe_after), "gray"),
+    ]
     vmax = float(np.linalg.norm(gt_flow if gt_flow is not None else flow, axis=-1).max())
     panels.append(("flow (colour wheel)", flow_to_rgb(flow, vmax), None))
     if gt_flow is not None:
@@ -47,7 +50,9 @@ def save_window_figure(path: str | Path, iwe_before, iwe_after, flow, gt_flow=No
     return Path(path)
 
 
-def save_velocity_plot(path: str | Path, times_s, v, w, v_gt=None, w_gt=None, w_ref=None, w_ref_label="IMU gyro") -> Path:
+def save_velocity_plot(
+    path: str | Path, times_s, v, w, v_gt=None, w_gt=None, w_ref=None, w_ref_label="IMU gyro"
+) -> Path:
     """Two panels: unit linear velocity and angular velocity (rad/s) over time, with references if given."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
