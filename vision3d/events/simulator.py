@@ -4,7 +4,8 @@
 per pixel it keeps the log intensity at its last event, linearly interpolates the log
 intensity between frames (ESIM, Rebecq et al. 2018) and fires one event at every crossing
 of a per-pixel contrast threshold. Blender sequences from ``vision3d.data`` can be fed
-straight in.
+straight in, and :func:`simulate_rendered_sequence` does so for a scene rendered by
+``v3d data render`` (ground truth from Blender's Vector pass and the camera poses).
 
 :func:`simulate_plane_sequence` renders the scene itself: a camera moving with given body
 velocities ``v(t)``, ``ω(t)`` (see :mod:`vision3d.events.geometry` for the conventions) in
@@ -66,7 +67,9 @@ def events_from_frames(
         frames = frames[..., :3] @ np.array([0.299, 0.587, 0.114])
     timestamps_s = np.asarray(timestamps_s, dtype=np.float64)
     if frames.ndim != 3 or len(frames) != len(timestamps_s) or len(frames) < 2:
-        raise ValueError(f"need [N>=2, H, W] frames and N timestamps, got {frames.shape} and {timestamps_s.shape}")
+        raise ValueError(
+            f"need [N>=2, H, W] frames and N timestamps, got {frames.shape} and {timestamps_s.shape}"
+        )
     if np.any(np.diff(timestamps_s) <= 0):
         raise ValueError("frame timestamps must increase strictly")
     rng = np.random.default_rng(config.seed)
@@ -187,7 +190,9 @@ class _PlaneScene:
     def __init__(self, config: PlaneSceneConfig, v, w, t0: float, t1: float, substeps: int = 4):
         self.config = config
         self.camera = PinholeCamera.default_for(config.width, config.height, config.fov_deg)
-        self.textures = [_texture(p.texture, config.texture_blur_px * max(1.0, 512 / 256)) for p in config.planes]
+        self.textures = [
+            _texture(p.texture, config.texture_blur_px * max(1.0, 512 / 256)) for p in config.planes
+        ]
         self.v, self.w = v, w
         # Camera-to-world pose at times self.times: exact rotation exponential per sub-step, midpoint translation.
         n = int(np.ceil((t1 - t0) * config.fps * substeps)) + 1
@@ -207,7 +212,9 @@ class _PlaneScene:
         i = int(np.clip(np.searchsorted(self.times, t) - 1, 0, len(self.times) - 2))
         a = (t - self.times[i]) / (self.times[i + 1] - self.times[i])
         rel = Rotation.from_matrix(self.rot[i].T @ self.rot[i + 1]).as_rotvec()
-        return self.rot[i] @ Rotation.from_rotvec(a * rel).as_matrix(), (1 - a) * self.pos[i] + a * self.pos[i + 1]
+        return self.rot[i] @ Rotation.from_rotvec(a * rel).as_matrix(), (1 - a) * self.pos[i] + a * self.pos[
+            i + 1
+        ]
 
     def _rays(self, ss: int = 1) -> np.ndarray:
         cam = self.camera
@@ -233,7 +240,9 @@ class _PlaneScene:
             ok = np.isfinite(lam) & (lam > 1e-6)
             if pl.half_extent is not None:
                 e1, e2 = _plane_basis(n)
-                ok &= (np.abs((hit - p0) @ e1) <= pl.half_extent[0]) & (np.abs((hit - p0) @ e2) <= pl.half_extent[1])
+                ok &= (np.abs((hit - p0) @ e1) <= pl.half_extent[0]) & (
+                    np.abs((hit - p0) @ e2) <= pl.half_extent[1]
+                )
             closer = ok & (lam < best)
             best[closer], which[closer] = lam[closer], k
         if np.any(which < 0):
@@ -255,8 +264,12 @@ class _PlaneScene:
         rays = self._rays(1)
         _, depth, _ = self.cast(t, rays)
         x = torch.from_numpy(rays[..., :2].reshape(-1, 2))
-        u = motion_field(x, torch.from_numpy(1.0 / depth.reshape(-1)), torch.from_numpy(self.v(t)),
-                         torch.from_numpy(self.w(t))).numpy()
+        u = motion_field(
+            x,
+            torch.from_numpy(1.0 / depth.reshape(-1)),
+            torch.from_numpy(self.v(t)),
+            torch.from_numpy(self.w(t)),
+        ).numpy()
         cam = self.camera
         return (u * np.array([cam.fx, cam.fy])).reshape(cam.height, cam.width, 2)
 
@@ -310,7 +323,9 @@ def simulate_plane_sequence(
     return SimulatedSequence(events, scene.camera, t0_s, t0_s + duration_s, v, w, scene)
 
 
-def corner_scene(depth: float = 2.5, textures: tuple[str, str] = ("brick", "gravel"), **kwargs) -> PlaneSceneConfig:
+def corner_scene(
+    depth: float = 2.5, textures: tuple[str, str] = ("brick", "gravel"), **kwargs
+) -> PlaneSceneConfig:
     """Looking into a room corner: two walls at ±45° meeting on a vertical line ``depth`` metres ahead.
 
     A single plane admits a second (v, ω, plane) explaining the same motion field (the planar
@@ -322,3 +337,89 @@ def corner_scene(depth: float = 2.5, textures: tuple[str, str] = ("brick", "grav
         Plane(point=(0.0, 0.0, depth), normal=(-1.0, 0.0, -1.0), texture=textures[1], texture_size_m=4.0),
     ]
     return PlaneSceneConfig(planes=planes, **kwargs)
+
+
+# --- scenes rendered by Blender (``v3d data render``) -------------------------------------
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0])  # Blender/OpenGL camera axes (y up, looking down −z) -> ours
+
+
+@dataclass
+class RenderedSequence:
+    """Events simulated from consecutive views of a scene rendered by :func:`vision3d.data.render.render_scene`.
+
+    Ground truth comes from the renderer: flow from Blender's Vector pass (per-frame forward flow,
+    chained), velocities from the exact camera poses. View ``first + k`` is shown at ``t = k / fps``.
+    """
+
+    events: EventStream
+    camera: PinholeCamera
+    t0_s: float
+    t1_s: float
+    flows: np.ndarray
+    """[n_frames - 1, H, W, 2] forward flow in pixels from each view to the next."""
+    v_frames: np.ndarray
+    """[n_frames - 1, 3] camera linear velocity (scene units per second, camera frame) between views."""
+    w_frames: np.ndarray
+    """[n_frames - 1, 3] camera angular velocity (rad/s, camera frame) between views."""
+    fps: float
+
+    def flow(self, t0_s: float, t1_s: float) -> np.ndarray:
+        """[H, W, 2] displacement from ``t0_s`` to ``t1_s`` (whole views), chaining per-view flows bilinearly."""
+        from scipy.ndimage import map_coordinates
+
+        a, b = int(round(t0_s * self.fps)), int(round(t1_s * self.fps))
+        h, w = self.flows.shape[1:3]
+        gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+        px, py = gx.copy(), gy.copy()
+        for k in range(a, b):
+            f = self.flows[k]
+            px, py = (
+                px + map_coordinates(f[..., 0], [py, px], order=1, mode="nearest"),
+                py + map_coordinates(f[..., 1], [py, px], order=1, mode="nearest"),
+            )
+        return np.stack([px - gx, py - gy], -1)
+
+    def velocities(self, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = np.clip(np.floor(np.asarray(times_s) * self.fps).astype(int), 0, len(self.v_frames) - 1)
+        return self.v_frames[k], self.w_frames[k]
+
+
+def simulate_rendered_sequence(
+    scene_dir,
+    first: int,
+    n_frames: int,
+    fps: float = 1000.0,
+    config: SimulatorConfig | None = None,
+) -> RenderedSequence:
+    """ESIM events from views ``first .. first + n_frames − 1`` of a rendered scene (``transforms.json``).
+
+    Images are 8-bit sRGB; we undo the sRGB curve to get linear intensity before the log. Keep the
+    motion between views below about a pixel (render with many ``views``): ESIM interpolates the log
+    intensity linearly between them.
+    """
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    scene_dir = Path(scene_dir)
+    meta = json.loads((scene_dir / "transforms.json").read_text())
+    frames = meta["frames"][first : first + n_frames]
+    if len(frames) < n_frames or any("flow_file_path" not in f for f in frames[:-1]):
+        raise ValueError(f"{scene_dir}: needs {n_frames} views with flow from view {first}")
+    cam = PinholeCamera(meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"], int(meta["w"]), int(meta["h"]))
+    imgs = []
+    for f in frames:
+        s = np.asarray(Image.open(scene_dir / f["file_path"]).convert("RGB"), np.float64) / 255.0
+        lin = np.where(s <= 0.04045, s / 12.92, ((s + 0.055) / 1.055) ** 2.4)
+        imgs.append(lin @ np.array([0.2126, 0.7152, 0.0722]))
+    times = np.arange(n_frames) / fps
+    events = events_from_frames(np.stack(imgs), times, config, source=str(scene_dir))
+    flows = np.stack([np.load(scene_dir / f["flow_file_path"]) for f in frames[:-1]]).astype(np.float64)
+    poses = [np.asarray(f["transform_matrix"], np.float64) for f in frames]
+    vs, ws = [], []
+    for p0, p1 in zip(poses[:-1], poses[1:], strict=True):
+        r0, r1 = p0[:3, :3] @ _GL_TO_CV, p1[:3, :3] @ _GL_TO_CV
+        vs.append(r0.T @ (p1[:3, 3] - p0[:3, 3]) * fps)
+        ws.append(Rotation.from_matrix(r0.T @ r1).as_rotvec() * fps)
+    return RenderedSequence(events, cam, 0.0, times[-1], flows, np.stack(vs), np.stack(ws), fps)
