@@ -210,3 +210,27 @@ def test_rendered_scene_loads_through_nerfstudio_dataparsers(rendered):
     assert len(theirs.image_filenames) == 3
     assert theirs.cameras.width[0].item() == 32 and float(theirs.cameras.fx[0]) == pytest.approx(
         json.loads((out / "transforms.json").read_text())["fl_x"])
+
+
+@pytest.mark.blender
+@needs_blender
+def test_render_writes_sfm_like_seed_points(rendered, cow_mesh):
+    """sparse_pc.ply (ply_file_path): points on the GT mesh that two views see, coloured from the images;
+    a cached scene without them gets them without running Blender again."""
+    import trimesh
+
+    out, seconds = rendered
+    meta = json.loads((out / "transforms.json").read_text())
+    assert meta["ply_file_path"] == "sparse_pc.ply" and meta["sparse_points"]["min_views"] == 2
+    cloud = trimesh.load(out / "sparse_pc.ply")
+    assert 100 <= len(cloud.vertices) <= 4000
+    mesh = trimesh.load(out / meta["mesh_file_path"], force="mesh")
+    _, distance, _ = trimesh.proximity.closest_point(mesh, cloud.vertices[::10])
+    assert np.max(distance) < 1e-3
+    (out / "sparse_pc.ply").unlink()
+    del meta["ply_file_path"], meta["sparse_points"]
+    (out / "transforms.json").write_text(json.dumps(meta))
+    start = time.time()
+    render_scene(cow_mesh, out, path="forward", views=3, width=32, height=32, spp=4, progress=False, sparse_points=500)
+    assert time.time() - start < seconds / 2
+    assert len(trimesh.load(out / "sparse_pc.ply").vertices) == 500

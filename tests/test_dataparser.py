@@ -39,3 +39,55 @@ def test_bad_scene_fails_before_nerfstudio(tmp_path):
     (root / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(SceneError, match="frame 1 .*not invertible"):
         Vision3DDataParserConfig(data=root).setup().get_dataparser_outputs("train")
+
+
+def test_bundled_scene_has_sfm_like_seed_points():
+    """sparse_pc.ply: a few thousand coloured points on the ground-truth surface, read by nerfstudio as seeds."""
+    import numpy as np
+    import trimesh
+
+    from vision3d.data.bundled import bundled_scene_path
+
+    scene = bundled_scene_path()
+    meta = json.loads((scene / "transforms.json").read_text())
+    cloud = trimesh.load(scene / meta["ply_file_path"])
+    assert 2000 <= len(cloud.vertices) <= 5000
+    mesh = trimesh.load(scene / meta["mesh_file_path"], force="mesh")
+    _, distance, _ = trimesh.proximity.closest_point(mesh, cloud.vertices[::10])
+    assert np.max(distance) < 1e-3  # on the surface (the scene is ~5 m wide)
+    colours = np.asarray(cloud.colors)[:, :3].astype(float)
+    assert colours.std() > 10  # coloured from the images, not a constant
+    outputs = (
+        Vision3DDataParserConfig(data=scene, load_3D_points=True).setup().get_dataparser_outputs("train")
+    )
+    assert outputs.metadata["points3D_xyz"].shape[1] == 3 and len(outputs.metadata["points3D_rgb"]) > 2000
+
+
+def test_seed_points_come_from_the_training_views_only():
+    """Under a sparse-view split, points that fewer than two training views see are dropped and the rest are
+    coloured from training pixels only: held-out views leak nothing into the seeds."""
+    import numpy as np
+
+    from vision3d.data.bundled import bundled_scene_path
+
+    scene = bundled_scene_path()
+    every = Vision3DDataParserConfig(data=scene, load_3D_points=True, seed_points_from_split=False).setup()
+    all_points = every.get_dataparser_outputs("train").metadata["points3D_xyz"]
+    sparse = (
+        Vision3DDataParserConfig(data=scene, load_3D_points=True, num_train_views=3)
+        .setup()
+        .get_dataparser_outputs("train")
+    )
+    kept = sparse.metadata["points3D_xyz"]
+    assert len(all_points) == 4000 and 200 < len(kept) < 0.8 * len(all_points)
+    assert len(sparse.metadata["points3D_rgb"]) == len(kept)
+    # The kept points are a subset of the file's (same dataparser frame for every split).
+    distance = np.linalg.norm(kept.numpy()[:, None] - all_points.numpy()[None], axis=-1).min(axis=1)
+    assert distance.max() < 1e-5
+    # With every view in the training split, (almost) every point stays.
+    everything = (
+        Vision3DDataParserConfig(data=scene, load_3D_points=True, eval_mode="all")
+        .setup()
+        .get_dataparser_outputs("train")
+    )
+    assert len(everything.metadata["points3D_xyz"]) > 0.95 * len(all_points)

@@ -9,7 +9,11 @@ the same) and adds what evaluation on our rendered scenes needs:
   the rest held out), the split used by det-gs's sparse presets;
 - ``metadata["mesh_file_path"]`` (the ground-truth mesh, in the scene's original world frame: apply
   ``dataparser_transform`` and ``dataparser_scale`` to compare) and ``metadata["split_indices"]``
-  (indices into the sorted frame list).
+  (indices into the sorted frame list);
+- seed points (``ply_file_path``, read by nerfstudio as ``points3D_xyz``/``points3D_rgb``) seen only
+  through the split's own views when the scene has depth maps (``seed_points_from_split``): our rendered
+  scenes' ``sparse_pc.ply`` is written from every view (:mod:`vision3d.data.sparse_points`), and a
+  training split must not get points or colours that only held-out views see.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class Vision3DDataParserConfig(NerfstudioDataParserConfig):
     """With num_train_views: evaluate on at most this many of the held-out views (None: all of them)."""
     check_images: bool = True
     """Open every image header before training (catches missing, corrupt and mis-sized images early)."""
+    seed_points_from_split: bool = True
+    """With seed points and depth maps: keep the points that ``seed_points_min_views`` of the split's views
+    see (depth test) and colour them from those views only, so held-out views leak nothing into the seeds.
+    Scenes without depth maps (COLMAP captures) keep their points as they are."""
+    seed_points_min_views: int = 2
+    """How many of the split's views must see a seed point (2: a point two views could triangulate)."""
 
 
 class Vision3DDataParser(Nerfstudio):
@@ -48,7 +58,7 @@ class Vision3DDataParser(Nerfstudio):
         if self.config.num_train_views is None:
             outputs = super()._generate_dataparser_outputs(split)
             outputs.metadata["mesh_file_path"] = scene.mesh_path
-            return outputs
+            return self._seed_points_from_split(outputs)
 
         # Let nerfstudio orient and scale with every pose (as it does for its own splits), then subset.
         eval_mode = self.config.eval_mode
@@ -62,7 +72,42 @@ class Vision3DDataParser(Nerfstudio):
             self.config.num_test_views,
         )
         indices = train if split == "train" else test
-        return _subset(everything, indices, scene.mesh_path)
+        return self._seed_points_from_split(_subset(everything, indices, scene.mesh_path))
+
+    def _seed_points_from_split(self, outputs: DataparserOutputs) -> DataparserOutputs:
+        """Seed points that the split's views see, coloured from them (see ``seed_points_from_split``)."""
+        metadata = outputs.metadata
+        depth_files = metadata.get("depth_filenames")
+        if not self.config.seed_points_from_split or metadata.get("points3D_xyz") is None or not depth_files:
+            return outputs
+        keep, rgb, _ = _points_seen_by(outputs, metadata["points3D_xyz"].numpy(), self.config.seed_points_min_views)
+        metadata["points3D_xyz"] = metadata["points3D_xyz"][torch.from_numpy(keep)]
+        metadata["points3D_rgb"] = torch.from_numpy(rgb[keep])
+        return outputs
+
+
+def _points_seen_by(outputs: DataparserOutputs, points: np.ndarray, min_views: int):
+    """:func:`vision3d.data.sparse_points.visible_points` for the views of ``outputs`` (dataparser frame)."""
+    from PIL import Image
+
+    from vision3d.data.scene import read_depth
+    from vision3d.data.sparse_points import visible_points
+
+    unit = outputs.metadata.get("depth_unit_scale_factor", 1e-3) * outputs.dataparser_scale
+    depths = np.stack([read_depth(p, unit) for p in outputs.metadata["depth_filenames"]])
+    height, width = depths.shape[1:]
+    images = []
+    for path in outputs.image_filenames:
+        with Image.open(path) as im:
+            images.append(np.asarray(im.convert("RGB").resize((width, height), Image.BILINEAR)))
+    cameras = outputs.cameras
+    Ks = cameras.get_intrinsics_matrices().numpy().astype(np.float64)  # noqa: N806
+    Ks[:, 0] *= width / cameras.width.numpy()  # to the depth maps' resolution
+    Ks[:, 1] *= height / cameras.height.numpy()
+    c2w = np.tile(np.eye(4), (len(cameras), 1, 1))
+    c2w[:, :3, :4] = cameras.camera_to_worlds.numpy()
+    world_to_cams = np.linalg.inv(c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))  # OpenGL -> OpenCV camera axes
+    return visible_points(points, world_to_cams, Ks, depths, np.stack(images), min_views=min_views)
 
 
 def _subset(outputs: DataparserOutputs, indices: np.ndarray, mesh_path: Path | None) -> DataparserOutputs:

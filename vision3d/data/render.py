@@ -23,14 +23,21 @@ multilayer EXRs it writes, and writes a scene in nerfstudio's ``transforms.json`
                                   and 15° steps, ~0.1 px at 4 spp and 60° steps.
     OUT/mesh.ply                  ground-truth mesh of everything rendered (model + ground or room),
                                   world coordinates; OUT/object.ply: the model alone
+    OUT/sparse_pc.ply             SfM-like seed points (``ply_file_path``, as ``ns-process-data`` names
+                                  COLMAP's): a few thousand mesh samples that two views see, coloured
+                                  from the images (:mod:`vision3d.data.sparse_points`); splatfacto
+                                  starts from them as from COLMAP's points
 
 ``transforms.json`` holds ``fl_x, fl_y, cx, cy, w, h`` and ``camera_model: OPENCV`` (no distortion),
 ``frames[]`` with ``file_path``, ``transform_matrix`` (camera-to-world, OpenGL/Blender camera axes:
 looks down -Z, +Y up; world +Z up), ``depth_file_path``, ``normal_file_path``, ``flow_file_path``, and at
-top level ``mesh_file_path``, ``object_mesh_file_path``, ``source`` (model file, package, origin,
-licence) and ``render`` (engine, spp, HDRI, camera path, Blender version, the cache key).
+top level ``mesh_file_path``, ``object_mesh_file_path``, ``ply_file_path``, ``sparse_points`` (how they
+were drawn), ``source`` (model file, package, origin, licence) and ``render`` (engine, spp, HDRI, camera
+path, Blender version, the cache key).
 
-Rendering the same arguments into the same folder again returns the cached scene at once.
+Rendering the same arguments into the same folder again returns the cached scene at once. The seed points
+are derived from the written files, not rendered, so they stay out of the cache key: a cached scene
+without them (or with another ``sparse_points`` count) gets them written without running Blender.
 """
 
 from __future__ import annotations
@@ -199,12 +206,14 @@ def render_scene(
     force: bool = False,
     keep_exr: bool = False,
     threads: int | None = None,
+    sparse_points: int = 4000,
     **overrides,
 ) -> Path:
     """Render ``model`` (a file or a known mesh name) into the scene folder ``out``; returns ``out``.
 
     ``overrides`` set :class:`RenderConfig` fields. A folder already rendered with the same model file,
-    config and script is returned as is unless ``force``.
+    config and script is returned as is unless ``force``. ``sparse_points``: how many SfM-like seed points
+    to write (``sparse_pc.ply``; 0: none).
     """
     cfg = RenderConfig(**{**asdict(config or RenderConfig()), **overrides})
     if cfg.path not in CAMERA_PATHS:
@@ -231,6 +240,8 @@ def render_scene(
             old = {}
     ours = isinstance(old.get("render"), dict) and "cache_key" in old["render"]
     if ours and old["render"]["cache_key"] == cache_key and not force:
+        if sparse_points > 0 and old.get("sparse_points", {}).get("requested") != sparse_points:
+            _add_sparse_points(out, sparse_points)
         return out
     if not ours and not force and out.is_dir() and any(not p.name.startswith(".render-") for p in out.iterdir()):
         raise RenderError(f"{out} holds files that `v3d data render` did not write; render into an empty or new "
@@ -276,7 +287,15 @@ def render_scene(
         transforms_path.write_text(json.dumps(meta, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if sparse_points > 0:
+        _add_sparse_points(out, sparse_points)
     return out
+
+
+def _add_sparse_points(out: Path, count: int) -> None:
+    from vision3d.data.sparse_points import add_sparse_points
+
+    add_sparse_points(out, num_points=count)
 
 
 def _str(path: Path | None) -> str | None:
