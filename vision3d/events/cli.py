@@ -141,6 +141,10 @@ def fit(
     downscale: int = typer.Option(
         1, help="Bin pixels by this factor first (faster; intrinsics scaled to match)."
     ),
+    search: bool = typer.Option(
+        False,
+        help="Start the velocity spline by a search over v directions (recovers translation; see E-MoFlow docs).",
+    ),
     cmax: bool = typer.Option(False, help="Also run the CMax baseline per window and report its sharpness."),
     imu: bool = typer.Option(True, help="For AEDAT 4 files, plot the IMU gyroscope beside the estimated ω."),
     threads: int = typer.Option(0, help="torch threads (0: leave torch's default)."),
@@ -187,6 +191,8 @@ def fit(
         cfg.schedule.iterations = iterations
     else:
         raise typer.BadParameter(f"unknown preset {preset!r} (cpu or paper)")
+    if search:
+        cfg.spline.init = "dec_search"
     output.mkdir(parents=True, exist_ok=True)
     xy_all, t_all, p_all = stream.to_torch()
     t0 = int(stream.t[0])
