@@ -82,13 +82,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="iteration budget of every run")
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--cache", type=Path, default=Path("outputs/bench_det_gs"))
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch and Numba threads (1 on a machine shared with other jobs: torch's OpenMP "
+                             "barriers stall when its threads lose their cores)")  # fmt: skip
     args = parser.parse_args()
 
     import torch
 
     from vision3d.data.render import BlenderNotFoundError
 
-    torch.set_num_threads(2)
+    import numba
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(args.threads)
     results_file = args.cache / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name in args.scenes:

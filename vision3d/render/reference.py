@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .composite_torch import ALPHA_MAX, ALPHA_MIN, T_MIN
-from .tiles import tile_rects
+from .tiles import tile_grid, tile_rects
 
 
 def rasterize_dense_reference(
@@ -29,7 +29,7 @@ def rasterize_dense_reference(
     height: int,
     tile_size: int = 16,
 ) -> tuple[Tensor, Tensor]:  # colours [C, H, W, D], alphas [C, H, W, 1]
-    tw, th = -(-width // tile_size), -(-height // tile_size)
+    tw, th = tile_grid(width, height, tile_size)
     xmin, xmax, ymin, ymax = tile_rects(means2d.detach(), radii, tile_size, tw, th)
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     px = xs.reshape(-1).to(means2d) + 0.5  # [HW]

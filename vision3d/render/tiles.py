@@ -38,6 +38,11 @@ class TileBins:
         return self.offsets[:-1].to(torch.int32).reshape(n_cameras, self.tile_height, self.tile_width)
 
 
+def tile_grid(width: int, height: int, tile_size: int) -> tuple[int, int]:
+    """Tiles per row and per column covering a ``width × height`` image (the last ones partial)."""
+    return -(-width // tile_size), -(-height // tile_size)
+
+
 def tile_rects(
     means2d: Tensor,  # [P, 2]
     radii: Tensor,  # [P] int
@@ -70,8 +75,7 @@ def isect_tiles(
     tile_size: int = 16,
 ) -> TileBins:
     """Bin projected Gaussians into tiles, each tile's list sorted front to back (vectorised torch)."""
-    tile_width = -(-width // tile_size)
-    tile_height = -(-height // tile_size)
+    tile_width, tile_height = tile_grid(width, height, tile_size)
     n_tiles = n_cameras * tile_width * tile_height
     means2d, depths = means2d.detach(), depths.detach()
     xmin, xmax, ymin, ymax = tile_rects(means2d, radii, tile_size, tile_width, tile_height)

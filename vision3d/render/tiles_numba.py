@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .tiles import TileBins, tile_rects
+from .tiles import TileBins, tile_grid, tile_rects
 
 _DIGIT_BITS = 16
 
@@ -126,8 +126,7 @@ def isect_tiles_numba(
     tile_size: int = 16,
 ) -> TileBins:
     """Bin projected Gaussians into tiles, each list front to back (CPU tensors)."""
-    tile_width = -(-width // tile_size)
-    tile_height = -(-height // tile_size)
+    tile_width, tile_height = tile_grid(width, height, tile_size)
     n_tiles = n_cameras * tile_width * tile_height
     xmin, xmax, ymin, ymax = tile_rects(means2d.detach(), radii, tile_size, tile_width, tile_height)
     rects = torch.stack([xmin, xmax, ymin, ymax], dim=-1).numpy()  # [P, 4]
