@@ -3,7 +3,8 @@
 1. Load and validate the bundled scene (rendered with Blender from a real mesh; see its README), print
    its summary and write a contact sheet of its views and depths.
 2. Train our Gaussian-splatting model through nerfstudio's trainer (the same pipeline as ``ns-train``),
-   hold out every view not used for training, and evaluate PSNR, SSIM (LPIPS when its weights are on
+   from the scene's SfM-like seed points (``sparse_pc.ply``) with its schedules fit to the step budget
+   (:func:`demo_config`), hold out every view not used for training, and evaluate PSNR, SSIM (LPIPS when its weights are on
    disk) and depth AbsRel.
 3. Write renders, depth maps and error maps as PNGs next to ``metrics.json``, and the trained splats as
    a standard 3DGS ``.ply``.
@@ -46,9 +47,7 @@ def run_demo(output: str | Path, steps: int = 1500, method: str = "vision3d-spla
     sheet = write_contact_sheet(scene_dir, output / "contact_sheet.png")
     CONSOLE.print(f"contact sheet: {sheet}")
 
-    config = run.configure(
-        _method_config(method), scene_dir, output / "runs", max_steps=steps, experiment_name=method
-    )
+    config = demo_config(method, steps, output / "runs")
     CONSOLE.rule(f"training {method} for {steps} steps on {config.machine.device_type}")
     start = time.perf_counter()
     trainer = run.train(config)
@@ -66,6 +65,22 @@ def run_demo(output: str | Path, steps: int = 1500, method: str = "vision3d-spla
     CONSOLE.print(table)
     CONSOLE.print(f"pictures: {output / 'renders'}  splats: {ply}  numbers: {output / 'metrics.json'}")
     return summary
+
+
+def demo_config(method: str, steps: int, output_dir: Path):
+    """The method's ``ns-train`` config on the bundled scene, its schedules fit to ``steps`` (splat methods:
+    :func:`vision3d.methods.splat.config.fit_schedule`, i.e. densify over the middle of the run, then
+    optimise; the same config is ``ns-train vision3d-splat --data <scene>`` with the flags printed in the
+    README)."""
+    from vision3d.methods import run
+    from vision3d.methods.splat.config import fit_schedule
+    from vision3d.methods.splat.model import SplatModelConfig
+
+    config = run.configure(_method_config(method), bundled_scene_path(), output_dir, max_steps=steps,
+                           experiment_name=method)
+    if isinstance(config.pipeline.model, SplatModelConfig):
+        config = fit_schedule(config, steps)
+    return config
 
 
 def _method_config(name: str):

@@ -40,6 +40,11 @@ from vision3d.render import rasterize_gaussians
 class SplatModelConfig(SplatfactoModelConfig):
     """splatfacto's config with CPU-friendly defaults for random initialisation.
 
+    Like splatfacto, the model starts from the scene's seed points when the dataparser gives them
+    (``ply_file_path`` in ``transforms.json``: COLMAP's sparse cloud, or the SfM-like ``sparse_pc.ply`` of
+    our rendered scenes, see :mod:`vision3d.data.sparse_points`) and from a random cube otherwise (or with
+    ``random_init``). On the bundled scene the seeds are worth +3.5 dB held-out PSNR at 1500 steps.
+
     ``num_random`` and ``random_scale`` are smaller than splatfacto's (50k points in a cube of side
     10): nerfstudio's dataparser scales cameras into [-1, 1], so a cube of side 3 covers the scene, and
     5k starting points keep a CPU step in the tens of milliseconds; densification adds what is needed.
@@ -56,6 +61,17 @@ class SplatModelConfig(SplatfactoModelConfig):
     random_scale: float = 3.0
     background_color: str = "random"
     num_downscales: int = 0
+    num_background_points: int = 0
+    """With seed points: this many extra Gaussians (random colours) on a sphere of radius
+    ``background_radius`` around the origin, for what lies beyond the seeded surfaces (sky, an HDRI
+    environment). Seed points sit on surfaces two views triangulate, so nothing starts where the far
+    background is and densification must drag clones out there. Off by default, measured on the bundled
+    scene (1500 steps, fit_schedule): 2000 points gave +1.2 dB held-out PSNR (22.1 -> 23.3) but depth
+    AbsRel 0.035 -> 0.20, because the expected depth averages the far sphere in through the foreground's
+    residual transparency (and det-gs supervises that depth). Not used with random initialisation."""
+    background_radius: float = 10.0
+    """Radius of the background sphere in the dataparser's units (nerfstudio scales the cameras into
+    [-1, 1], so 10 is ten times the camera rig's extent: far enough to show little parallax)."""
 
 
 def camera_to_viewmat(camera_to_world: torch.Tensor) -> torch.Tensor:
@@ -79,17 +95,21 @@ class SplatModel(SplatfactoModel):
         """splatfacto's parameters and strategy, built on the CPU (nerfstudio moves the model later)."""
         if torch.device(self.kwargs.get("device", "cpu")).type == "cpu":
             backends.prefer_aten_cpu_convolutions()
-        if self.seed_points is not None and not self.config.random_init:
+        seeded = self.seed_points is not None and not self.config.random_init and len(self.seed_points[0]) > 0
+        if seeded:
             means = self.seed_points[0].float().clone()
+            rgb = self.seed_points[1].float() / 255.0 if len(self.seed_points[1]) == len(means) else torch.rand_like(means)
+            if self.config.num_background_points > 0:
+                direction = torch.nn.functional.normalize(torch.randn(self.config.num_background_points, 3), dim=-1)
+                means = torch.cat([means, direction * self.config.background_radius])
+                rgb = torch.cat([rgb, torch.rand(self.config.num_background_points, 3)])
         else:
             means = (torch.rand(self.config.num_random, 3) - 0.5) * self.config.random_scale
         distances, _ = self.k_nearest_sklearn(means, 3)
         avg_dist = torch.from_numpy(distances).float().mean(dim=-1, keepdim=True).clamp_min(1e-7)
         num_points = means.shape[0]
         dim_sh = num_sh_bases(self.config.sh_degree)
-        has_colors = self.seed_points is not None and not self.config.random_init and self.seed_points[1].shape[0] > 0
-        if has_colors:
-            rgb = self.seed_points[1].float() / 255.0
+        if seeded:
             shs = torch.zeros(num_points, dim_sh, 3)
             shs[:, 0] = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb, eps=1e-10)
             features_dc, features_rest = shs[:, 0], shs[:, 1:]
