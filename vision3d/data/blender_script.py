@@ -10,8 +10,8 @@ formats without axis conversion: off, ply, stl), ``out_dir``, ``path`` ("orbit",
 ``views``, ``width``, ``height``, ``spp``, ``hdri`` (an .exr path), ``hdri_strength``, ``ground_texture``
 (a PNG path or null), ``ground`` (false: no ground plane), ``model_texture`` (PNG or null, used only
 when the model has no material), ``wall_texture`` (PNG or null, walk path), ``seed``, ``fov_deg``,
-``threads``, ``mesh_max_faces``, ``size`` (the model's largest side after normalisation: 1, or 0.6 in
-the walk-through room).
+``threads``, ``mesh_max_faces``, ``view_range`` ([first, stop) path indices to render, or absent: all),
+``size`` (the model's largest side after normalisation: 1, or 0.6 in the walk-through room).
 
 Scene: the model is centred at the origin (world +Z up); ``orbit`` and ``forward`` stand it on a 5×5
 textured ground plane at its lowest point, ``walk`` puts it in an open-top 4.4×3.4×1.6 room (textured
@@ -26,7 +26,9 @@ What it writes into ``out_dir``:
   ``ViewLayer.Vector.{X,Y,Z,W}`` (motion vectors; forward flow to the next frame in image axes x right,
   y down is ``(-Z, +W)``; motion blur is off so the pass is exact).
 * ``cameras.json``: per view the camera-to-world matrix (Blender camera axes = OpenGL: looks down -Z,
-  +Y up), the pose of the frame after the last one (the flow target of the last view), intrinsics,
+  +Y up), the pose of the frame after the last one (the flow target of the last view), ``view_indices``
+  (the path indices rendered: all, or ``view_range`` [first, stop)), ``last_has_next`` (whether the last
+  rendered view has a next pose on the path: closed orbit, or a range that stops early), intrinsics,
   ``model_to_world`` (the up-axis rotation and normalisation: file coordinates to world for off/ply/stl,
   Blender's imported Z-up coordinates for the others), Blender's version.
 * ``mesh.npz``: every mesh in the scene, triangulated, in world coordinates (``vertices`` [V, 3],
@@ -466,15 +468,18 @@ def main():
     settings.exr_codec = "ZIP"
     scene.frame_start, scene.frame_end = 1, n + 1
 
+    # view_range [first, stop): render only those views of the n-view path (the motion per view stays that of
+    # the full path), e.g. a short stretch at many samples per pixel for an event simulator
+    first, stop = cfg.get("view_range") or (0, n)
     frames = []
     start = time.time()
-    for i in range(n):
+    for i in range(first, stop):
         scene.frame_set(i + 1)
         scene.render.filepath = os.path.join(out, "exr", f"frame_{i + 1:05d}.exr")
         bpy.ops.render.render(write_still=True)
         frames.append([list(row) for row in cam.matrix_world])
-        print(f"V3D_PROGRESS {i + 1} {n}", flush=True)
-    scene.frame_set(n + 1)
+        print(f"V3D_PROGRESS {i - first + 1} {stop - first}", flush=True)
+    scene.frame_set(stop + 1)
     next_pose = [list(row) for row in cam.matrix_world]
 
     export_triangles(parts, os.path.join(out, "mesh.npz"))
@@ -491,6 +496,8 @@ def main():
         "frames": frames,
         "next_pose": next_pose,
         "closed_path": kind == "orbit",
+        "view_indices": list(range(first, stop)),
+        "last_has_next": kind == "orbit" or stop < n,
         "fov_deg": math.degrees(fov),
         "fl_x": focal,
         "fl_y": focal,

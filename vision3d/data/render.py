@@ -13,7 +13,8 @@ multilayer EXRs it writes, and writes a scene in nerfstudio's ``transforms.json`
     OUT/flows/frame_00001.npy     float32 [H, W, 2], forward optical flow (dx, dy) in pixels from this
                                   view to the next one in ``frames`` (x right, y down), from Blender's
                                   Vector pass with motion blur off. On a closed orbit the last view flows
-                                  to the first; on an open path (forward, walk) the last view has none.
+                                  to the first; on an open path (forward, walk) the last view has none
+                                  (unless ``view_range`` stops before the path's end).
                                   Blender's Vector pass is ~0 on the background, which is wrong for an
                                   environment at infinity; there (depth 0) we write the exact flow of
                                   infinitely far points, which only the camera rotation moves. Like
@@ -99,6 +100,11 @@ class RenderConfig:
     up: str | None = None
     hdri_strength: float = 1.0
     mesh_max_faces: int | None = None
+    view_range: tuple[int, int] | None = None
+    """Render only views ``first .. stop − 1`` of the ``views``-view path (None: all). The path and so the
+    motion between views are those of the full path: a short stretch of a dense path can be rendered at many
+    samples per pixel (an event simulator needs that; see :func:`vision3d.events.simulator.simulate_rendered_sequence`).
+    Every rendered view has a flow when the path goes on after ``stop``."""
 
 
 def find_blender() -> str:
@@ -220,6 +226,11 @@ def render_scene(
         raise RenderError(f"unknown camera path {cfg.path!r}; choose one of {', '.join(CAMERA_PATHS)}")
     if cfg.views < 2:
         raise RenderError("render at least 2 views")
+    if cfg.view_range is not None:
+        first, stop = cfg.view_range
+        if not 0 <= first < stop <= cfg.views:
+            raise RenderError(f"view_range {cfg.view_range} must satisfy 0 <= first < stop <= views ({cfg.views})")
+        cfg.view_range = (int(first), int(stop))
     if cfg.up not in (None, "y", "z"):
         raise RenderError(f"up axis must be 'y' or 'z', got {cfg.up!r}")
     out = Path(out).expanduser()
@@ -228,7 +239,10 @@ def render_scene(
     hdri = resolve_hdri(cfg.hdri)
     ground, texture, walls = (resolve_texture(t) for t in (cfg.ground, cfg.texture, cfg.walls))
 
-    key_data = {"config": asdict(cfg), "model": _file_hash(model_path), "script": _code_hash(SCRIPT),
+    key_config = asdict(cfg)
+    if cfg.view_range is None:  # unset: left out of the key, as before the field existed
+        del key_config["view_range"]
+    key_data = {"config": key_config, "model": _file_hash(model_path), "script": _code_hash(SCRIPT),
                 "format": FORMAT_VERSION, "hdri": str(hdri)}
     cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     transforms_path = out / "transforms.json"
@@ -260,9 +274,12 @@ def render_scene(
         }
         if cfg.fov_deg is not None:
             bl_cfg["fov_deg"] = cfg.fov_deg
+        if cfg.view_range is not None:
+            bl_cfg["view_range"] = list(cfg.view_range)
         (work / "config.json").write_text(json.dumps(bl_cfg, indent=1))
         start = time.time()
-        _run_blender(exe, work / "config.json", cfg.views, progress, label=f"{model_path.name} ({cfg.path})")
+        n_render = cfg.view_range[1] - cfg.view_range[0] if cfg.view_range else cfg.views
+        _run_blender(exe, work / "config.json", n_render, progress, label=f"{model_path.name} ({cfg.path})")
         seconds = time.time() - start
         cams = json.loads((work / "cameras.json").read_text())
         for sub in ("images", "depths", "normals", "flows", "exr"):
@@ -273,7 +290,7 @@ def render_scene(
             "engine": "blender cycles (CPU)", "blender_version": cams["blender_version"], "spp": cfg.spp,
             "hdri": {"name": hdri.stem, "file": str(hdri), "package": "blender-data",
                      "licence": "CC0 (Greg Zaal, HDRI Haven / Poly Haven)"},
-            "camera_path": cfg.path, "views": cfg.views, "resolution": [cfg.width, cfg.height],
+            "camera_path": cfg.path, "views": cfg.views, "view_range": cfg.view_range, "resolution": [cfg.width, cfg.height],
             "fov_deg": cams.get("fov_deg"), "seed": cfg.seed, "up_axis": up,
             "textures": {"ground": _texture_record(ground), "model": _texture_record(texture),
                          "walls": _texture_record(walls) if cfg.path == "walk" else None},
@@ -380,9 +397,11 @@ def _write_scene(work: Path, out: Path, cams: dict, cfg: RenderConfig) -> dict:
     for sub in ("images", "depths", "normals", "flows"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     n = len(cams["frames"])
+    indices = cams.get("view_indices", list(range(n)))  # path index of each rendered view
+    last_has_next = cams.get("last_has_next", cams["closed_path"])
     frames = []
     for i, c2w in enumerate(cams["frames"]):
-        name = f"frame_{i + 1:05d}"
+        name = f"frame_{indices[i] + 1:05d}"
         ch = read_exr(work / "exr" / f"{name}.exr")
         rgb = _channel(ch, "Combined", "RGBA")[..., :3]
         Image.fromarray(np.round(linear_to_srgb(rgb) * 255).astype(np.uint8)).save(out / "images" / f"{name}.png")
@@ -403,7 +422,7 @@ def _write_scene(work: Path, out: Path, cams: dict, cfg: RenderConfig) -> dict:
 
         frame = {"file_path": f"images/{name}.png", "transform_matrix": c2w,
                  "depth_file_path": f"depths/{name}.png", "normal_file_path": f"normals/{name}.png"}
-        if cams["closed_path"] or i < n - 1:
+        if i < n - 1 or last_has_next:
             vec = _channel(ch, "Vector", "XYZW")
             flow = np.stack([-vec[..., 2], vec[..., 3]], -1).astype(np.float32)
             next_c2w = cams["frames"][i + 1] if i < n - 1 else cams["next_pose"]
