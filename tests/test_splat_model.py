@@ -61,6 +61,17 @@ def test_seed_points_start_the_model(tmp_path):
     assert scores["seeded"] > scores["random"] + 4.0, scores  # measured: 17.0 vs 10.8 dB
 
 
+def test_a_capture_without_seed_points_starts_from_random_points(tmp_path):
+    """No ply_file_path (a user's capture without COLMAP points): splatfacto's random initialisation."""
+    from scene_factory import write_scene
+
+    scene = write_scene(tmp_path / "scene", n_views=6)
+    config = run.configure(vision3d_splat.config, scene, tmp_path / "out", max_steps=1)
+    trainer = run.train(config)
+    assert trainer.pipeline.datamanager.train_dataparser_outputs.metadata.get("points3D_xyz") is None
+    assert trainer.pipeline.model.num_points == config.pipeline.model.num_random
+
+
 @pytest.mark.slow
 def test_training_improves_held_out_psnr_and_exports(tmp_path):
     scene = bundled_scene_path()
