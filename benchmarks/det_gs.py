@@ -10,7 +10,8 @@ and noise), since no monocular network can be downloaded here.
     python benchmarks/det_gs.py                      # full protocol (long on CPU)
     python benchmarks/det_gs.py --scenes bunny --seeds 0 --steps 500   # a quick look
 
-Results are cached per run in --cache (JSON), so an interrupted benchmark resumes.
+Results are cached per run in --cache (JSON), so an interrupted benchmark resumes, and several processes
+(say one per --seeds value) can fill the same cache.
 """
 
 from __future__ import annotations
@@ -87,11 +88,10 @@ def main() -> None:
                              "barriers stall when its threads lose their cores)")  # fmt: skip
     args = parser.parse_args()
 
+    import numba
     import torch
 
     from vision3d.data.render import BlenderNotFoundError
-
-    import numba
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
@@ -109,10 +109,13 @@ def main() -> None:
                     key = f"{name}|{views}|{seed}|{variant}|{args.steps}|{args.resolution}"
                     if key not in results:
                         print(f"-- {key}", flush=True)
-                        results[key] = train_and_evaluate(scene, variant, views, seed, args.steps, args.cache / "runs" / name)
+                        row = train_and_evaluate(scene, variant, views, seed, args.steps, args.cache / "runs" / name)
+                        # Re-read before writing: several processes may fill the same cache (one per seed).
+                        results = json.loads(results_file.read_text()) if results_file.exists() else {}
+                        results[key] = row
                         results_file.parent.mkdir(parents=True, exist_ok=True)
                         results_file.write_text(json.dumps(results, indent=1))
-    print_table(results, args)
+    print_table(json.loads(results_file.read_text()) if results_file.exists() else {}, args)
 
 
 def print_table(results: dict, args) -> None:
