@@ -99,11 +99,11 @@ def _rows(gy, a, c, det, cut, y0, y1):
 
 
 @numba.njit(cache=True, inline="always")
-def _row_span(gx, dy, a, b, det, cut, x0, x1):
+def _row_span(gx, dy, a, inv_a, b, det, cut, x0, x1):
     """Pixel columns ``[lo, hi)`` of ``[x0, x1)`` whose centres on a row at offset ``dy`` can have σ ≤ cut.
 
     σ(dx) = ½a·dx² + b·dy·dx + ½c·dy² ≤ cut has roots ``dx = (−b·dy ± √(2a·cut − det·dy²)) / a``;
-    ``dx = gx − (px + 0.5)``; all columns when degenerate. No slack is needed: ``cut`` carries
+    ``dx = gx − (px + 0.5)``, ``inv_a = 1/a``; all columns when degenerate. No slack is needed: ``cut`` carries
     ``_CUT_MARGIN`` above the 1/255 threshold, far more than the roots' rounding error.
     """
     if not (a > 0 and det > 0 and math.isfinite(det) and math.isfinite(gx)):
@@ -112,8 +112,8 @@ def _row_span(gx, dy, a, b, det, cut, x0, x1):
     if disc < 0:
         return x0, x0
     root = math.sqrt(disc)
-    lo = max(float(x0), math.ceil(gx - (root - b * dy) / a - 0.5))
-    hi = min(float(x1), math.floor(gx + (root + b * dy) / a - 0.5) + 1.0)
+    lo = max(float(x0), math.ceil(gx - (root - b * dy) * inv_a - 0.5))
+    hi = min(float(x1), math.floor(gx + (root + b * dy) * inv_a - 0.5) + 1.0)
     return int(lo), int(max(lo, hi))
 
 
@@ -173,12 +173,13 @@ def _composite_fwd(
             det = a * c - b * b
             pd = _positive_definite(gx[k], gy[k], a, det)
             q = math.exp(-a) if pd else one
+            inv_a = one / a if pd else one
             r0, r1 = _rows(gy[k], a, c, det, cut[k], y0, y1)
             for py in range(r0, r1):
                 if row_done[py - y0] == tw:
                     continue
                 dy = gy[k] - (py + half)
-                c0, c1 = _row_span(gx[k], dy, a, b, det, cut[k], x0, x1)
+                c0, c1 = _row_span(gx[k], dy, a, inv_a, b, det, cut[k], x0, x1)
                 if c0 == c1:
                     continue
                 vis, ratio = _row_gaussian(gx[k], dy, a, b, c, c0, half) if pd else (one, one)
@@ -284,12 +285,13 @@ def _composite_bwd(
                 v_col[d] = 0.0
             pd = _positive_definite(gx[k], gy[k], a, det)
             q = math.exp(-a) if pd else one
+            inv_a = one / a if pd else one
             r0, r1 = _rows(gy[k], a, c, det, cut[k], y0, y1)
             for py in range(r0, r1):
                 if k > row_last[py - y0]:
                     continue
                 dy = gy[k] - (py + half)
-                c0, c1 = _row_span(gx[k], dy, a, b, det, cut[k], x0, x1)
+                c0, c1 = _row_span(gx[k], dy, a, inv_a, b, det, cut[k], x0, x1)
                 if c0 == c1:
                     continue
                 g, ratio = _row_gaussian(gx[k], dy, a, b, c, c0, half) if pd else (one, one)

@@ -41,7 +41,7 @@ def _rotation(qw, qx, qy, qz):
     )  # fmt: skip
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _gaussian_frame(quats, scales, n, M):
     """Write ``M = R(q̂) diag(s)`` (row-major, 9) of Gaussian ``n``; return q̂ and |q|."""
     qw, qx, qy, qz = quats[n, 0], quats[n, 1], quats[n, 2], quats[n, 3]
@@ -54,7 +54,7 @@ def _gaussian_frame(quats, scales, n, M):
     return qw, qx, qy, qz, qnorm
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _camera_cov(viewmat, M, S, WM):
     """Camera-frame covariance ``S = (Rc M)(Rc M)ᵀ`` (row-major, 9; ``WM`` is work space)."""
     for i in range(3):
@@ -76,7 +76,7 @@ def _clamped(u, z, lim_neg, lim_pos):
     return u, 1.0, 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _project_gaussian(n, means, quats, scales, viewmats, Ks, width, height, eps2d, near, far, radius_clip,
                       radii, means2d, depths, conics, comps, scratch):  # fmt: skip
     """Forward of Gaussian ``n`` into every camera (``scratch``: [3, 9] work space)."""
@@ -133,7 +133,7 @@ def _project_fwd(means, quats, scales, viewmats, Ks, width, height, eps2d, near,
                               radii, means2d, depths, conics, comps, scratch)  # fmt: skip
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _project_gaussian_bwd(n, means, quats, scales, viewmats, Ks, width, height, eps2d, near, far,
                           v_means2d, v_depths, v_conics, v_comps, v_means, v_quats, v_scales, scratch):  # fmt: skip
     """Gradients of Gaussian ``n`` summed over cameras (``scratch``: [7, 9] work space)."""
