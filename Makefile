@@ -27,6 +27,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/v3d demo
+	$(BIN)/v3d demo --method det-gs --output outputs/demo-det-gs
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -44,13 +44,18 @@ def info() -> None:
 @app.command()
 def demo(
     output: str = typer.Option("outputs/demo", help="Folder for the demo's pictures and numbers."),
-    steps: int = typer.Option(1500, help="Training steps."),
-    method: str = typer.Option("vision3d-splat", help="nerfstudio method to train (one of ours)."),
+    steps: int = typer.Option(None, help="Training steps (default 1500; det-gs: 800 per variant)."),
+    method: str = typer.Option("vision3d-splat", help="nerfstudio method to train (one of ours); det-gs runs the "
+                               "sparse-view comparison, base splats vs det-gs."),
+    train_views: int = typer.Option(8, help="Training views of the det-gs comparison (the rest are held out)."),
 ) -> None:
     """Train on the bundled scene and evaluate held-out views (no Blender, no GPU, no download needed)."""
-    from vision3d.demo import run_demo
+    from vision3d.demo import run_demo, run_sparse_demo
 
-    run_demo(output, steps=steps, method=method)
+    if method == "det-gs":
+        run_sparse_demo(output, steps=steps or 800, train_views=train_views)
+    else:
+        run_demo(output, steps=steps or 1500, method=method)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
