@@ -33,7 +33,7 @@ def dataset(room):
 
 
 def test_tiny_training_run_lowers_the_loss(dataset, tmp_path):
-    cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(enabled=False), steps=16,
+    cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(enabled=False), steps=24,
                       batch_size=4, lr=2e-3, warmup_steps=2, log_every=4, output=str(tmp_path))
     model, history = train(cfg, dataset, progress=False)
     print([round(h["pose"], 3) for h in history])

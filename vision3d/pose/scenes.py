@@ -1,9 +1,10 @@
 """Procedural training scenes for pose regression: textured box rooms ray-cast exactly, written as nerfstudio scenes.
 
 Each scene is a room (an axis-aligned box seen from inside) with 3-6 boxes standing on the floor, rotated
-about the vertical axis. Every surface carries a crop of a real photograph or texture bundled with
-scikit-image (brick, gravel, grass, astronaut, coffee, moon, ...), with a fixed directional shading per
-face. Rays are intersected analytically (slab test), so depth and poses are exact. Views come in small
+about the vertical axis. Every surface is divided into square cells, each carrying a crop of a real
+photograph or texture bundled with scikit-image (brick, gravel, grass, astronaut, coffee, moon, ...) chosen
+per cell, so no pattern repeats periodically (see :func:`write_room_scene`), with a fixed directional
+shading per face. Rays are intersected analytically (slab test), so depth and poses are exact. Views come in small
 clusters that look at the same area, so pairs overlap with baselines of a few decimetres.
 
 The output is exactly the layout other scenes use: ``transforms.json`` (``fl_x, fl_y, cx, cy, w, h``,
@@ -39,6 +40,17 @@ def _textures(size: int = 256) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+def _hash(*keys) -> np.ndarray:
+    """A non-negative int64 hash of integer arrays (broadcast), for per-cell random choices without state."""
+    h = np.uint64(1469598103934665603)
+    for key in keys:
+        k = np.asarray(key).astype(np.int64).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            h = (h ^ (k + np.uint64(0x9E3779B97F4A7C15))) * np.uint64(1099511628211)
+            h = h ^ (h >> np.uint64(29))
+    return (h >> np.uint64(1)).astype(np.int64)
+
+
 def _rot_z(yaw: float) -> np.ndarray:
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -58,15 +70,24 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0), roll: float
     return c2w
 
 
-class RoomScene:
-    """A random room; ``render(c2w_opengl, K, h, w)`` returns ``(rgb [h, w, 3], depth [h, w])``."""
+TEXTURE_MAPPINGS = ("cells", "tiled")
 
-    def __init__(self, seed: int):
+
+class RoomScene:
+    """A random room; ``render(c2w_opengl, K, h, w)`` returns ``(rgb [h, w, 3], depth [h, w])``.
+
+    ``texture_mapping``: see :func:`write_room_scene`; it does not change the random layout or the cameras (a
+    seed gives the same room geometry and views with either mapping)."""
+
+    def __init__(self, seed: int, texture_mapping: str = "cells"):
+        if texture_mapping not in TEXTURE_MAPPINGS:
+            raise ValueError(f"texture_mapping must be one of {TEXTURE_MAPPINGS}, got {texture_mapping!r}")
+        self.texture_mapping = texture_mapping
         rng = np.random.default_rng(seed)
         self.rng = rng
         half = np.array([rng.uniform(2.0, 3.5), rng.uniform(2.0, 3.5), 0.0])
         height = rng.uniform(2.5, 3.5)
-        # objects: (centre, half-size, yaw, texture id, uv scale, inside?)
+        # objects: (centre, half-size, yaw, texture id, uv scale (metres per tile when tiled), inside?)
         self.objects = [(np.array([0.0, 0.0, height / 2]), np.array([half[0], half[1], height / 2]), 0.0,
                          rng.integers(len(TEXTURES), size=6), rng.uniform(0.8, 1.6), True)]
         for _ in range(int(rng.integers(3, 7))):
@@ -119,15 +140,23 @@ class RoomScene:
             ax = axis[idx]
             side = (p[np.arange(len(idx)), ax] > 0).astype(int)
             face = ax * 2 + side
-            uv = np.stack([np.where(ax == 0, p[:, 1], p[:, 0]), np.where(ax == 2, p[:, 1], p[:, 2])], -1) / scale
-            uv = uv + self.offsets[k, face]
+            coords = np.stack([np.where(ax == 0, p[:, 1], p[:, 0]), np.where(ax == 2, p[:, 1], p[:, 2])], -1)
+            if self.texture_mapping == "tiled":
+                uv = coords / scale + self.offsets[k, face]
+                tex_id = tex[face]
+            else:  # square cells of side `scale`, each a half-size crop of a texture, both drawn by a hash
+                cell = np.floor(coords / scale).astype(np.int64)
+                h = _hash(k, face, cell[:, 0], cell[:, 1])
+                tex_id = h % len(TEXTURES)
+                crop = np.stack([(h >> 8) % 1024, (h >> 18) % 1024], -1) / 2048.0
+                uv = crop + 0.5 * (coords / scale - cell)
             normal = np.zeros((len(idx), 3))
             normal[np.arange(len(idx)), ax] = 1.0
             shade = 0.35 + 0.65 * np.abs((normal @ R.T) @ self.light)
             rgb = np.zeros((len(idx), 3))
-            for f in np.unique(face):
-                sel = face == f
-                img = textures[tex[f]]
+            for f in np.unique(tex_id):
+                sel = tex_id == f
+                img = textures[f]
                 hgt, wid = img.shape[:2]
                 px = np.floor(np.mod(uv[sel, 0], 1.0) * wid).astype(int)
                 py = np.floor(np.mod(uv[sel, 1], 1.0) * hgt).astype(int)
@@ -178,12 +207,24 @@ class RoomScene:
 
 
 def write_room_scene(root: str | Path, seed: int, n_views: int = 16, width: int = 128, height: int = 96,
-                     fov_deg: float = 60.0, supersample: int = 2) -> Path:
-    """Render one procedural room to ``root`` in nerfstudio format and return the folder."""
+                     fov_deg: float = 60.0, supersample: int = 2, texture_mapping: str = "cells") -> Path:
+    """Render one procedural room to ``root`` in nerfstudio format and return the folder.
+
+    ``texture_mapping`` (decision): ``"cells"`` (default) divides every face into square cells of the face's
+    ``uv scale`` (0.8-1.6 m on the room, 0.4-1 m on boxes), each showing its own half-size crop of a texture
+    picked by a hash of (object, face, cell): textured everywhere, never periodic. ``"tiled"`` (the renderer
+    before) repeats one texture per face every ``uv scale`` metres, so a 4-7 m wall showed 3-8 identical
+    copies: SIFT matched the copies to one another (only 33% of the matches on the benchmark's 59 held-out
+    pairs agreed with the true epipolar geometry at 256x192, 57% at 128x96) and the 5-point baseline scored
+    AUC@5/10/20 8.2/15.7/25.8 at 256x192 (4.5/9.4/14.8 at 128x96, median translation error 102 degrees),
+    while the same pairs with ``"cells"`` give 82% correct matches and 25.5/36.0/46.5 at 256x192 (Castle-simu
+    at 640x480: 11.1/21.1/32.5). Poses, intrinsics and depth were verified exact: on both mappings, synthetic
+    matches from GT depth give the GT pose to 0.000 degrees through the same baseline code.
+    """
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "depth").mkdir(exist_ok=True)
-    scene = RoomScene(seed)
+    scene = RoomScene(seed, texture_mapping)
     fx = width / (2 * np.tan(np.radians(fov_deg) / 2))
     K = np.array([[fx, 0, width / 2], [0, fx, height / 2], [0, 0, 1.0]])  # noqa: N806
     frames = []
@@ -195,6 +236,7 @@ def write_room_scene(root: str | Path, seed: int, n_views: int = 16, width: int 
                        "transform_matrix": c2w.tolist()})
     meta = {"fl_x": fx, "fl_y": fx, "cx": width / 2, "cy": height / 2, "w": width, "h": height,
             "camera_model": "OPENCV", "depth_unit_scale_factor": 1e-3, "source": f"vision3d.pose.scenes room seed {seed}",
+            "texture_mapping": texture_mapping,
             "frames": frames}
     (root / "transforms.json").write_text(json.dumps(meta, indent=1))
     return root

@@ -30,13 +30,16 @@ from vision3d.pose.network import PoseRegressor, PoseRegressorConfig, load_pretr
 @dataclass
 class DataConfig:
     """Training scenes: nerfstudio scene folders (``scenes``) and/or ``procedural_rooms`` generated rooms
-    (seeds ``room_seed ...``), rendered once at ``render_size`` into ``cache_dir`` (matching runs there)."""
+    (seeds ``room_seed ...``), rendered once at ``render_size`` into ``cache_dir`` (matching runs there).
+    ``room_texture_mapping``: ``"cells"`` (non-periodic, the default) or ``"tiled"`` (the old periodic textures,
+    on which feature matches are mostly wrong); see :func:`vision3d.pose.scenes.write_room_scene`."""
 
     scenes: tuple[str, ...] = ()
     procedural_rooms: int = 8
     room_seed: int = 0
     room_views: int = 16
     render_size: tuple[int, int] = (192, 256)
+    room_texture_mapping: str = "cells"
     pairs_per_scene: int = 40
     min_overlap: float = 0.3
     max_rotation_deg: float = 45.0
@@ -52,10 +55,10 @@ class DataConfig:
         h, w = self.render_size
         for k in range(self.procedural_rooms):
             seed = self.room_seed + k
-            root = cache / f"room{seed:04d}_{w}x{h}_{self.room_views}"
+            root = cache / f"room{seed:04d}_{w}x{h}_{self.room_views}_{self.room_texture_mapping}"
             if not (root / "transforms.json").is_file():
                 print(f"rendering procedural room {seed} ({self.room_views} views, {w}x{h}) into {root} (once)", flush=True)
-                write_room_scene(root, seed, self.room_views, w, h)
+                write_room_scene(root, seed, self.room_views, w, h, texture_mapping=self.room_texture_mapping)
             sets.append(frames_from_nerfstudio(root))
         if not sets:
             raise ValueError("no training data: give --scenes or procedural_rooms > 0")
