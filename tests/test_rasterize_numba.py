@@ -107,3 +107,32 @@ def test_radix_argsort_is_a_stable_float_sort(dtype):
     np.testing.assert_array_equal(values[got], values[expected])
     same = values[expected] != 0
     np.testing.assert_array_equal(got[same], expected[same])
+
+
+def test_numba_path_runs_torch_single_threaded_and_restores_the_thread_count(monkeypatch):
+    from vision3d.render import composite_numba, projection_numba
+    from vision3d.render.cpu_threads import torch_single_threaded
+
+    seen = []
+    for module, name in ((composite_numba, "_composite_fwd"), (composite_numba, "_composite_bwd"),
+                         (projection_numba, "_project_bwd")):  # fmt: skip
+        kernel = getattr(module, name)
+
+        def spy(*args, _kernel=kernel, _name=name):
+            seen.append((_name, torch.get_num_threads()))
+            return _kernel(*args)
+
+        monkeypatch.setattr(module, name, spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scene = make_scene(n=50, n_cams=1, width=32, height=24)
+        forward_backward(scene, "numba", torch.ones(1, 24, 32, 3))
+        assert torch.get_num_threads() == 2
+        assert sorted(seen) == [("_composite_bwd", 1), ("_composite_fwd", 1), ("_project_bwd", 1)]
+        with pytest.raises(RuntimeError), torch_single_threaded():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .composite_torch import ALPHA_MAX, ALPHA_MIN, T_MIN
+from .cpu_threads import torch_single_threaded
 from .tiles import TileBins
 
 # The ellipse is solved for σ ≤ log(255·o) + margin, so pixels whose σ is within rounding
@@ -386,6 +387,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         return torch.from_numpy(out_colors).to(dtype), (1.0 - trans)[..., None].to(dtype)
 
     @staticmethod
+    @torch_single_threaded()  # runs between Numba kernels: see vision3d.render.cpu_threads
     def backward(ctx, v_colors_px, v_alphas_px):  # noqa: D102
         means2d, conics, colors, opacities, offsets, flatten_ids, trans, last = ctx.saved_tensors
         tile_size, tile_width, tile_height = ctx.meta

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cpu_threads import torch_single_threaded
+
 # Gaussians per parallel work item (each allocates its scratch space once).
 _CHUNK = 512
 
@@ -274,6 +276,7 @@ class _FusedProjection(torch.autograd.Function):
                 torch.from_numpy(conics).to(dtype), torch.from_numpy(comps).to(dtype))  # fmt: skip
 
     @staticmethod
+    @torch_single_threaded()  # runs between Numba kernels: see vision3d.render.cpu_threads
     def backward(ctx, _v_radii, v_means2d, v_depths, v_conics, v_comps):  # noqa: D102
         means, quats, scales = ctx.args[:3]
         v_means, v_quats, v_scales = np.zeros_like(means), np.zeros_like(quats), np.zeros_like(scales)

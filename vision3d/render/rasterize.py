@@ -14,6 +14,7 @@ Both follow gsplat's thresholds, so CPU and CUDA agree to float tolerance.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from .. import backends
 from .composite_torch import rasterize_to_pixels_torch
+from .cpu_threads import torch_single_threaded
 from .projection import fully_fused_projection
 from .sh import MAX_SH_DEGREE, spherical_harmonics
 from .tiles import encode_isect_ids, isect_tiles
@@ -176,105 +178,108 @@ def rasterize_gaussians(
             camera_model=camera_model, covars=covars,
         )  # fmt: skip
 
-    N, C = _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-                     backgrounds, render_mode, rasterize_mode, covars)  # fmt: skip
-    if distributed:
-        raise NotImplementedError("distributed rasterization needs gsplat on CUDA")
-    if camera_model != "pinhole":
-        raise NotImplementedError(f"camera_model={camera_model!r}: the CPU backend implements 'pinhole' only")
-    if backend == "auto":
-        backend = "numba" if means.device.type == "cpu" and _numba_ok() else "torch"
-    if backend == "numba" and means.device.type != "cpu":
-        raise ValueError(f"backend='numba' needs CPU tensors, got {means.device}")
-    width, height = int(width), int(height)
+    # Our kernels own the cores while they run: see vision3d.render.cpu_threads.
+    kernels_on_cpu = backend in ("auto", "numba") and isinstance(means, Tensor) and means.device.type == "cpu"
+    with torch_single_threaded() if kernels_on_cpu and _numba_ok() else nullcontext():
+        N, C = _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                         backgrounds, render_mode, rasterize_mode, covars)  # fmt: skip
+        if distributed:
+            raise NotImplementedError("distributed rasterization needs gsplat on CUDA")
+        if camera_model != "pinhole":
+            raise NotImplementedError(f"camera_model={camera_model!r}: the CPU backend implements 'pinhole' only")
+        if backend == "auto":
+            backend = "numba" if means.device.type == "cpu" and _numba_ok() else "torch"
+        if backend == "numba" and means.device.type != "cpu":
+            raise ValueError(f"backend='numba' needs CPU tensors, got {means.device}")
+        width, height = int(width), int(height)
 
-    project = fully_fused_projection
-    if backend == "numba" and covars is None and not (viewmats.requires_grad or Ks.requires_grad):
-        from .projection_numba import fused_projection_numba as project  # noqa: PLC0415
-    radii, means2d, depths, conics, compensations = project(
-        means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
-        far_plane=far_plane, radius_clip=radius_clip, calc_compensations=rasterize_mode == "antialiased",
-        **({} if covars is None else {"covars": covars}),
-    )  # fmt: skip  [C, N] ...
-    opac = opacities[None, :].expand(C, N)
-    if compensations is not None:
-        opac = opac * compensations  # [C, N]
+        project = fully_fused_projection
+        if backend == "numba" and covars is None and not (viewmats.requires_grad or Ks.requires_grad):
+            from .projection_numba import fused_projection_numba as project  # noqa: PLC0415
+        radii, means2d, depths, conics, compensations = project(
+            means, quats, scales, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
+            far_plane=far_plane, radius_clip=radius_clip, calc_compensations=rasterize_mode == "antialiased",
+            **({} if covars is None else {"covars": covars}),
+        )  # fmt: skip  [C, N] ...
+        opac = opacities[None, :].expand(C, N)
+        if compensations is not None:
+            opac = opac * compensations  # [C, N]
 
-    # Per-camera colours [C, N, D]
-    if render_mode in ("D", "ED"):
-        feats = depths[..., None]
-    else:
-        if sh_degree is None:
-            feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
-        else:
-            campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
-            dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
-            shs = colors if colors.dim() == 4 else colors[None].expand(C, -1, -1, -1)
-            feats = torch.clamp_min(spherical_harmonics(sh_degree, dirs, shs) + 0.5, 0.0)
-        if render_mode in ("RGB+D", "RGB+ED"):
-            feats = torch.cat([feats, depths[..., None].to(feats.dtype)], dim=-1)
-    feats = feats.to(means.dtype)
-
-    if packed:
-        sel = radii > 0
-        camera_ids, gaussian_ids = torch.nonzero(sel, as_tuple=True)
-        radii_out, means2d_out, depths_out = radii[sel], means2d[sel], depths[sel]  # [nnz]...
-        conics_out, opac_out = conics[sel], opac[sel]
-        flat = (means2d_out, conics_out, feats[sel], opac_out, radii_out, depths_out, camera_ids)
-    else:
-        camera_ids = gaussian_ids = None
-        radii_out, means2d_out, depths_out, conics_out, opac_out = radii, means2d, depths, conics, opac
-        cam_flat = torch.arange(C, device=means.device).repeat_interleave(N)
-        flat = (means2d.reshape(C * N, 2), conics.reshape(C * N, 3), feats.reshape(C * N, -1),
-                opac.reshape(C * N), radii.reshape(C * N), depths.reshape(C * N), cam_flat)  # fmt: skip
-    m2d_f, con_f, col_f, opa_f, rad_f, dep_f, cam_f = flat  # [P, ...]
-
-    if backend == "numba":
-        from .composite_numba import rasterize_to_pixels_numba  # noqa: PLC0415
-        from .tiles_numba import isect_tiles_numba  # noqa: PLC0415
-
-        bins = isect_tiles_numba(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size)
-        render, alphas = rasterize_to_pixels_numba(
-            m2d_f, con_f, col_f, opa_f, width, height, C, bins,
-            absgrad_target=means2d_out if absgrad else None,
-        )  # fmt: skip
-    else:
-        bins = isect_tiles(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size)
-        sink = None
-        if absgrad:
-            sink = torch.zeros_like(m2d_f, memory_format=torch.contiguous_format).detach()
-            means2d_out.absgrad = sink.view(means2d_out.shape)
-        render, alphas = rasterize_to_pixels_torch(m2d_f, con_f, col_f, opa_f, width, height, C, bins, sink)
-
-    if backgrounds is not None:
-        bg = backgrounds if backgrounds.dim() == 2 else backgrounds[None].expand(C, -1)
+        # Per-camera colours [C, N, D]
         if render_mode in ("D", "ED"):
-            bg = bg.new_zeros(C, 1)
-        elif render_mode in ("RGB+D", "RGB+ED"):
-            bg = torch.cat([bg, bg.new_zeros(C, 1)], dim=-1)
-        render = render + (1.0 - alphas) * bg[:, None, None, :].to(render.dtype)
-    if render_mode in ("ED", "RGB+ED"):
-        render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+            feats = depths[..., None]
+        else:
+            if sh_degree is None:
+                feats = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
+            else:
+                campos = torch.linalg.inv(viewmats)[:, :3, 3]  # [C, 3]
+                dirs = means[None, :, :] - campos[:, None, :]  # [C, N, 3]
+                shs = colors if colors.dim() == 4 else colors[None].expand(C, -1, -1, -1)
+                feats = torch.clamp_min(spherical_harmonics(sh_degree, dirs, shs) + 0.5, 0.0)
+            if render_mode in ("RGB+D", "RGB+ED"):
+                feats = torch.cat([feats, depths[..., None].to(feats.dtype)], dim=-1)
+        feats = feats.to(means.dtype)
 
-    info = {
-        "camera_ids": camera_ids,
-        "gaussian_ids": gaussian_ids,
-        "radii": radii_out,
-        "means2d": means2d_out,
-        "depths": depths_out,
-        "conics": conics_out,
-        "opacities": opac_out,
-        "tile_width": bins.tile_width,
-        "tile_height": bins.tile_height,
-        "tiles_per_gauss": bins.tiles_per_gauss.reshape(radii_out.shape),
-        "isect_ids": encode_isect_ids(bins, dep_f, cam_f),
-        "flatten_ids": bins.flatten_ids.to(torch.int32),
-        "isect_offsets": bins.isect_offsets(C),
-        "width": width,
-        "height": height,
-        "tile_size": tile_size,
-        "n_cameras": C,
-        "backend": backend,
-    }
-    return render, alphas, info
+        if packed:
+            sel = radii > 0
+            camera_ids, gaussian_ids = torch.nonzero(sel, as_tuple=True)
+            radii_out, means2d_out, depths_out = radii[sel], means2d[sel], depths[sel]  # [nnz]...
+            conics_out, opac_out = conics[sel], opac[sel]
+            flat = (means2d_out, conics_out, feats[sel], opac_out, radii_out, depths_out, camera_ids)
+        else:
+            camera_ids = gaussian_ids = None
+            radii_out, means2d_out, depths_out, conics_out, opac_out = radii, means2d, depths, conics, opac
+            cam_flat = torch.arange(C, device=means.device).repeat_interleave(N)
+            flat = (means2d.reshape(C * N, 2), conics.reshape(C * N, 3), feats.reshape(C * N, -1),
+                    opac.reshape(C * N), radii.reshape(C * N), depths.reshape(C * N), cam_flat)  # fmt: skip
+        m2d_f, con_f, col_f, opa_f, rad_f, dep_f, cam_f = flat  # [P, ...]
+
+        if backend == "numba":
+            from .composite_numba import rasterize_to_pixels_numba  # noqa: PLC0415
+            from .tiles_numba import isect_tiles_numba  # noqa: PLC0415
+
+            bins = isect_tiles_numba(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size)
+            render, alphas = rasterize_to_pixels_numba(
+                m2d_f, con_f, col_f, opa_f, width, height, C, bins,
+                absgrad_target=means2d_out if absgrad else None,
+            )  # fmt: skip
+        else:
+            bins = isect_tiles(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size)
+            sink = None
+            if absgrad:
+                sink = torch.zeros_like(m2d_f, memory_format=torch.contiguous_format).detach()
+                means2d_out.absgrad = sink.view(means2d_out.shape)
+            render, alphas = rasterize_to_pixels_torch(m2d_f, con_f, col_f, opa_f, width, height, C, bins, sink)
+
+        if backgrounds is not None:
+            bg = backgrounds if backgrounds.dim() == 2 else backgrounds[None].expand(C, -1)
+            if render_mode in ("D", "ED"):
+                bg = bg.new_zeros(C, 1)
+            elif render_mode in ("RGB+D", "RGB+ED"):
+                bg = torch.cat([bg, bg.new_zeros(C, 1)], dim=-1)
+            render = render + (1.0 - alphas) * bg[:, None, None, :].to(render.dtype)
+        if render_mode in ("ED", "RGB+ED"):
+            render = torch.cat([render[..., :-1], render[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
+
+        info = {
+            "camera_ids": camera_ids,
+            "gaussian_ids": gaussian_ids,
+            "radii": radii_out,
+            "means2d": means2d_out,
+            "depths": depths_out,
+            "conics": conics_out,
+            "opacities": opac_out,
+            "tile_width": bins.tile_width,
+            "tile_height": bins.tile_height,
+            "tiles_per_gauss": bins.tiles_per_gauss.reshape(radii_out.shape),
+            "isect_ids": encode_isect_ids(bins, dep_f, cam_f),
+            "flatten_ids": bins.flatten_ids.to(torch.int32),
+            "isect_offsets": bins.isect_offsets(C),
+            "width": width,
+            "height": height,
+            "tile_size": tile_size,
+            "n_cameras": C,
+            "backend": backend,
+        }
+        return render, alphas, info
 
