@@ -24,9 +24,6 @@ import torch
 def torch_single_threaded() -> Iterator[None]:
     """Run the enclosed torch ops on one thread, restoring the caller's thread count after."""
     n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
     torch.set_num_threads(1)
     try:
         yield

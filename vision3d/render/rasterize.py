@@ -178,17 +178,17 @@ def rasterize_gaussians(
             camera_model=camera_model, covars=covars,
         )  # fmt: skip
 
+    _check_shape("means", means, (None, 3))  # its device picks the backend; _validate checks the rest
+    if backend == "auto":
+        backend = "numba" if means.device.type == "cpu" and _numba_ok() else "torch"
     # Our kernels own the cores while they run: see vision3d.render.cpu_threads.
-    kernels_on_cpu = backend in ("auto", "numba") and isinstance(means, Tensor) and means.device.type == "cpu"
-    with torch_single_threaded() if kernels_on_cpu and _numba_ok() else nullcontext():
+    with torch_single_threaded() if backend == "numba" else nullcontext():
         N, C = _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                          backgrounds, render_mode, rasterize_mode, covars)  # fmt: skip
         if distributed:
             raise NotImplementedError("distributed rasterization needs gsplat on CUDA")
         if camera_model != "pinhole":
             raise NotImplementedError(f"camera_model={camera_model!r}: the CPU backend implements 'pinhole' only")
-        if backend == "auto":
-            backend = "numba" if means.device.type == "cpu" and _numba_ok() else "torch"
         if backend == "numba" and means.device.type != "cpu":
             raise ValueError(f"backend='numba' needs CPU tensors, got {means.device}")
         width, height = int(width), int(height)
