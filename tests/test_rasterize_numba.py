@@ -33,21 +33,59 @@ def assert_grads_close(a, b, rtol, keys=PARAMS + ("means2d",)):
         torch.testing.assert_close(a[k] / scale, b[k] / scale, atol=rtol, rtol=rtol, msg=k)
 
 
-def test_binning_identical():
-    scene = make_scene(n=300, n_cams=3, width=70, height=45)  # partial tiles on both axes
+def _projected_for_binning():
+    """Projected Gaussians over 3 cameras of 70×45 px (partial tiles on both axes), with exact depth ties."""
+    scene = make_scene(n=300, n_cams=3, width=70, height=45)
     C, N = 3, 300
-    radii, m2d, depths, _, _ = fully_fused_projection(scene["means"], scene["quats"], scene["scales"] * 3,
-                                                      scene["viewmats"], scene["Ks"], 70, 45)  # fmt: skip
-    depths = depths.clone()
+    radii, m2d, depths, conics, _ = fully_fused_projection(scene["means"], scene["quats"], scene["scales"] * 3,
+                                                           scene["viewmats"], scene["Ks"], 70, 45)  # fmt: skip
+    depths = depths.detach().clone()
     depths[:, :50] = 3.0  # exact depth ties: index order must decide
     cam = torch.arange(C).repeat_interleave(N)
-    args = (m2d.reshape(-1, 2), radii.reshape(-1), depths.reshape(-1), cam, C, 70, 45)
-    a, b = isect_tiles(*args), isect_tiles_numba(*args)
+    opacities = scene["opacities"][None].expand(C, N).reshape(-1)
+    binning = (m2d.detach().reshape(-1, 2), radii.reshape(-1), depths.reshape(-1), cam, C, 70, 45)
+    return binning, conics.detach().reshape(-1, 3), opacities
+
+
+@pytest.mark.parametrize("cull", [False, True], ids=["gsplat square", "ellipse culled"])
+def test_binning_identical(cull):
+    args, conics, opacities = _projected_for_binning()
+    kw = dict(conics=conics, opacities=opacities) if cull else {}
+    a, b = isect_tiles(*args, **kw), isect_tiles_numba(*args, **kw)
     assert torch.equal(a.offsets, b.offsets)
     assert torch.equal(a.flatten_ids, b.flatten_ids)
     assert torch.equal(a.tiles_per_gauss, b.tiles_per_gauss)
-    assert torch.equal(encode_isect_ids(a, depths.reshape(-1), cam), b.isect_ids)
-    assert a.flatten_ids.numel() > 1000
+    assert torch.equal(encode_isect_ids(a, args[2], args[3]), b.isect_ids)
+    assert a.flatten_ids.numel() > 700
+
+
+def _tile_pairs(bins):
+    """Set of (tile, Gaussian) pairs of a binning."""
+    tiles = torch.repeat_interleave(torch.arange(bins.n_tiles), bins.offsets[1:] - bins.offsets[:-1])
+    return set(zip(tiles.tolist(), bins.flatten_ids.tolist(), strict=True))
+
+
+def test_ellipse_culling_drops_only_tiles_without_a_composited_pixel():
+    """Every dropped (tile, Gaussian) pair has α < 1/255 at all of the tile's pixel centres (brute force)."""
+    args, conics, opacities = _projected_for_binning()
+    m2d, _, _, cam, C, width, height = args
+    full = isect_tiles_numba(*args)
+    culled = isect_tiles_numba(*args, conics=conics, opacities=opacities)
+    kept, every = _tile_pairs(culled), _tile_pairs(full)
+    dropped = every - kept
+    assert kept <= every
+    assert len(dropped) > 0.1 * len(every)  # the square over-covers the ellipses
+    tiles_per_cam = full.tile_width * full.tile_height
+    for tile, g in dropped:
+        tile = tile % tiles_per_cam
+        x0, y0 = (tile % full.tile_width) * 16, (tile // full.tile_width) * 16
+        ys, xs = torch.meshgrid(torch.arange(y0, min(y0 + 16, height)), torch.arange(x0, min(x0 + 16, width)),
+                                indexing="ij")  # fmt: skip
+        dx, dy = m2d[g, 0].double() - (xs + 0.5), m2d[g, 1].double() - (ys + 0.5)
+        a, b, c = conics[g].double()
+        sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+        alpha = opacities[g].double() * torch.exp(-sigma)
+        assert bool((alpha < 1 / 255).all()), (tile, g)
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -23,11 +23,9 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from .thresholds import ALPHA_MAX, ALPHA_MIN, T_MIN
 from .tiles import TileBins
 
-ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4
 # Largest dense [tiles, pixels, list entries] block evaluated at once (float elements).
 CHUNK_ELEMS = 1 << 22
 

@@ -143,7 +143,8 @@ def rasterize_gaussians(
     ``[nnz]``), ``width``, ``height``, ``n_cameras``, ``gaussian_ids`` / ``camera_ids``
     (None unless packed), and ``depths``, ``conics``, ``opacities``, ``tile_width``,
     ``tile_height``, ``tiles_per_gauss``, ``isect_ids``, ``flatten_ids``, ``isect_offsets``,
-    ``tile_size`` as gsplat has them.
+    ``tile_size`` as gsplat has them (on our backend the intersection lists leave out the tiles
+    of a Gaussian's square that its α ≥ 1/255 ellipse misses: see :mod:`.tiles`).
 
     Backends (``backend``, an addition to gsplat's signature): ``"auto"`` sends CUDA tensors
     to gsplat when its kernels load, CPU tensors to the Numba kernels (the torch reference
@@ -238,13 +239,13 @@ def rasterize_gaussians(
             from .composite_numba import rasterize_to_pixels_numba  # noqa: PLC0415
             from .tiles_numba import isect_tiles_numba  # noqa: PLC0415
 
-            bins = isect_tiles_numba(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size)
+            bins = isect_tiles_numba(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size, con_f, opa_f)
             render, alphas = rasterize_to_pixels_numba(
                 m2d_f, con_f, col_f, opa_f, width, height, C, bins,
                 absgrad_target=means2d_out if absgrad else None,
             )  # fmt: skip
         else:
-            bins = isect_tiles(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size)
+            bins = isect_tiles(m2d_f, rad_f, dep_f, cam_f, C, width, height, tile_size, con_f, opa_f)
             sink = None
             if absgrad:
                 sink = torch.zeros_like(m2d_f, memory_format=torch.contiguous_format).detach()

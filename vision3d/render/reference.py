@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .composite_torch import ALPHA_MAX, ALPHA_MIN, T_MIN
+from .thresholds import ALPHA_MAX, ALPHA_MIN, T_MIN
 from .tiles import tile_grid, tile_rects
 
 

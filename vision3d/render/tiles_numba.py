@@ -1,22 +1,24 @@
 """Tile binning as Numba kernels; same result as :func:`vision3d.render.tiles.isect_tiles`.
 
-Visible Gaussians are ordered by camera, then front to back, ties in index order
+Visible Gaussians are ordered front to back, ties in index order
 (:func:`_radix_argsort`: a stable LSD radix sort of the depths' IEEE bits, exact for
-float32 and float64). Binning is a counting sort run in parallel over rows of tiles: each
-row walks its camera's ordered Gaussians, counts those whose tile rectangle
-(:func:`.tiles.tile_rects`) covers the row into a per-tile histogram, and a second pass
-writes the ids into their tile's slots. Every tile's list comes out depth-sorted with ties
-in index order, exactly like the torch version and gsplat's radix sort.
+float32 and float64). In parallel over Gaussians, each lists the tiles of its rectangle
+(:func:`.tiles.tile_rects`) that it can reach — given conics and opacities, those its α ≥ 1/255
+ellipse meets (:func:`.tiles.ellipse_meets_rect`) — and one serial counting sort over
+those pairs, in visiting order, fills the tiles' lists. Every tile's list comes out depth-sorted
+with ties in index order, exactly like the torch version and gsplat's radix sort.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
 import torch
 from torch import Tensor
 
-from .tiles import TileBins, tile_grid, tile_rects
+from .tiles import TileBins, ellipse_cut, tile_grid, tile_rects
 
 _DIGIT_BITS = 16
 
@@ -57,40 +59,85 @@ def _sortable_bits(values: np.ndarray) -> np.ndarray:
     return np.where(negative, ~bits if values.dtype == np.float64 else (~bits) & np.uint64(0xFFFFFFFF), bits | sign)
 
 
+@numba.njit(cache=True, inline="always")
+def _meets_rect(gx, gy, a, b, c, cut, xa, xb, ya, yb):
+    """Scalar :func:`.tiles.ellipse_meets_rect`: does ``σ ≤ cut`` reach the rectangle of pixel centres?"""
+    if not cut >= 0:
+        return False
+    det = a * c - b * b
+    if not (a > 0 and c > 0 and det > 0 and math.isfinite(det) and math.isfinite(gx) and math.isfinite(gy)):
+        return True
+    if xa <= gx <= xb and ya <= gy <= yb:
+        return True
+    for px in (xa, xb):  # vertical edges: best dy for this dx, clamped to the edge
+        dx = gx - px
+        dy = min(max(-b * dx / c, gy - yb), gy - ya)
+        if 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy <= cut:
+            return True
+    for py in (ya, yb):  # horizontal edges
+        dy = gy - py
+        dx = min(max(-b * dy / a, gx - xb), gx - xa)
+        if 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy <= cut:
+            return True
+    return False
+
+
 @numba.njit(cache=True)
-def _group_by_camera(order, camera_ids, n_cameras):
-    """Stable counting sort of ``order`` by camera: ``(ordered, camera_offsets [C + 1])``."""
-    cam_off = np.zeros(n_cameras + 1, np.int64)
-    for i in order:
-        cam_off[camera_ids[i] + 1] += 1
-    for c in range(n_cameras):
-        cam_off[c + 1] += cam_off[c]
-    out = np.empty(order.shape[0], np.int64)
-    cursor = cam_off[:-1].copy()
-    for i in order:
-        out[cursor[camera_ids[i]]] = i
-        cursor[camera_ids[i]] += 1
-    return out, cam_off
+def _gather_ordered(order, rects, means2d, conics, cut):
+    """Per-Gaussian binning inputs in visiting order, contiguous: ``[n, 4]`` rects and ``[n, 6]`` ellipses."""
+    n = order.shape[0]
+    r = np.empty((n, 4), np.int64)
+    e = np.empty((n, 6), np.float64)  # gx, gy, a, b, c, cut
+    for j in range(n):
+        i = order[j]
+        for k in range(4):
+            r[j, k] = rects[i, k]
+        e[j, 0], e[j, 1] = means2d[i, 0], means2d[i, 1]
+        e[j, 2], e[j, 3], e[j, 4], e[j, 5] = conics[i, 0], conics[i, 1], conics[i, 2], cut[i]
+    return r, e
 
 
 @numba.njit(parallel=True, cache=True)
-def _bin(order, cam_off, rects, depth_bits, n_cameras, tile_width, tile_height, offsets):
-    """Counting sort of (Gaussian, tile) pairs by tile, parallel over rows of tiles.
+def _live_tiles(rects, ellipses, cam_of, tile_size, width, height, tile_width, tiles_per_cam):
+    """Every ordered Gaussian's live tiles (global tile ids, row-major), parallel over Gaussians.
 
-    ``order`` holds visible Gaussians grouped by camera (``cam_off``), each group front to
-    back. Also writes gsplat's sort key of every intersection (``isect_ids``, for ``info``).
+    Returns ``(tiles, first, n_live)``: Gaussian ``j``'s tiles are ``tiles[first[j] : first[j] + n_live[j]]``
+    (``first`` is the prefix sum of the rectangles' sizes, so each Gaussian writes its own slots).
     """
-    tiles_per_cam = tile_width * tile_height
-    n_tiles = n_cameras * tiles_per_cam
+    n = rects.shape[0]
+    first = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        first[j + 1] = first[j] + (rects[j, 1] - rects[j, 0]) * (rects[j, 3] - rects[j, 2])
+    tiles = np.empty(first[n], np.int64)
+    n_live = np.zeros(n, np.int64)
+    for j in numba.prange(n):
+        e = ellipses[j]
+        gx, gy, a, b, c, cut = e[0], e[1], e[2], e[3], e[4], e[5]
+        k = first[j]
+        for ty in range(rects[j, 2], rects[j, 3]):
+            y0 = ty * tile_size
+            ya, yb = y0 + 0.5, min(y0 + tile_size, height) - 0.5
+            for tx in range(rects[j, 0], rects[j, 1]):
+                x0 = tx * tile_size
+                if _meets_rect(gx, gy, a, b, c, cut, x0 + 0.5, min(x0 + tile_size, width) - 0.5, ya, yb):
+                    tiles[k] = cam_of[j] * tiles_per_cam + ty * tile_width + tx
+                    k += 1
+        n_live[j] = k - first[j]
+    return tiles, first, n_live
+
+
+@numba.njit(cache=True)
+def _bin(order, tiles, first, n_live, depth_bits, n_tiles, tiles_per_cam, offsets, tiles_per_gauss):
+    """Stable counting sort of the live (Gaussian, tile) pairs by tile (one thread: ~0.3 ms at 60k pairs).
+
+    Pairs are visited in ``order`` (front to back; tile ids include the camera), so every tile's list comes out
+    depth-sorted with ties in index order. Also writes gsplat's sort key of every intersection
+    (``isect_ids``, for ``info``) and the per-Gaussian tile counts.
+    """
     counts = np.zeros(n_tiles, dtype=np.int64)
-    for r in numba.prange(n_cameras * tile_height):
-        cam, ty = r // tile_height, r % tile_height
-        base = cam * tiles_per_cam + ty * tile_width
-        for j in range(cam_off[cam], cam_off[cam + 1]):
-            i = order[j]
-            if rects[i, 2] <= ty < rects[i, 3]:
-                for tx in range(rects[i, 0], rects[i, 1]):
-                    counts[base + tx] += 1
+    for j in range(order.shape[0]):
+        for k in range(first[j], first[j] + n_live[j]):
+            counts[tiles[k]] += 1
     offsets[0] = 0
     for t in range(n_tiles):
         offsets[t + 1] = offsets[t] + counts[t]
@@ -99,18 +146,18 @@ def _bin(order, cam_off, rects, depth_bits, n_cameras, tile_width, tile_height, 
     tile_bits = 0
     while (1 << tile_bits) <= tiles_per_cam:  # == tiles_per_cam.bit_length()
         tile_bits += 1
-    for r in numba.prange(n_cameras * tile_height):
-        cam, ty = r // tile_height, r % tile_height
-        base = cam * tiles_per_cam + ty * tile_width
-        cam_key = cam << (32 + tile_bits)
-        cursor = offsets[base : base + tile_width].copy()
-        for j in range(cam_off[cam], cam_off[cam + 1]):
-            i = order[j]
-            if rects[i, 2] <= ty < rects[i, 3]:
-                for tx in range(rects[i, 0], rects[i, 1]):
-                    flatten_ids[cursor[tx]] = i
-                    isect_ids[cursor[tx]] = cam_key | ((ty * tile_width + tx) << 32) | depth_bits[i]
-                    cursor[tx] += 1
+    tile_keys = np.empty(n_tiles, np.int64)  # camera and tile bits of gsplat's key, per global tile
+    for t in range(n_tiles):
+        tile_keys[t] = ((t // tiles_per_cam) << (32 + tile_bits)) | ((t % tiles_per_cam) << 32)
+    cursor = offsets[:-1].copy()
+    for j in range(order.shape[0]):
+        i = order[j]
+        tiles_per_gauss[i] = n_live[j]
+        for k in range(first[j], first[j] + n_live[j]):
+            t = tiles[k]
+            flatten_ids[cursor[t]] = i
+            isect_ids[cursor[t]] = tile_keys[t] | depth_bits[i]
+            cursor[t] += 1
     return flatten_ids, isect_ids
 
 
@@ -124,6 +171,8 @@ def isect_tiles_numba(
     width: int,
     height: int,
     tile_size: int = 16,
+    conics: Tensor | None = None,  # [P, 3], with opacities: keep only tiles the α ≥ 1/255 ellipse meets
+    opacities: Tensor | None = None,  # [P]
 ) -> TileBins:
     """Bin projected Gaussians into tiles, each list front to back (CPU tensors)."""
     tile_width, tile_height = tile_grid(width, height, tile_size)
@@ -132,12 +181,24 @@ def isect_tiles_numba(
     rects = torch.stack([xmin, xmax, ymin, ymax], dim=-1).numpy()  # [P, 4]
     visible = torch.nonzero(radii > 0).flatten().numpy()
     depth_np = depths.detach().contiguous().numpy()
-    by_depth = visible[_radix_argsort(_sortable_bits(depth_np[visible]))]
-    order, cam_off = _group_by_camera(by_depth, camera_ids.contiguous().numpy(), n_cameras)
+    order = visible[_radix_argsort(_sortable_bits(depth_np[visible]))]  # front to back
+    P = means2d.shape[0]
+    if conics is None:  # gsplat's square: a unit circle with an infinite cut meets every tile
+        conics, cut = torch.tensor([1.0, 0.0, 1.0]).expand(P, 3), torch.full((P,), torch.inf)
+    else:
+        cut = ellipse_cut(opacities)
+    rects_o, ellipses = _gather_ordered(order, rects, _f64(means2d), _f64(conics), _f64(cut))
     offsets = np.empty(n_tiles + 1, dtype=np.int64)
+    tiles_per_gauss = np.zeros(P, dtype=np.int32)
     depth_bits = depths.detach().float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    flatten_ids, isect_ids = _bin(order, cam_off, rects, depth_bits.numpy(), n_cameras, tile_width, tile_height,
-                                  offsets)  # fmt: skip
-    tiles_per_gauss = ((xmax - xmin) * (ymax - ymin)).to(torch.int32)
+    cam_of = camera_ids.contiguous().numpy()[order]
+    tiles_per_cam = tile_width * tile_height
+    tiles, first, n_live = _live_tiles(rects_o, ellipses, cam_of, tile_size, width, height, tile_width, tiles_per_cam)
+    flatten_ids, isect_ids = _bin(order, tiles, first, n_live, depth_bits.numpy(), n_tiles, tiles_per_cam, offsets,
+                                  tiles_per_gauss)  # fmt: skip
     return TileBins(tile_width, tile_height, tile_size, torch.from_numpy(offsets), torch.from_numpy(flatten_ids),
-                    tiles_per_gauss, torch.from_numpy(isect_ids))  # fmt: skip
+                    torch.from_numpy(tiles_per_gauss), torch.from_numpy(isect_ids))  # fmt: skip
+
+
+def _f64(t: Tensor) -> np.ndarray:
+    return t.detach().double().contiguous().numpy()
