@@ -155,6 +155,19 @@ def _walk_columns(e, h, hl, v, n, qa, qai, qb, qbi):
     return e, h, hl, v
 
 
+@numba.njit(cache=True, inline="always")
+def _walk_to(e, h, hl, v, started, walk, ic, c0, gx, dy, a, b, c, qa, qai, qb, qbi, half):
+    """Walker state at column ``c0`` of the current row (cursor at ``ic``), and whether it is walking.
+
+    Starts the walk (three exponentials) at the first span when ``walk``; without it the state stays 1.
+    """
+    if started:
+        return _walk_columns(e, h, hl, v, c0 - ic, qa, qai, qb, qbi) + (True,)
+    if walk:
+        return _walk_start(gx, dy, a, b, c, c0, qa, half) + (True,)
+    return e, h, hl, v, False
+
+
 @numba.njit(parallel=True, cache=True)
 def _composite_fwd(
     means2d,  # [P, 2]
@@ -211,11 +224,8 @@ def _composite_fwd(
                 c0, c1 = _row_span(gx[k], dy, a, inv_a, b, det, cut[k], x0, x1)
                 if c0 == c1:
                     continue
-                if started:
-                    e, h, hl, v = _walk_columns(e, h, hl, v, c0 - ic, qa, qai, qb, qbi)
-                elif walk:
-                    e, h, hl, v = _walk_start(gx[k], dy, a, b, c, c0, qa, half)
-                    started = True
+                e, h, hl, v, started = _walk_to(e, h, hl, v, started, walk, ic, c0, gx[k], dy, a, b, c, qa, qai, qb, qbi,
+                                                half)  # fmt: skip
                 ic = c0
                 vis, ratio = e, h
                 row = (py - y0) * tw - x0
@@ -334,11 +344,8 @@ def _composite_bwd(
                 c0, c1 = _row_span(gx[k], dy, a, inv_a, b, det, cut[k], x0, x1)
                 if c0 == c1:
                     continue
-                if started:
-                    e, h, hl, v = _walk_columns(e, h, hl, v, c0 - ic, qa, qai, qb, qbi)
-                elif walk:
-                    e, h, hl, v = _walk_start(gx[k], dy, a, b, c, c0, qa, half)
-                    started = True
+                e, h, hl, v, started = _walk_to(e, h, hl, v, started, walk, ic, c0, gx[k], dy, a, b, c, qa, qai, qb, qbi,
+                                                half)  # fmt: skip
                 ic = c0
                 g, ratio = e, h
                 row = (py - y0) * tw - x0
