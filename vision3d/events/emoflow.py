@@ -81,6 +81,20 @@ true (v, ω) is 1e-17 and the direction search returns v within 0.4°):
    ambiguity, now decided by flow noise), so ω is lost; the official start, drifting towards
    forward v, keeps ω right there. So ``init`` stays "constant" by default: choose ``dec_search``
    when the motion is mostly translational. Neither start recovers the mixed motion at this scale.
+4. **Mixed motion: the contrast-maximized flow, not the DEC, is wrong.** Room corner, v = (1.5, 0.3,
+   1.5) m/s, ω = (0.5, 1, −0.5) rad/s, 120 ms, 64×48, CPU preset (``benchmarks/emoflow_mixed.py``):
+   the direction search on the *exact* flow returns v within 0.6° and ω within 0.01 rad/s. The fitted
+   flow at t̃ = 0.5 is 1.06 px off on average (of 12.4 px): its horizontal component is 5 % short,
+   its vertical one (2.4 px on average) 25 % short, and flows above 16 px 14 % short. That error is
+   itself nearly rigid: on the fitted flow the DEC cost of the true motion is 2.3e-4, of the searched
+   one (v 35° off, ω ≈ (0, 0.15, −0.34) rad/s) 1.3e-5, so the joint fit follows the flow. The same
+   holds with the DEC off (flow error 1.06 px, search 35° off: the DEC does not bias the flow), with
+   4 Euler steps (1.05 px), without the IWE blur (0.96 px, vertical still 25 % short), and on a 128×96
+   sensor (1.48 px of 24.7, search 33° off). A 240 ms window lands the official constant start 7.9°
+   from v (ω (0.35, 0.91, −0.31)), but the search on that flow is still 28° off: luck of the path,
+   not a recovered optimum. What is needed is a flow that resolves the weak vertical component;
+   doubling the resolution did not give it, and the paper's 8×256 network with 1000 iterations is
+   untested here (by scaling the preset's 35 s, about 20 CPU-minutes per window at 64×48).
 
 Measured at CPU scale (64×48, 400 iterations; see the benchmark's table): ω of a pure rotation
 (RMS 0.47 rad/s of 2.7, constant start); v of a pure translation within a few degrees with the
