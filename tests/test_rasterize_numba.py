@@ -196,3 +196,17 @@ def test_numba_path_runs_torch_single_threaded_and_restores_the_thread_count(mon
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_ellipse_meets_rect_edge_cases():
+    """Mean inside → meets; far away → not; non-positive-definite conic → kept; cut < 0 → dropped."""
+    from vision3d.render.tiles import ellipse_meets_rect
+
+    means = torch.tensor([[5.0, 5.0], [40.0, 5.0], [40.0, 5.0], [5.0, 5.0], [17.5, 5.0]])
+    conics = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 2.0, 1.0], [1.0, 0.0, 1.0], [0.5, 0.0, 0.5]])
+    cut = torch.tensor([4.0, 4.0, 4.0, -1.0, 1.0])
+    box = [torch.full((5,), v) for v in (0.5, 15.5, 0.5, 15.5)]  # one 16-px tile's pixel centres
+    # row 5: σ at the nearest edge point (15.5, 5) is ½·0.5·2² = 1.0 ≤ cut: meets exactly at the border
+    assert ellipse_meets_rect(means, conics, cut, *box).tolist() == [True, False, True, False, True]
+    cut[4] = 0.999
+    assert not bool(ellipse_meets_rect(means, conics, cut, *box)[4])
