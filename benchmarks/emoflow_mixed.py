@@ -1,7 +1,7 @@
 """Why E-MoFlow misses v on the mixed rotation+translation scene: flow error, not the DEC. Prints the numbers.
 
     python benchmarks/emoflow_mixed.py [--size 64 48] [--window-ms 120] [--iterations 400]
-        [--dec-weight 2.5] [--euler-steps 1] [--blur-sigma 0.5] [--inits constant dec_search]
+        [--dec-weight 2.5] [--euler-steps 1] [--blur-sigma 0.5] [--inits constant dec_search] [--preset cpu]
 
 Scene: ``benchmarks/emoflow.py``'s "mixed" row (room corner 2 m ahead, v = (1.5, 0.3, 1.5) m/s,
 ω = (0.5, 1, −0.5) rad/s). Steps:
@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--euler-steps", type=int, default=1)
     ap.add_argument("--blur-sigma", type=float, default=None, help="default: the CPU preset's")
     ap.add_argument("--inits", nargs="+", default=["constant", "dec_search"])
+    ap.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                    help="cpu: EMoFlowConfig.cpu (4×64 MLP, --iterations); paper: the paper's MVSEC defaults "
+                         "(8×256 MLP, 1000 iterations, bilinear voting, σ=1 blur; slow on CPU)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     width, height = args.size
@@ -66,7 +69,7 @@ def main() -> None:
     v_true = torch.tensor(V_TRUE / np.linalg.norm(V_TRUE)).double()
     w_true = torch.tensor(W_TRUE * window).double()
     for init in args.inits:
-        cfg = EMoFlowConfig.cpu(args.iterations)
+        cfg = EMoFlowConfig.cpu(args.iterations) if args.preset == "cpu" else EMoFlowConfig()
         cfg.spline.init = init
         cfg.schedule.euler_steps = args.euler_steps
         if args.dec_weight is not None:

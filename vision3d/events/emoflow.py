@@ -93,8 +93,10 @@ true (v, ω) is 1e-17 and the direction search returns v within 0.4°):
    sensor (1.48 px of 24.7, search 33° off). A 240 ms window lands the official constant start 7.9°
    from v (ω (0.35, 0.91, −0.31)), but the search on that flow is still 28° off: luck of the path,
    not a recovered optimum. What is needed is a flow that resolves the weak vertical component;
-   doubling the resolution did not give it, and the paper's 8×256 network with 1000 iterations is
-   untested here (by scaling the preset's 35 s, about 20 CPU-minutes per window at 64×48).
+   doubling the resolution did not give it, and neither does the paper's own configuration
+   (``--preset paper``: 8×256 MLP, 1000 iterations, bilinear voting, σ=1 blur; 20 CPU-minutes): its
+   vertical flow stays at zero (scale 0.01, the bilinear kink above), flow error 2.87 px, v 28.9° off,
+   the search on its flow 48° off.
 
 Measured at CPU scale (64×48, 400 iterations; see the benchmark's table): ω of a pure rotation
 (RMS 0.47 rad/s of 2.7, constant start); v of a pure translation within a few degrees with the
