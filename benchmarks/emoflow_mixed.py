@@ -1,7 +1,8 @@
 """Why E-MoFlow misses v on the mixed rotation+translation scene: flow error, not the DEC. Prints the numbers.
 
     python benchmarks/emoflow_mixed.py [--size 64 48] [--window-ms 120] [--iterations 400]
-        [--dec-weight 2.5] [--euler-steps 1] [--blur-sigma 0.5] [--inits constant dec_search] [--preset cpu]
+        [--dec-weight 2.5] [--euler-steps 1] [--blur-sigma 0.5] [--density-over events]
+        [--inits constant dec_search] [--preset cpu]
 
 Scene: ``benchmarks/emoflow.py``'s "mixed" row (room corner 2 m ahead, v = (1.5, 0.3, 1.5) m/s,
 ω = (0.5, 1, −0.5) rad/s). Steps:
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--dec-weight", type=float, default=None, help="default: the CPU preset's")
     ap.add_argument("--euler-steps", type=int, default=1)
     ap.add_argument("--blur-sigma", type=float, default=None, help="default: the CPU preset's")
+    ap.add_argument("--density-over", choices=("events", "inside"), default=None,
+                    help="LossConfig.iwe_density_over; default: the preset's")  # fmt: skip
     ap.add_argument("--inits", nargs="+", default=["constant", "dec_search"])
     ap.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
                     help="cpu: EMoFlowConfig.cpu (4×64 MLP, --iterations); paper: the paper's MVSEC defaults "
@@ -76,13 +79,17 @@ def main() -> None:
             cfg.loss.dec_weight = args.dec_weight
         if args.blur_sigma is not None:
             cfg.loss.blur_sigma = args.blur_sigma
+        if args.density_over is not None:
+            cfg.loss.iwe_density_over = args.density_over
         res = fit_window(xy, t, cam, cfg, (0.0, window), p, keep_model=True)
         gt = seq.flow(0.0, window)
         mask = np.zeros(gt.shape[:2], bool)
         mask[seq.events.y, seq.events.x] = True
         epe = flow_metrics(res.flow.numpy(), gt, mask)["epe"]
         mid = len(res.v) // 2
-        print(f"[{init}] {res.seconds:.0f} s, window EPE {epe:.2f} px, fitted motion: {motion_error(res.v[mid], res.w[mid])}")
+        print(
+            f"[{init}] {res.seconds:.0f} s, window EPE {epe:.2f} px, fitted motion: {motion_error(res.v[mid], res.w[mid])}"
+        )
         with torch.no_grad():
             u_fit = res.model(torch.full((len(pix),), 0.5), pix) / f
         err_px = ((u_fit - u_true) * f).norm(dim=-1).mean()
@@ -93,7 +100,9 @@ def main() -> None:
         print(f"  search on the fitted flow: {motion_error(v2, w2.numpy() / window)}")
         cost_true = dec_residual(x.double(), u_fit.double(), v_true, w_true).pow(2).mean()
         cost_found = dec_residual(x.double(), u_fit.double(), v2.double(), w2.double()).pow(2).mean()
-        print(f"  DEC cost on the fitted flow: true motion {float(cost_true):.2e}, searched {float(cost_found):.2e}")
+        print(
+            f"  DEC cost on the fitted flow: true motion {float(cost_true):.2e}, searched {float(cost_found):.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from vision3d.events.emoflow import (
     dense_flow,
     fit_egomotion,
     fit_window,
+    focus_loss,
     image_of_warped_events,
     warp_events,
 )
@@ -195,6 +196,32 @@ def test_egomotion_from_exact_rotation_flow(rotation_seq):
     xy, u = _exact_flow(rotation_seq)
     _, w = fit_egomotion(xy, u, rotation_seq.camera, EMoFlowConfig(), iterations=600, lr=1e-2)
     np.testing.assert_allclose(w / 0.06, W_ROT, atol=0.05)
+
+
+def test_density_over_inside_removes_the_preference_for_keeping_events_in_the_image():
+    # Mixed motion (benchmarks/emoflow.py's "mixed": v = (1.5, 0.3, 1.5) m/s, ω = (0.5, 1, -0.5) rad/s, 120 ms);
+    # its forward motion expands the image, so warping to late t_ref carries events out of it. Rescaling the IWE
+    # by all events makes contrast prefer the exact flow with its vertical component cut to 85 %; rescaling by
+    # the votes inside the image prefers the exact flow.
+    win = 0.12
+    scene = corner_scene(2.0, textures=("astronaut", "camera"), simulator=SimulatorConfig(threshold=0.35))
+    seq = simulate_plane_sequence(np.array([1.5, 0.3, 1.5]), np.array([0.5, 1.0, -0.5]), win, scene)
+    xy, t, _ = seq.events.to_torch()
+    tn = (t / win).double().numpy()
+    k = np.minimum((tn * 8).astype(int), 7)  # the motion field at 8 times, each event taking its own
+    fields = np.stack([seq.instantaneous_flow((i + 0.5) / 8 * win) * win for i in range(8)])
+    u = torch.from_numpy(fields[k, seq.events.y, seq.events.x]).float()  # px per window
+
+    def cost(vertical: float, over: str) -> float:
+        loss = EMoFlowConfig.cpu().loss
+        loss.iwe_density_over = over
+        d = u * torch.tensor([1.0, vertical])
+        trefs = np.linspace(0, 1, 11)
+        return sum(float(focus_loss(xy + (tr - t[:, None] / win) * d, 48, 64, loss)[0]) for tr in trefs)
+
+    assert cost(0.85, "events") < cost(1.0, "events")
+    assert cost(1.0, "inside") < cost(0.85, "inside")
+    assert cost(1.0, "inside") < cost(1.15, "inside")
 
 
 # --- the whole method on events ------------------------------------------------------------
