@@ -13,7 +13,7 @@ quadratic in the pixel's column and row, so ``E = exp(−σ)`` and its ratios to
 (``H``), the previous column and the next row (``V``) are each geometric in both directions. A
 walker carries ``(E, H, H⁻, V)`` from the first row's span start down the rows and along to each
 row's span start with a few products per step (:func:`_walk_columns`), and the span itself is
-``E, E·H, E·H²·e^(−a), …``. A Gaussian's tile costs five exponentials, not two per row (the
+``E, E·H, E·H²·e^(−a), …``. A Gaussian's tile costs six exponentials, not two per row (the
 per-row pair was about 1 ms of 7 at 128²/20k on 2 threads); in float64 the products drift ~1e-15
 relative over a tile. Conics with an entry above ``_WALK_CONIC_MAX`` fall back to one exponential
 per pixel. Pixels keep their state (transmittance, accumulated colour, done flag) in tile-local

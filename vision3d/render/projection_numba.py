@@ -253,7 +253,8 @@ def _project_bwd(means, quats, scales, viewmats, Ks, width, height, eps2d, near,
                                   v_means2d, v_depths, v_conics, v_comps, v_means, v_quats, v_scales, scratch)  # fmt: skip
 
 
-def _np64(t: Tensor) -> np.ndarray:
+def float64_numpy(t: Tensor) -> np.ndarray:
+    """A detached, contiguous float64 numpy copy (or view) of a CPU tensor, as the kernels take it."""
     return t.detach().to(torch.float64).contiguous().numpy()
 
 
@@ -264,8 +265,8 @@ class _FusedProjection(torch.autograd.Function):
         radii = np.empty((C, N), np.int32)
         means2d, depths = np.empty((C, N, 2)), np.empty((C, N))
         conics, comps = np.empty((C, N, 3)), np.empty((C, N))
-        args = (_np64(means), _np64(quats), _np64(scales), _np64(viewmats), _np64(Ks), float(width), float(height),
-                float(eps2d), float(near), float(far))  # fmt: skip
+        arrays = tuple(float64_numpy(t) for t in (means, quats, scales, viewmats, Ks))
+        args = (*arrays, float(width), float(height), float(eps2d), float(near), float(far))
         _project_fwd(*args, float(radius_clip), radii, means2d, depths, conics, comps)
         ctx.args = args
         ctx.dtypes = (means.dtype, quats.dtype, scales.dtype)
@@ -280,8 +281,8 @@ class _FusedProjection(torch.autograd.Function):
     def backward(ctx, _v_radii, v_means2d, v_depths, v_conics, v_comps):  # noqa: D102
         means, quats, scales = ctx.args[:3]
         v_means, v_quats, v_scales = np.zeros_like(means), np.zeros_like(quats), np.zeros_like(scales)
-        _project_bwd(*ctx.args, _np64(v_means2d), _np64(v_depths), _np64(v_conics), _np64(v_comps),
-                     v_means, v_quats, v_scales)  # fmt: skip
+        grads = (float64_numpy(t) for t in (v_means2d, v_depths, v_conics, v_comps))
+        _project_bwd(*ctx.args, *grads, v_means, v_quats, v_scales)
         dm, dq, ds = ctx.dtypes
         return (torch.from_numpy(v_means).to(dm), torch.from_numpy(v_quats).to(dq), torch.from_numpy(v_scales).to(ds),
                 None, None, None, None, None, None, None, None)  # fmt: skip

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .projection_numba import float64_numpy
 from .tiles import TileBins, ellipse_cut, tile_grid, tile_rects
 
 _DIGIT_BITS = 16
@@ -187,7 +188,7 @@ def isect_tiles_numba(
         conics, cut = torch.tensor([1.0, 0.0, 1.0]).expand(P, 3), torch.full((P,), torch.inf)
     else:
         cut = ellipse_cut(opacities)
-    rects_o, ellipses = _gather_ordered(order, rects, _f64(means2d), _f64(conics), _f64(cut))
+    rects_o, ellipses = _gather_ordered(order, rects, *(float64_numpy(t) for t in (means2d, conics, cut)))
     offsets = np.empty(n_tiles + 1, dtype=np.int64)
     tiles_per_gauss = np.zeros(P, dtype=np.int32)
     depth_bits = depths.detach().float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
@@ -198,7 +199,3 @@ def isect_tiles_numba(
                                   tiles_per_gauss)  # fmt: skip
     return TileBins(tile_width, tile_height, tile_size, torch.from_numpy(offsets), torch.from_numpy(flatten_ids),
                     torch.from_numpy(tiles_per_gauss), torch.from_numpy(isect_ids))  # fmt: skip
-
-
-def _f64(t: Tensor) -> np.ndarray:
-    return t.detach().double().contiguous().numpy()
