@@ -5,8 +5,9 @@ Same semantics as :mod:`vision3d.render.composite_torch` and gsplat's
 at T ≤ 1e-4, pixel centres at +0.5). One ``prange`` iteration per tile.
 
 Inside a tile the loops run in *splatting order*: the tile's Gaussians front to back, and
-for each one only the pixels inside its ``σ ≤ cut`` ellipse, ``cut = log(255·o)`` (beyond
-it α < 1/255, so nothing is composited there). Each row's span of that ellipse is solved
+for each one only the pixels inside its ``σ ≤ cut`` ellipse, the cut of
+:func:`vision3d.render.tiles.ellipse_cut` that binning culls with (beyond it α < 1/255, so
+nothing is composited there). Each row's span of that ellipse is solved
 from the quadratic σ(dx) (:func:`_row_span`), so no pixel outside it is ever visited and
 the exact per-pixel tests almost never fail. ``exp(−σ)`` is never evaluated per pixel: σ is
 quadratic in the pixel's column and row, so ``E = exp(−σ)`` and its ratios to the next column
@@ -43,8 +44,9 @@ import torch
 from torch import Tensor
 
 from .cpu_threads import torch_single_threaded
-from .thresholds import ALPHA_MAX, ALPHA_MIN, CUT_MARGIN, T_MIN
-from .tiles import TileBins
+from .projection_numba import float64_numpy
+from .thresholds import ALPHA_MAX, ALPHA_MIN, T_MIN
+from .tiles import TileBins, ellipse_cut
 
 # The walker (exp(−σ) by products, see the module docstring) is used while every conic entry is at most
 # this (px⁻²); the default eps2d = 0.3 blur bounds them by 1/0.3. Sharper conics get exp(−σ) per pixel:
@@ -56,7 +58,7 @@ _CHUNK = 2
 
 
 @numba.njit(cache=True)
-def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors):
+def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, cuts, colors):
     """Copy one tile's Gaussians (front to back) into contiguous arrays; ``cut < 0``: never composited."""
     n = end - start
     D = colors.shape[1]
@@ -75,9 +77,8 @@ def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors):
         ca[k] = conics[g, 0]
         cb[k] = conics[g, 1]
         cc[k] = conics[g, 2]
-        o = opacities[g]
-        op[k] = o
-        cut[k] = math.log(o / ALPHA_MIN) + CUT_MARGIN if o > 0 else -1.0
+        op[k] = opacities[g]
+        cut[k] = cuts[g]
         for d in range(D):
             col[k, d] = colors[g, d]
     return gx, gy, ca, cb, cc, op, cut, col
@@ -174,6 +175,7 @@ def _composite_fwd(
     conics,  # [P, 3]
     colors,  # [P, D]
     opacities,  # [P]
+    cuts,  # [P] ellipse_cut(opacities)
     offsets,  # [n_tiles + 1] int64
     flatten_ids,  # [n_isects] int64
     consts,  # [5] (alpha_max, alpha_min, t_min, 1, 1/2), float64
@@ -196,7 +198,7 @@ def _composite_fwd(
         tw = x1 - x0
         n_px = tw * (y1 - y0)
         start, end = offsets[t], offsets[t + 1]
-        gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors)
+        gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, cuts, colors)
         trans = np.ones(n_px, np.float64)
         acc = np.zeros((n_px, D), np.float64)
         last = np.full(n_px, -1, np.int32)
@@ -273,6 +275,7 @@ def _composite_bwd(
     conics,  # [P, 3]
     colors,  # [P, D]
     opacities,  # [P]
+    cuts,  # [P]
     offsets,  # [n_tiles + 1]
     flatten_ids,  # [n_isects]
     consts,  # [5]
@@ -300,7 +303,7 @@ def _composite_bwd(
         x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
         tw = x1 - x0
         n_px = tw * (y1 - y0)
-        gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, colors)
+        gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, cuts, colors)
         # per-pixel state: transmittance (recovered back to front), colour behind, upstream grads
         trans = np.empty(n_px, np.float64)
         t_final = np.empty(n_px, np.float64)
@@ -410,12 +413,6 @@ def _constants() -> np.ndarray:
     return np.array([ALPHA_MAX, ALPHA_MIN, T_MIN, 1.0, 0.5], dtype=np.float64)
 
 
-def _np(t: Tensor) -> np.ndarray:
-    """A float64 (or integer) C-contiguous numpy view/copy of a tensor."""
-    t = t.detach()
-    return (t.double() if t.is_floating_point() else t).contiguous().numpy()
-
-
 class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, bins, n_cameras, width, height, absgrad_target):  # noqa: D102
@@ -425,14 +422,17 @@ class _RasterizeToPixels(torch.autograd.Function):
         out_colors = np.zeros((n_cameras, height, width, D), dtype=consts.dtype)
         out_trans = np.empty((n_cameras, height, width), dtype=consts.dtype)
         out_last = np.empty((n_cameras, height, width), dtype=np.int32)
+        cuts = ellipse_cut(opacities)
         with numba.parallel_chunksize(_CHUNK):
             _composite_fwd(
-                _np(means2d), _np(conics), _np(colors), _np(opacities), _np(bins.offsets), _np(bins.flatten_ids),
-                consts, bins.tile_size, bins.tile_width, bins.tile_height, out_colors, out_trans, out_last,
+                *(float64_numpy(t) for t in (means2d, conics, colors, opacities, cuts)),
+                bins.offsets.contiguous().numpy(), bins.flatten_ids.contiguous().numpy(), consts,
+                bins.tile_size, bins.tile_width, bins.tile_height, out_colors, out_trans, out_last,
             )  # fmt: skip
         trans = torch.from_numpy(out_trans)
         last = torch.from_numpy(out_last)
-        ctx.save_for_backward(means2d, conics, colors, opacities, bins.offsets, bins.flatten_ids, trans, last)
+        ctx.save_for_backward(means2d, conics, colors, opacities, cuts, bins.offsets.contiguous(),
+                              bins.flatten_ids.contiguous(), trans, last)  # fmt: skip
         ctx.meta = (bins.tile_size, bins.tile_width, bins.tile_height)
         ctx.absgrad_target = absgrad_target
         return torch.from_numpy(out_colors).to(dtype), (1.0 - trans)[..., None].to(dtype)
@@ -440,7 +440,7 @@ class _RasterizeToPixels(torch.autograd.Function):
     @staticmethod
     @torch_single_threaded()  # runs between Numba kernels: see vision3d.render.cpu_threads
     def backward(ctx, v_colors_px, v_alphas_px):  # noqa: D102
-        means2d, conics, colors, opacities, offsets, flatten_ids, trans, last = ctx.saved_tensors
+        means2d, conics, colors, opacities, cuts, offsets, flatten_ids, trans, last = ctx.saved_tensors
         tile_size, tile_width, tile_height = ctx.meta
         n_isects, D = flatten_ids.shape[0], colors.shape[-1]
         np_dtype = np.float64
@@ -448,9 +448,9 @@ class _RasterizeToPixels(torch.autograd.Function):
         grads = np.zeros((n_isects, 8 + D), np_dtype)
         with numba.parallel_chunksize(_CHUNK):
             _composite_bwd(
-                _np(means2d), _np(conics), _np(colors), _np(opacities), _np(offsets), _np(flatten_ids), consts,
-                tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
-                _np(v_colors_px), _np(v_alphas_px[..., 0]), grads,
+                *(float64_numpy(t) for t in (means2d, conics, colors, opacities, cuts)), offsets.numpy(),
+                flatten_ids.numpy(), consts, tile_size, tile_width, tile_height, trans.numpy(), last.numpy(),
+                float64_numpy(v_colors_px), float64_numpy(v_alphas_px[..., 0]), grads,
             )  # fmt: skip
         per_gauss = np.zeros((means2d.shape[0], 8 + D), np_dtype)
         if n_isects:
