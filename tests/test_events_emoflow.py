@@ -224,6 +224,25 @@ def test_density_over_inside_removes_the_preference_for_keeping_events_in_the_im
     assert cost(1.0, "inside") < cost(1.15, "inside")
 
 
+def test_signed_weights_vote_their_image_and_mass_in_one_pass():
+    """Weights [N, K] vote K images at once; with signed (polarity) weights, the "inside" rescaling divides
+    by the |w| mass that lands inside the image, not by the signed sum."""
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=gen) * torch.tensor([20.0, 14.0]) - 2.0  # some votes fall outside 16x12
+    p = torch.where(torch.rand(200, generator=gen) < 0.3, -1.0, 1.0)
+    for kernel in ("bilinear", "quadratic"):
+        both = image_of_warped_events(xy, 12, 16, torch.stack([p, p.abs()], -1), kernel)
+        torch.testing.assert_close(both[0], image_of_warped_events(xy, 12, 16, p, kernel))
+        torch.testing.assert_close(both[1], image_of_warped_events(xy, 12, 16, None, kernel))
+    loss = EMoFlowConfig.cpu().loss
+    loss.iwe_density_over = "inside"
+    inside_mass = float(image_of_warped_events(xy, 12, 16, None, loss.iwe_kernel).sum())
+    assert inside_mass < 195  # the rescaling has something to do
+    signed = blur(image_of_warped_events(xy, 12, 16, p, loss.iwe_kernel), loss.blur_kernel, loss.blur_sigma)
+    var, grad = contrast_terms(signed * (loss.iwe_density_ref * 12 * 16 / inside_mass))
+    torch.testing.assert_close(focus_loss(xy, 12, 16, loss, p)[0], -(grad + var))
+
+
 # --- the whole method on events ------------------------------------------------------------
 def test_emoflow_pure_rotation_recovers_omega_and_flow(rotation_seq):
     seq = rotation_seq

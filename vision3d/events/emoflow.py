@@ -352,16 +352,16 @@ def image_of_warped_events(
     xy: Tensor,  # [N, 2] pixel positions
     height: int,
     width: int,
-    weights: Tensor | None = None,  # [N]
+    weights: Tensor | None = None,  # [N], or [N, K] for K images voted in one pass
     kernel: Literal["bilinear", "quadratic"] = "bilinear",
-) -> Tensor:  # [H, W]
+) -> Tensor:  # [H, W], or [K, H, W]
     """Voting of events into an image; differentiable in ``xy``; outside votes dropped.
 
     ``bilinear`` (official) spreads each event over its 4 neighbouring pixels. ``quadratic`` uses the
     separable quadratic B-spline (3×3 pixels), which is bilinear voting averaged over a uniform
     sub-pixel offset: it is smooth (C¹) in ``xy``, so an event at a pixel centre has no kink there.
     """
-    w = torch.ones_like(xy[:, 0]) if weights is None else weights
+    w = torch.ones_like(xy[:, :1]) if weights is None else weights.reshape(xy.shape[0], -1)  # [N, K]
     if kernel == "bilinear":
         x0, y0 = torch.floor(xy[:, 0]), torch.floor(xy[:, 1])
         fx, fy = xy[:, 0] - x0, xy[:, 1] - y0
@@ -374,14 +374,15 @@ def image_of_warped_events(
         taps_y = ((-1, 0.5 * (0.5 - fy) ** 2), (0, 0.75 - fy * fy), (1, 0.5 * (0.5 + fy) ** 2))
     else:
         raise ValueError(f"unknown voting kernel {kernel!r}")
-    img = xy.new_zeros(height * width)
+    img = xy.new_zeros(height * width, w.shape[1])
     for dy, wy in taps_y:
         yi = y0.long() + dy
         for dx, wx in taps_x:
             xi = x0.long() + dx
             ok = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-            img = img.index_add(0, (yi * width + xi)[ok], (wx * wy * w)[ok])
-    return img.reshape(height, width)
+            img = img.index_add(0, (yi * width + xi)[ok], ((wx * wy)[:, None] * w)[ok])
+    img = img.T.reshape(-1, height, width)
+    return img if weights is not None and weights.dim() == 2 else img[0]
 
 
 def blur(img: Tensor, kernel: int = 3, sigma: float = 1.0) -> Tensor:
@@ -402,14 +403,17 @@ def contrast_terms(iwe: Tensor) -> tuple[Tensor, Tensor]:  # ([], [])
 
 def focus_loss(xy_warped: Tensor, height: int, width: int, loss: LossConfig, weights: Tensor | None = None):
     """``−(L_grad + L_var)`` of the blurred IWE (density-rescaled), and the blurred IWE in event counts."""
-    votes = image_of_warped_events(xy_warped, height, width, weights, loss.iwe_kernel)
+    mass_inside = loss.iwe_density_ref is not None and loss.iwe_density_over == "inside"
+    if mass_inside and weights is not None:  # signed weights: their IWE and the |w| mass in one vote
+        votes, mass = image_of_warped_events(xy_warped, height, width, torch.stack([weights, weights.abs()], -1),
+                                             loss.iwe_kernel)  # fmt: skip
+    else:
+        votes = mass = image_of_warped_events(xy_warped, height, width, weights, loss.iwe_kernel)
     iwe = blur(votes, loss.blur_kernel, loss.blur_sigma)
     scaled = iwe
     if loss.iwe_density_ref is not None:
         if loss.iwe_density_over == "inside":
-            if weights is not None:
-                votes = image_of_warped_events(xy_warped, height, width, weights.abs(), loss.iwe_kernel)
-            n = votes.sum().clamp_min(1.0)
+            n = mass.sum().clamp_min(1.0)
         elif loss.iwe_density_over == "events":
             n = max(xy_warped.shape[0], 1)
         else:
