@@ -118,8 +118,15 @@ true (v, ω) is 1e-17 and the direction search returns v within 0.4°):
    Separately, the single-Euler-step INR can only represent straight trajectories: the DEC on the
    exact window displacement (the benchmark's GT flow, 0 → 1) gives v 6° off, on half-window secants 3°.
    ``"inside"`` is not the default (official raw counts lose events at the border too, negligibly on
-   MVSEC's 346×260 with a few pixels of flow), nor yet in the CPU preset: the other scenes of the table
-   are not re-measured with it.
+   MVSEC's 346×260 with a few pixels of flow), nor in the CPU preset: over ``benchmarks/emoflow.py``'s
+   table (``--density-over inside`` vs ``events``, window EPE, constant start / search) it helps where
+   the image expands or rotates and hurts elsewhere: rotation 0.55 → 0.46 px (ω RMS 0.31 → 0.19 rad/s),
+   translation 120 ms 1.35 → 0.88 px (v with the search 4.5° → 7.3°), mixed 1.87 → 1.28 px (v 44°/35° →
+   46°/31°), but translation 60 ms 0.47 → 0.77 px and the Blender walk 1.20 → 1.43 px (v 6.0° → 13.7°).
+   Scoring v as the paper does (per-component signs from v_gt, ``metrics.velocity_error_as_emoflow_scores``)
+   does not hide the mixed-motion miss either: 30–44° between |v̂| and |v_gt|. Nor does trusting only
+   well-observed pixels: the fitted flow is 0.65 px off even where 16+ events fall, and the search on it
+   returns the same v (28°) with pixels weighted by their events or restricted to ≥ 8 events.
 
 Measured at CPU scale (64×48, 400 iterations; see the benchmark's table): ω of a pure rotation
 (RMS 0.47 rad/s of 2.7, constant start); v of a pure translation within a few degrees with the
