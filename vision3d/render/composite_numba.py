@@ -169,6 +169,25 @@ def _walk_to(e, h, hl, v, started, walk, ic, c0, gx, dy, a, b, c, qa, qai, qb, q
     return e, h, hl, v, False
 
 
+@numba.njit(cache=True, inline="always")
+def _walk_setup(gx, gy, a, b, c, one):
+    """Per Gaussian: ``det = ac − b²``, whether exp(−σ) is walked, the step factors and ``1/a``."""
+    det = a * c - b * b
+    pd = _positive_definite(gx, gy, a, det)
+    walk = pd and max(a, c, abs(b)) <= _WALK_CONIC_MAX
+    qa, qai, qb, qbi, qc = _walk_ratios(a, b, c) if walk else (one, one, one, one, one)
+    return det, walk, qa, qai, qb, qbi, qc, one / a if pd else one
+
+
+@numba.njit(cache=True, inline="always")
+def _exact_exp(dx, dy, a, b, c, cut, half):
+    """``exp(−σ)`` at offset ``(dx, dy)`` by the exact per-pixel test, or −1 where σ ∉ [0, cut] (skip)."""
+    sigma = half * (a * dx * dx + c * dy * dy) + b * dx * dy
+    if sigma < 0 or sigma > cut:
+        return -1.0
+    return math.exp(-sigma)
+
+
 @numba.njit(parallel=True, cache=True)
 def _composite_fwd(
     means2d,  # [P, 2]
@@ -209,11 +228,7 @@ def _composite_fwd(
             if not cut[k] >= 0:
                 continue
             a, b, c, o = ca[k], cb[k], cc[k], op[k]
-            det = a * c - b * b
-            pd = _positive_definite(gx[k], gy[k], a, det)
-            walk = pd and max(a, c, abs(b)) <= _WALK_CONIC_MAX
-            qa, qai, qb, qbi, qc = _walk_ratios(a, b, c) if walk else (one, one, one, one, one)
-            inv_a = one / a if pd else one
+            det, walk, qa, qai, qb, qbi, qc, inv_a = _walk_setup(gx[k], gy[k], a, b, c, one)
             e = h = hl = v = one  # walker state at column ic of the current row
             ic, started = 0, False
             r0, r1 = _rows(gy[k], a, c, det, cut[k], y0, y1)
@@ -239,11 +254,9 @@ def _composite_fwd(
                     if done[p]:
                         continue
                     if not walk:  # exact per-pixel test (the span is the whole tile row when not pd)
-                        dx = gx[k] - (px + half)
-                        sigma = half * (a * dx * dx + c * dy * dy) + b * dx * dy
-                        if sigma < 0 or sigma > cut[k]:
+                        g = _exact_exp(gx[k] - (px + half), dy, a, b, c, cut[k], half)
+                        if g < 0:
                             continue
-                        g = math.exp(-sigma)
                     alpha = min(alpha_max, o * g)
                     if alpha < alpha_min:
                         continue
@@ -327,14 +340,10 @@ def _composite_bwd(
             if not cut[k] >= 0:
                 continue
             a, b, c, o = ca[k], cb[k], cc[k], op[k]
-            det = a * c - b * b
             g_x = g_y = g_ax = g_ay = g_a = g_b = g_c = g_o = 0.0
             for d in range(D):
                 v_col[d] = 0.0
-            pd = _positive_definite(gx[k], gy[k], a, det)
-            walk = pd and max(a, c, abs(b)) <= _WALK_CONIC_MAX
-            qa, qai, qb, qbi, qc = _walk_ratios(a, b, c) if walk else (one, one, one, one, one)
-            inv_a = one / a if pd else one
+            det, walk, qa, qai, qb, qbi, qc, inv_a = _walk_setup(gx[k], gy[k], a, b, c, one)
             e = h = hl = v = one  # walker state at column ic of the current row
             ic, started = 0, False
             r0, r1 = _rows(gy[k], a, c, det, cut[k], y0, y1)
@@ -361,10 +370,9 @@ def _composite_bwd(
                         continue
                     dx = gx[k] - (px + half)
                     if not walk:  # exact per-pixel test (the span is the whole tile row when not pd)
-                        sigma = half * (a * dx * dx + c * dy * dy) + b * dx * dy
-                        if sigma < 0 or sigma > cut[k]:
+                        vis = _exact_exp(dx, dy, a, b, c, cut[k], half)
+                        if vis < 0:
                             continue
-                        vis = math.exp(-sigma)
                     alpha = min(alpha_max, o * vis)
                     if alpha < alpha_min:
                         continue
