@@ -44,3 +44,17 @@ def test_v3d_prints_bad_input_as_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path}/transforms.json: no such file (a scene folder needs a nerfstudio transforms.json)"
     assert "Traceback" not in result.stderr
+
+
+def test_train_checks_the_scene_before_starting_ns_train(tmp_path):
+    missing = RUNNER.invoke(app, ["train", "det-gs", "--preset", "sparse-3view", "--data", str(tmp_path / "nope")])
+    assert missing.exit_code != 0 and "no such scene folder" in str(missing.exception)
+    (tmp_path / "transforms.json").write_text('{"frames": [')
+    corrupt = RUNNER.invoke(app, ["train", "det-gs", "--preset", "sparse-3view", "--data", str(tmp_path)])
+    assert corrupt.exit_code != 0 and "malformed JSON" in str(corrupt.exception)
+    assert "ns-train" not in corrupt.output  # failed before the command was even printed
+    from vision3d.data.bundled import bundled_scene_path
+
+    good = RUNNER.invoke(app, ["train", "det-gs", "--preset", "sparse-3view", "--data", str(bundled_scene_path()),
+                               "--dry-run"])  # fmt: skip
+    assert good.exit_code == 0 and "ns-train det-gs" in good.output, good.output

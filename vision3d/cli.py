@@ -66,13 +66,22 @@ def train(
     data: Path = typer.Option(..., help="Scene folder (nerfstudio transforms.json)."),
     dry_run: bool = typer.Option(False, help="Only print the ns-train command."),
 ) -> None:
-    """Run ns-train with a preset; extra arguments go to ns-train (e.g. --vis viewer)."""
+    """Run ns-train with a preset; extra arguments go to ns-train (e.g. --vis viewer).
+
+    A scene with a transforms.json (or any scene for our ``vision3d-data`` parser) is validated first, so
+    that a missing or corrupt file fails here in one line rather than in ns-train's traceback.
+    """
     import shlex
     import subprocess
 
+    from vision3d.data.scene import SceneError, load_scene
     from vision3d.methods.presets import find_preset, ns_train_command
 
     command = ns_train_command(method, find_preset(method, preset), data, ctx.args)
+    if not data.exists():
+        raise SceneError(f"{data}: no such scene folder")
+    if data.suffix == ".json" or (data / "transforms.json").is_file() or "vision3d-data" in command:
+        load_scene(data)
     typer.echo(shlex.join(command))
     if not dry_run:
         raise SystemExit(subprocess.call(command))
