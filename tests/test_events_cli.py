@@ -77,6 +77,13 @@ def test_fit_reports_bad_file(tmp_path):
     assert "bad.txt" in str(r.exception) and "4 columns" in str(r.exception)
 
 
+def test_simulate_rejects_a_malformed_velocity(tmp_path):
+    for bad in ("1,x,3", "1,2", "1,2,nan"):
+        r = runner.invoke(app, ["simulate", str(tmp_path / "out"), "--v", bad])
+        assert r.exit_code == 2 and "not three finite numbers" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_show_real_file(shared_data, tmp_path):
     r = runner.invoke(
         app, ["show", str(shared_data / "events" / "davis346.aedat4"), "--picture", str(tmp_path / "e.png")]

@@ -97,8 +97,7 @@ def simulate(
         cfg = corner_scene(**common)
     else:
         raise typer.BadParameter(f"unknown scene {scene!r} (plane or corner)")
-    vv = np.array([float(a) for a in v.split(",")])
-    ww = np.array([float(a) for a in w.split(",")])
+    vv, ww = _vector3("--v", v), _vector3("--w", w)
     seq = simulate_plane_sequence(vv, ww, duration, cfg)
     output.mkdir(parents=True, exist_ok=True)
     ext = {"h5": "h5", "mvsec": "h5"}.get(fmt, fmt)
@@ -119,6 +118,19 @@ def simulate(
     )
     save_event_frame(output / "events.png", seq.events)
     Console().print(f"{len(seq.events):,} events on {width}×{height} over {duration} s -> {path}")
+
+
+def _vector3(option: str, text: str):
+    """``"x,y,z"`` -> float array [3]; anything else is a usage error naming the option."""
+    import numpy as np
+
+    try:
+        vec = np.array([float(a) for a in text.split(",")])
+    except ValueError:
+        vec = np.zeros(0)
+    if vec.shape != (3,) or not np.isfinite(vec).all():
+        raise typer.BadParameter(f"{text!r} is not three finite numbers x,y,z", param_hint=option)
+    return vec
 
 
 @app.command()
