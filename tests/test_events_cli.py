@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from vision3d.events.cli import app
+from vision3d.events.geometry import CameraFileError, load_camera
 
 runner = CliRunner()
 
@@ -82,6 +84,28 @@ def test_simulate_rejects_a_malformed_velocity(tmp_path):
         r = runner.invoke(app, ["simulate", str(tmp_path / "out"), "--v", bad])
         assert r.exit_code == 2 and "not three finite numbers" in r.output, r.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "no such camera file"),
+        ("{{{", "malformed YAML"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("fx: 100\n", "has fx but not fy, cx, cy"),
+        ("K: [1, 2, 3]\nwidth: 4\nheight: 3\n", "K must have 9 numbers"),
+        ("fx: a\nfy: 1\ncx: 1\ncy: 1\nwidth: 4\nheight: 3\n", "intrinsics must be numbers"),
+        ("fx: 10\nfy: 10\ncx: 1\ncy: 1\n", "needs width and height"),
+        ("fx: -1\nfy: 10\ncx: 1\ncy: 1\nwidth: 4\nheight: 3\n", "fx, fy > 0"),
+    ],
+)
+def test_bad_camera_file_is_named_with_its_problem(tmp_path, text, problem):
+    cam = tmp_path / "cam.yaml"
+    if text is not None:
+        cam.write_text(text)
+    with pytest.raises(CameraFileError, match=problem) as err:
+        load_camera(cam)
+    assert str(cam) in str(err.value)
 
 
 def test_show_real_file(shared_data, tmp_path):

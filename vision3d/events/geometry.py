@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vision3d.errors import Vision3DError
+
 
 @dataclass
 class PinholeCamera:
@@ -62,30 +64,55 @@ class PinholeCamera:
         return cls(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
 
 
+class CameraFileError(Vision3DError, ValueError):
+    """A camera YAML that cannot be used; the message names the file and the problem."""
+
+
 def load_camera(path: str | Path) -> PinholeCamera:
     """Read intrinsics from YAML: ``fx fy cx cy width height`` keys, or ``K`` (3×3 list, or
     ``camera_matrix: {data: [9 numbers]}`` as ROS/OpenCV calibration files write it) with
-    ``width``/``height`` (``image_width``/``image_height``)."""
+    ``width``/``height`` (``image_width``/``image_height``). Raises :class:`CameraFileError`."""
     import yaml
 
     path = Path(path)
-    with open(path) as f:
-        d = yaml.safe_load(f) or {}
+    if not path.is_file():
+        raise CameraFileError(f"{path}: no such camera file")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CameraFileError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(d, dict):
+        raise CameraFileError(f"{path}: expected a mapping of intrinsics, got {type(d).__name__}")
     width = d.get("width", d.get("image_width"))
     height = d.get("height", d.get("image_height"))
-    if "fx" in d:
-        fx, fy, cx, cy = (float(d[k]) for k in ("fx", "fy", "cx", "cy"))
-    else:
-        k = d.get("K", d.get("camera_matrix"))
-        if isinstance(k, dict):
-            k = k.get("data")
-        if k is None:
-            raise ValueError(f"{path}: no intrinsics (expected fx/fy/cx/cy, K or camera_matrix.data)")
-        k = np.asarray(k, dtype=np.float64).reshape(3, 3)
-        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
-    if width is None or height is None:
-        raise ValueError(f"{path}: needs width and height (or image_width/image_height)")
-    return PinholeCamera(fx, fy, cx, cy, int(width), int(height))
+    try:
+        if "fx" in d:
+            missing = [k for k in ("fy", "cx", "cy") if k not in d]
+            if missing:
+                raise CameraFileError(f"{path}: has fx but not {', '.join(missing)}")
+            fx, fy, cx, cy = (float(d[k]) for k in ("fx", "fy", "cx", "cy"))
+        else:
+            k = d.get("K", d.get("camera_matrix"))
+            if isinstance(k, dict):
+                k = k.get("data")
+            if k is None:
+                raise CameraFileError(f"{path}: no intrinsics (expected fx/fy/cx/cy, K or camera_matrix.data)")
+            k = np.asarray(k, dtype=np.float64)
+            if k.size != 9:
+                raise CameraFileError(f"{path}: K must have 9 numbers (3×3), got {k.size}")
+            k = k.reshape(3, 3)
+            fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+        if width is None or height is None:
+            raise CameraFileError(f"{path}: needs width and height (or image_width/image_height)")
+        width, height = int(width), int(height)
+    except CameraFileError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise CameraFileError(f"{path}: intrinsics must be numbers ({err})") from err
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0 and width > 0 and height > 0):
+        raise CameraFileError(f"{path}: needs finite fx, fy > 0 and width, height > 0, got fx={fx} fy={fy} "
+                              f"{width}×{height}")  # fmt: skip
+    return PinholeCamera(fx, fy, cx, cy, width, height)
 
 
 def save_camera(path: str | Path, camera: PinholeCamera) -> None:
