@@ -69,6 +69,32 @@ def test_simulate_then_fit(tmp_path):
     torch.set_num_threads(n)
 
 
+def test_fit_interrupted_keeps_the_windows_already_fitted(tmp_path, monkeypatch):
+    import vision3d.events.emoflow as emoflow
+
+    sim = tmp_path / "sim"
+    args = ["--duration", "0.04", "--width", "32", "--height", "24", "--w", "0,3,0"]
+    assert runner.invoke(app, ["simulate", str(sim), *args]).exit_code == 0
+    real, calls = emoflow.fit_window, []
+
+    def fit_then_ctrl_c(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(emoflow, "fit_window", fit_then_ctrl_c)
+    out = tmp_path / "fit"
+    r = runner.invoke(app, ["fit", str(sim / "events.npz"), "--camera", str(sim / "camera.yaml"), "--output", str(out),
+                            "--window-ms", "10", "--iterations", "20", "--max-windows", "3"])  # fmt: skip
+    assert r.exit_code == 130, r.output
+    assert "1 of 3 windows" in r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and [w["window"] for w in summary["windows"]] == [0]
+    vel = np.loadtxt(out / "velocities.csv", delimiter=",", skiprows=1)
+    assert vel.shape[1] == 7 and (out / "velocities.png").exists() and not (out / "flow_001.npy").exists()
+
+
 def test_fit_reports_bad_file(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("0.1 1 2\n")

@@ -217,47 +217,53 @@ def fit(
         console=console,
     ) as progress:
         task = progress.add_task("E-MoFlow", total=len(wins) * cfg.schedule.iterations)
-        for k, win in enumerate(wins):
-            progress.update(task, description=f"window {k + 1}/{len(wins)}")
-            ta, tb = (win.t_start_us - t0) * 1e-6, (win.t_end_us - t0) * 1e-6
-            sl = win.slice
-            res = fit_window(
-                xy_all[sl],
-                t_all[sl],
-                cam,
-                cfg,
-                (ta, tb),
-                p_all[sl],
-                progress=lambda _i: progress.advance(task),
-            )
-            abs_times = res.times_s + t0 * 1e-6
-            np.save(output / f"flow_{k:03d}.npy", res.flow.numpy())
-            sharp = res.sharpness()
-            entry = {
-                "window": k,
-                "t_start_s": win.t_start_us * 1e-6,
-                "t_end_s": win.t_end_us * 1e-6,
-                "events": len(win),
-                "seconds": res.seconds,
-                **sharp,
-                "v_mid": res.v[len(res.v) // 2].tolist(),
-                "w_mid_rad_s": res.w[len(res.w) // 2].tolist(),
-            }
-            if cmax:
-                cm = fit_cmax(xy_all[sl], t_all[sl], cam.width, cam.height, CMaxConfig(), (ta, tb))
-                entry["cmax_var_after"] = float(contrast_terms(cm.iwe_after)[0])
-                entry["cmax_seconds"] = cm.seconds
-            summary["windows"].append(entry)
-            save_window_figure(
-                output / f"window_{k:03d}.png",
-                res.iwe_before,
-                res.iwe_after,
-                res.flow.numpy(),
-                title=f"window {k}: {len(win)} events, IWE variance {sharp['var_before']:.2f} -> "
-                f"{sharp['var_after']:.2f}",
-            )
-            for ti, vi, wi in zip(abs_times, res.v, res.w, strict=True):
-                rows.append([ti, *vi, *wi])
+        try:  # Ctrl-C keeps the windows already fitted: their outputs are written below
+            for k, win in enumerate(wins):
+                progress.update(task, description=f"window {k + 1}/{len(wins)}")
+                ta, tb = (win.t_start_us - t0) * 1e-6, (win.t_end_us - t0) * 1e-6
+                sl = win.slice
+                res = fit_window(
+                    xy_all[sl],
+                    t_all[sl],
+                    cam,
+                    cfg,
+                    (ta, tb),
+                    p_all[sl],
+                    progress=lambda _i: progress.advance(task),
+                )
+                abs_times = res.times_s + t0 * 1e-6
+                np.save(output / f"flow_{k:03d}.npy", res.flow.numpy())
+                sharp = res.sharpness()
+                entry = {
+                    "window": k,
+                    "t_start_s": win.t_start_us * 1e-6,
+                    "t_end_s": win.t_end_us * 1e-6,
+                    "events": len(win),
+                    "seconds": res.seconds,
+                    **sharp,
+                    "v_mid": res.v[len(res.v) // 2].tolist(),
+                    "w_mid_rad_s": res.w[len(res.w) // 2].tolist(),
+                }
+                if cmax:
+                    cm = fit_cmax(xy_all[sl], t_all[sl], cam.width, cam.height, CMaxConfig(), (ta, tb))
+                    entry["cmax_var_after"] = float(contrast_terms(cm.iwe_after)[0])
+                    entry["cmax_seconds"] = cm.seconds
+                save_window_figure(
+                    output / f"window_{k:03d}.png",
+                    res.iwe_before,
+                    res.iwe_after,
+                    res.flow.numpy(),
+                    title=f"window {k}: {len(win)} events, IWE variance {sharp['var_before']:.2f} -> "
+                    f"{sharp['var_after']:.2f}",
+                )
+                for ti, vi, wi in zip(abs_times, res.v, res.w, strict=True):
+                    rows.append([ti, *vi, *wi])
+                summary["windows"].append(entry)  # last: the summary lists only windows whose outputs are whole
+        except KeyboardInterrupt:
+            summary["interrupted"] = True
+    if not rows:
+        console.print("[yellow]interrupted before the first window was fitted: nothing written")
+        raise typer.Exit(130)
     rows = np.array(rows)
     np.savetxt(
         output / "velocities.csv",
@@ -284,3 +290,6 @@ def fit(
             f"{e['var_after']:.3f}, ω {np.round(e['w_mid_rad_s'], 3)} rad/s, {e['seconds']:.1f} s"
         )
     console.print(f"wrote {output}/ (flow_*.npy, velocities.csv, window_*.png, velocities.png, summary.json)")
+    if summary.get("interrupted"):
+        console.print(f"[yellow]interrupted: {len(summary['windows'])} of {len(wins)} windows fitted and written")
+        raise typer.Exit(130)
