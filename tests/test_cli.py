@@ -58,3 +58,11 @@ def test_train_checks_the_scene_before_starting_ns_train(tmp_path):
     good = RUNNER.invoke(app, ["train", "det-gs", "--preset", "sparse-3view", "--data", str(bundled_scene_path()),
                                "--dry-run"])  # fmt: skip
     assert good.exit_code == 0 and "ns-train det-gs" in good.output, good.output
+
+
+def test_demo_rejects_bad_options_before_training(tmp_path):
+    zero = RUNNER.invoke(app, ["demo", "--steps", "0", "--output", str(tmp_path)])
+    assert zero.exit_code == 2 and "give at least 1" in zero.output
+    unknown = RUNNER.invoke(app, ["demo", "--method", "nosuch", "--steps", "1", "--output", str(tmp_path)])
+    assert unknown.exit_code != 0 and "unknown method 'nosuch'" in str(unknown.exception)
+    assert "vision3d-splat" in str(unknown.exception)

@@ -52,6 +52,10 @@ def demo(
     """Train on the bundled scene and evaluate held-out views (no Blender, no GPU, no download needed)."""
     from vision3d.demo import run_demo, run_sparse_demo
 
+    if steps is not None and steps < 1:
+        raise typer.BadParameter(f"{steps} steps: give at least 1", param_hint="--steps")
+    if train_views < 1:
+        raise typer.BadParameter(f"{train_views} views: give at least 1", param_hint="--train-views")
     if method == "det-gs":
         run_sparse_demo(output, steps=steps or 800, train_views=train_views)
     else:

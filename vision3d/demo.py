@@ -31,6 +31,7 @@ from rich.table import Table
 from vision3d import viz
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.data.scene import load_scene
+from vision3d.errors import Vision3DError
 
 CONSOLE = Console()
 
@@ -147,5 +148,5 @@ def _method_config(name: str):
 
     ours = {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs") if ep.value.startswith("vision3d.")}
     if name not in ours:
-        raise KeyError(f"unknown method {name!r}; vision3d registers: {sorted(ours)}")
+        raise Vision3DError(f"unknown method {name!r}; vision3d registers: {', '.join(sorted(ours))}")
     return ours[name].load().config
