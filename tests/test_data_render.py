@@ -156,6 +156,17 @@ def test_unknown_camera_path_is_a_clear_error(tmp_path):
         render_scene(tmp_path / "nope.off", tmp_path / "out", path="spiral", progress=False)
 
 
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [({"spp": 0}, "samples per pixel"), ({"fov_deg": 500.0}, "field of view"), ({"width": 0}, "resolution"),
+     ({"hdri_strength": -1.0}, "HDRI strength")],
+)  # fmt: skip
+def test_nonsense_render_settings_fail_before_blender_runs(tmp_path, override, problem):
+    with pytest.raises(RenderError, match=problem):
+        render_scene(tmp_path / "nope.off", tmp_path / "out", progress=False, **override)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.blender
 @needs_blender
 def test_model_formats_import_alike(rendered, cow_mesh, tmp_path):

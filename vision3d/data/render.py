@@ -226,6 +226,14 @@ def render_scene(
         raise RenderError(f"unknown camera path {cfg.path!r}; choose one of {', '.join(CAMERA_PATHS)}")
     if cfg.views < 2:
         raise RenderError("render at least 2 views")
+    if cfg.width < 1 or cfg.height < 1:
+        raise RenderError(f"resolution must be positive, got {cfg.width}×{cfg.height}")
+    if cfg.spp < 1:
+        raise RenderError(f"samples per pixel must be at least 1, got {cfg.spp}")
+    if cfg.fov_deg is not None and not 0 < cfg.fov_deg < 180:
+        raise RenderError(f"horizontal field of view must be between 0° and 180°, got {cfg.fov_deg}°")
+    if not cfg.hdri_strength >= 0:
+        raise RenderError(f"HDRI strength must be non-negative, got {cfg.hdri_strength}")
     if cfg.view_range is not None:
         first, stop = cfg.view_range
         if not 0 <= first < stop <= cfg.views:
