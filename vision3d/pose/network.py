@@ -51,6 +51,14 @@ class PoseRegressorConfig:
     the only one a ReLoc3r checkpoint fits) or ``"xfeat"``: frozen pretrained XFeat dense descriptors followed by
     a learned linear projection, see :class:`XFeatPatchEmbed`. Not in the paper (GeLoc3r and ReLoc3r start
     from DUSt3R's pretrained ViT); our stand-in for pretraining where no DUSt3R weights are available.
+
+    ``abs_pos_embed``: also add a fixed 2D sine-cosine embedding of each token's (row, column) to the encoder's
+    and the decoder's input tokens, as CroCo v1 did before CroCo v2 / DUSt3R / ReLoc3r moved to RoPE alone
+    (RoPE stays on). Off by default (ReLoc3r has none; a ReLoc3r checkpoint loads either way: the embedding
+    has no weights). With RoPE alone the attention *weights* depend on relative position but the *values* carry
+    no position, so a token's output says what it attended to, not where; the absolute embedding lets the
+    cross-attention bring the matched token's position along, which a small model trained from scratch cannot
+    work out for itself (see ``benchmarks/geloc3r.py``).
     """
 
     image_size: tuple[int, int] = (96, 128)  # (H, W), multiples of patch_size
@@ -67,6 +75,7 @@ class PoseRegressorConfig:
     rot_repr: str = "9d"
     rope_freq: float = 100.0
     patch_embed: str = "conv"
+    abs_pos_embed: bool = False
 
     @classmethod
     def preset(cls, name: str, **overrides) -> PoseRegressorConfig:
@@ -184,8 +193,10 @@ class XFeatPatchEmbed(nn.Module):
     Decisions (none of this is in GeLoc3r or ReLoc3r):
 
     - **Features**: the 64-d output of XFeat's backbone (``feats``, 1/8 resolution, the map its sparse
-      descriptors are sampled from), L2-normalised per pixel as XFeat normalises its descriptors. XFeat turns
-      the image to grey and instance-normalises it, so colour and the [0, 1] vs [-1, 1] range do not matter.
+      descriptors are sampled from), L2-normalised per pixel as XFeat normalises its descriptors, then scaled
+      by sqrt(64) so that a channel has unit mean square (unit-norm 64-d vectors gave tokens of std 0.11,
+      against 0.3 for the conv embedding and 0.5 for ``abs_pos_embed``: the content drowned in the position).
+      XFeat turns the image to grey and instance-normalises it, so colour and the value range do not matter.
     - **Resolution**: XFeat runs on the network's input image itself (no extra up- or down-sampling). Its
       1/8 cells are the tokens when ``patch_size == 8``; for ``patch_size = 8k`` they are averaged over k x k
       blocks, so a larger input lets XFeat see more pixels at the same token count (e.g. 96x128 with patch 16).
@@ -217,11 +228,23 @@ class XFeatPatchEmbed(nn.Module):
 
     def forward(self, img):
         with torch.no_grad():
-            feats = F.normalize(self.backbone(img)[0], dim=1)  # [B, 64, H/8, W/8]
+            feats = F.normalize(self.backbone(img)[0], dim=1) * self.feat_dim**0.5  # [B, 64, H/8, W/8]
             if self.pool > 1:
                 feats = F.avg_pool2d(feats, self.pool)
         x = self.proj(feats.flatten(2).transpose(1, 2))
         return x, _grid_positions(img.shape[0], *feats.shape[-2:], img.device)
+
+
+def sincos_pos_embed(pos: torch.Tensor, dim: int, base: float = 100.0) -> torch.Tensor:
+    """Fixed 2D embedding ``[B, N, dim]`` of integer (row, column) positions ``[B, N, 2]``: half the channels
+    encode the row, half the column, each as ``sin`` and ``cos`` at ``dim / 4`` frequencies from 1 down to
+    ``1 / base`` radians per token (the regressor passes ``rope_freq``, 100 as RoPE100: over grids of tens of
+    tokens, where MAE's base of 10000 would leave most channels nearly constant)."""
+    if dim % 4:
+        raise ValueError(f"a 2D sine-cosine embedding needs dim divisible by 4, got {dim}")
+    freqs = base ** (-torch.arange(dim // 4, device=pos.device, dtype=torch.float32) / (dim // 4))
+    ang = pos.to(torch.float32)[..., None] * freqs  # [B, N, 2, dim/4]
+    return torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(-2)
 
 
 def _grid_positions(b: int, h: int, w: int, device) -> torch.Tensor:
@@ -296,6 +319,8 @@ class PoseRegressor(nn.Module):
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``[B, 3, H, W]`` in [0, 1] to tokens ``[B, N, enc_dim]`` and positions ``[B, N, 2]``."""
         x, pos = self.patch_embed(img * 2.0 - 1.0)
+        if self.cfg.abs_pos_embed:
+            x = x + sincos_pos_embed(pos, x.shape[-1], self.cfg.rope_freq).to(x.dtype)
         for blk in self.enc_blocks:
             x = blk(x, pos)
         return self.enc_norm(x), pos
@@ -312,6 +337,9 @@ class PoseRegressor(nn.Module):
         f1, f2 = tokens.chunk(2, dim=0)
         pos1, pos2 = pos.chunk(2, dim=0)
         d1, d2 = self.decoder_embed(f1), self.decoder_embed(f2)
+        if self.cfg.abs_pos_embed:
+            d1 = d1 + sincos_pos_embed(pos1, d1.shape[-1], self.cfg.rope_freq).to(d1.dtype)
+            d2 = d2 + sincos_pos_embed(pos2, d2.shape[-1], self.cfg.rope_freq).to(d2.dtype)
         for blk in self.dec_blocks:  # the same weights for both directions (symmetric)
             d1, d2 = blk(d1, d2, pos1, pos2), blk(d2, d1, pos2, pos1)
         d1, d2 = self.dec_norm(d1), self.dec_norm(d2)
