@@ -105,11 +105,25 @@ def test_fit_reports_bad_file(tmp_path):
     assert "bad.txt" in str(r.exception) and "4 columns" in str(r.exception)
 
 
-def test_simulate_rejects_a_malformed_velocity(tmp_path):
-    for bad in ("1,x,3", "1,2", "1,2,nan"):
-        r = runner.invoke(app, ["simulate", str(tmp_path / "out"), "--v", bad])
-        assert r.exit_code == 2 and "not three finite numbers" in r.output, r.output
+@pytest.mark.parametrize(
+    "args",
+    [["--v", "1,x,3"], ["--v", "1,2"], ["--w", "1,2,nan"], ["--duration", "0"], ["--duration", "-1"], ["--width", "0"],
+     ["--fov", "0"], ["--fov", "200"], ["--threshold", "-0.1"], ["--noise-rate", "-1"], ["--gt-step-ms", "0"]],
+)  # fmt: skip
+def test_simulate_rejects_nonsense_options(tmp_path, args):
+    r = runner.invoke(app, ["simulate", str(tmp_path / "out"), *args])
+    assert r.exit_code == 2 and "Invalid value" in r.output and args[0] in r.output, r.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--iterations", "0"], ["--window-ms", "-5"], ["--downscale", "0"], ["--window-events", "0"],
+     ["--max-windows", "-1"], ["--start-s", "-1"], ["--preset", "foo"]],
+)  # fmt: skip
+def test_fit_rejects_nonsense_options_before_reading_events(tmp_path, args):
+    r = runner.invoke(app, ["fit", str(tmp_path / "missing.npz"), "--camera", str(tmp_path / "cam.yaml"), *args])
+    assert r.exit_code == 2 and "Invalid value" in r.output and args[0] in r.output, r.output
 
 
 @pytest.mark.parametrize(

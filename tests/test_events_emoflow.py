@@ -105,6 +105,14 @@ def test_simulator_thresholds_and_refractory():
     assert np.bincount(s.x, minlength=3)[0] == 3
 
 
+def test_simulator_window_shorter_than_a_frame_still_has_two_frames():
+    cfg = PlaneSceneConfig(width=16, height=12, simulator=SimulatorConfig(noise_rate_hz=0.0))
+    seq = simulate_plane_sequence(np.zeros(3), np.array([0.0, 30.0, 0.0]), 2e-4, cfg)  # fps 2000: 0.4 frames
+    assert len(seq.events) > 0 and seq.events.t.max() <= 200
+    with pytest.raises(ValueError, match="duration must be positive"):
+        simulate_plane_sequence(np.zeros(3), np.zeros(3), 0.0, cfg)
+
+
 def test_spline_basis_and_constant():
     u = torch.linspace(0, 1, 11)
     torch.testing.assert_close(cubic_bspline_basis(u).sum(-1), torch.ones(11))

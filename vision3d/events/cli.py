@@ -63,11 +63,11 @@ def simulate(
     duration: float = typer.Option(0.1, help="Seconds to simulate."),
     scene: str = typer.Option("plane", help="'plane' (one textured plane) or 'corner' (two walls)."),
     texture: str = typer.Option("astronaut", help="skimage.data photograph for the plane."),
-    width: int = typer.Option(64),
-    height: int = typer.Option(48),
+    width: int = typer.Option(64, min=2),
+    height: int = typer.Option(48, min=2),
     fov: float = typer.Option(70.0, help="Horizontal field of view, degrees."),
     threshold: float = typer.Option(0.2, help="Contrast threshold C (log intensity)."),
-    noise_rate: float = typer.Option(0.1, help="Background-activity events per pixel per second."),
+    noise_rate: float = typer.Option(0.1, min=0.0, help="Background-activity events per pixel per second."),
     fmt: str = typer.Option("npz", help="Events file format: txt, npy, npz, h5 (DSEC), mvsec, aedat4, es."),
     gt_step_ms: float = typer.Option(10.0, help="Ground-truth flow every this many ms."),
     seed: int = typer.Option(0),
@@ -87,6 +87,12 @@ def simulate(
         simulate_plane_sequence,
     )
 
+    for option, value, ok, need in (("--duration", duration, duration > 0, "positive"),
+                                    ("--fov", fov, 0 < fov < 180, "between 0 and 180 degrees"),
+                                    ("--threshold", threshold, threshold > 0, "positive"),
+                                    ("--gt-step-ms", gt_step_ms, gt_step_ms > 0, "positive")):  # fmt: skip
+        if not ok:
+            raise typer.BadParameter(f"{value} must be {need}", param_hint=option)
     sim = SimulatorConfig(threshold=threshold, noise_rate_hz=noise_rate, seed=seed)
     common = dict(width=width, height=height, fov_deg=fov, simulator=sim)
     if scene == "plane":
@@ -140,18 +146,18 @@ def fit(
         ..., "--camera", help="Intrinsics YAML: fx fy cx cy width height (or K / camera_matrix)."
     ),
     output: Path = typer.Option(Path("outputs/flow"), help="Folder for flow, velocities and pictures."),
-    window_ms: float = typer.Option(0.0, help="Window length in ms (0: use --window-events)."),
+    window_ms: float = typer.Option(0.0, min=0.0, help="Window length in ms (0: use --window-events)."),
     window_events: int = typer.Option(
-        30_000, help="Events per window when --window-ms is 0 (official MVSEC: 30k)."
+        30_000, min=1, help="Events per window when --window-ms is 0 (official MVSEC: 30k)."
     ),
-    max_windows: int = typer.Option(3, help="Fit at most this many windows (0: all)."),
-    start_s: float = typer.Option(0.0, help="Skip this many seconds from the start of the file."),
-    iterations: int = typer.Option(400, help="Iterations per window (paper: 1000)."),
+    max_windows: int = typer.Option(3, min=0, help="Fit at most this many windows (0: all)."),
+    start_s: float = typer.Option(0.0, min=0.0, help="Skip this many seconds from the start of the file."),
+    iterations: int = typer.Option(400, min=1, help="Iterations per window (paper: 1000)."),
     preset: str = typer.Option(
         "cpu", help="'cpu' (4×64 MLP, faster schedule) or 'paper' (8×256, paper's schedule)."
     ),
     downscale: int = typer.Option(
-        1, help="Bin pixels by this factor first (faster; intrinsics scaled to match)."
+        1, min=1, help="Bin pixels by this factor first (faster; intrinsics scaled to match)."
     ),
     search: bool = typer.Option(
         False,
@@ -159,7 +165,7 @@ def fit(
     ),
     cmax: bool = typer.Option(False, help="Also run the CMax baseline per window and report its sharpness."),
     imu: bool = typer.Option(True, help="For AEDAT 4 files, plot the IMU gyroscope beside the estimated ω."),
-    threads: int = typer.Option(0, help="torch threads (0: leave torch's default)."),
+    threads: int = typer.Option(0, min=0, help="torch threads (0: leave torch's default)."),
 ) -> None:
     """Fit E-MoFlow per window: dense flow (.npy), velocities (.csv), pictures, summary.json."""
     import json
@@ -176,6 +182,8 @@ def fit(
     from vision3d.events.plots import save_velocity_plot, save_window_figure
     from vision3d.events.windows import count_windows, time_windows
 
+    if preset not in ("cpu", "paper"):
+        raise typer.BadParameter(f"unknown preset {preset!r} (cpu or paper)", param_hint="--preset")
     if threads:
         torch.set_num_threads(threads)
     console = Console()
@@ -198,11 +206,9 @@ def fit(
         wins = wins[:max_windows]
     if preset == "cpu":
         cfg = EMoFlowConfig.cpu(iterations)
-    elif preset == "paper":
+    else:
         cfg = EMoFlowConfig()
         cfg.schedule.iterations = iterations
-    else:
-        raise typer.BadParameter(f"unknown preset {preset!r} (cpu or paper)")
     if search:
         cfg.spline.init = "dec_search"
     output.mkdir(parents=True, exist_ok=True)
