@@ -43,6 +43,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-rooms", type=int, default=6)
     ap.add_argument("--test-rooms", type=int, default=3)
     ap.add_argument("--test-pairs", type=int, default=20, help="pairs per held-out scene")
+    ap.add_argument("--pairs-per-room", type=int, default=40, help="training pairs per room (at most)")
+    ap.add_argument("--preset", default="tiny", help="model preset (vision3d.pose.network.PRESETS)")
+    ap.add_argument("--patch-embed", default="conv", choices=["conv", "xfeat"],
+                    help="conv: learned from scratch; xfeat: frozen XFeat features + a learned projection")
+    ap.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                    help="network input size (default: the preset's)")
+    ap.add_argument("--patch-size", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--abs-pos-embed", action="store_true", help="PoseRegressorConfig.abs_pos_embed (besides RoPE)")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--arms", nargs="+", default=["regression", "regression + GCR"],
+                    choices=["regression", "regression + GCR"], help="which models to train (both for the table)")
     ap.add_argument("--matcher", default="sift", choices=["sift", "xfeat", "auto"])
     ap.add_argument("--lambda-gcr", type=float, default=0.5)
     ap.add_argument("--cache", default=None, help="folder for rendered rooms and matches")
@@ -73,7 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     cache = Path(args.cache) if args.cache else default_cache_dir() / "bench-geloc3r"
-    model_cfg = PoseRegressorConfig.preset("tiny")
+    overrides = {"patch_embed": args.patch_embed, "abs_pos_embed": args.abs_pos_embed}
+    if args.image_size:
+        overrides["image_size"] = tuple(args.image_size)
+    if args.patch_size:
+        overrides["patch_size"] = args.patch_size
+    model_cfg = PoseRegressorConfig.preset(args.preset, **overrides)
     size = model_cfg.image_size
     matcher = Matcher(args.matcher)
 
@@ -83,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"[geloc3r] data: {args.train_rooms} training rooms, {args.test_rooms} held-out rooms, matcher {matcher.method}",
           flush=True)
-    train_ds = build_pair_dataset(rooms(0, args.train_rooms), size, 40, matcher, match_cache=cache / "matches",
+    train_ds = build_pair_dataset(rooms(0, args.train_rooms), size, args.pairs_per_room,
+                                  matcher if "regression + GCR" in args.arms else None, match_cache=cache / "matches",
                                   max_rotation_deg=45.0)
     for k in range(len(train_ds)):
         train_ds[k]
@@ -101,16 +118,19 @@ def main(argv: list[str] | None = None) -> dict:
           + f" ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
     results: dict = {"budget": {"steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds,
-                                "model": model_cfg.to_dict(), "train_pairs": len(train_ds), "matcher": matcher.method},
+                                "model": model_cfg.to_dict(), "preset": args.preset, "lr": args.lr, "train_rooms": args.train_rooms,
+                                "train_pairs": len(train_ds), "matcher": matcher.method},
                      "runs": [], "baseline": {}, "notes": notes}
     for seed in args.seeds:
-        for arm in ("regression", "regression + GCR"):
+        for arm in args.arms:
             cfg = TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
-                              steps=args.steps, batch_size=args.batch_size, seed=seed, log_every=max(args.steps // 4, 1))
+                              steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed,
+                              log_every=max(args.steps // 10, 1))
             t0 = time.perf_counter()
             model, history = train(cfg, train_ds, progress=False, save=False)
             seconds = time.perf_counter() - t0
             run = {"arm": arm, "seed": seed, "train_seconds": seconds, "final_pose_loss": history[-1].get("pose", float("nan")),
+                   "pose_loss_history": [round(h.get("pose", float("nan")), 4) for h in history],
                    "skipped_steps": history[-1]["skipped"]}
             for name, ds in tests.items():
                 T_pred, T_gt, sec = predict_poses(model, ds)  # noqa: N806
@@ -122,6 +142,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, ds in tests.items():
         P, G, sec, failed = evaluate_essential(ds, matcher)  # noqa: N806
         results["baseline"][name] = {**summarize(P, G), "seconds": sec, "failed": failed}
+    # what a model that ignores the images scores: the identity rotation and the mean training translation direction
+    t = gt_poses(train_ds)[:, :3, 3]
+    prior = np.tile(np.eye(4), (1, 1, 1))
+    prior[0, :3, 3] = (t / np.linalg.norm(t, axis=1, keepdims=True)).mean(0)
+    results["prior"] = {name: summarize(np.repeat(prior, len(ds), 0), gt_poses(ds)) for name, ds in tests.items()}
     results["total_seconds"] = time.perf_counter() - t_start
     results["threads"] = args.threads
     print_table(results, list(tests), matcher.method)
@@ -130,10 +155,18 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def gt_poses(ds) -> np.ndarray:
+    """``T21`` of every pair of a :class:`~vision3d.pose.data.PairDataset` ``[N, 4, 4]``, without loading images."""
+    return np.stack([np.linalg.inv(ds.framesets[s].c2w[i]) @ ds.framesets[s].c2w[j] for s, i, j in ds.pairs])
+
+
 def print_table(results: dict, test_names: list[str], matcher: str) -> None:
     b = results["budget"]
+    m = b["model"]
     print(f"\nGeLoc3r benchmark: {b['steps']} steps x batch {b['batch_size']}, seeds {b['seeds']}, "
-          f"{b['train_pairs']} training pairs, model tiny {tuple(b['model']['image_size'])}; "
+          f"{b['train_pairs']} training pairs ({b.get('train_rooms', '?')} rooms), model {b.get('preset', 'tiny')} "
+          f"{tuple(m['image_size'])} patch {m['patch_size']} embed {m.get('patch_embed', 'conv')}"
+          f"{' + abs pos' if m.get('abs_pos_embed') else ''}; "
           f"total {results['total_seconds']:.0f} s with {results['threads']} torch thread(s)")
     header = (f"{'test set':14s} {'method':28s} {'AUC@5':>13s} {'AUC@10':>13s} {'AUC@20':>13s} {'med rot°':>13s} "
               f"{'med trans°':>13s} {'ms/pair':>8s} {'train s':>8s}")
@@ -143,6 +176,8 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
         auc5 = {}
         for arm in ("regression", "regression + GCR"):
             runs = [r for r in results["runs"] if r["arm"] == arm]
+            if not runs:
+                continue
             cells = []
             for key in ("auc@5", "auc@10", "auc@20", "median_rot", "median_trans"):
                 vals = np.array([r[name][key] for r in runs]) * (100 if key.startswith("auc") else 1)
@@ -151,13 +186,19 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
             ms = 1000 * np.mean([r[name]["seconds"] for r in runs])
             ts = np.mean([r["train_seconds"] for r in runs])
             print(f"{name:14s} {arm:28s} " + " ".join(f"{c:>13s}" for c in cells) + f" {ms:8.1f} {ts:8.1f}")
+        if name in results.get("prior", {}):
+            pr = results["prior"][name]
+            print(f"{name:14s} {'prior (identity R, mean t)':28s} " + " ".join(
+                f"{100 * pr[k]:13.2f}" for k in ("auc@5", "auc@10", "auc@20"))
+                + f" {pr['median_rot']:13.2f} {pr['median_trans']:13.2f} {'-':>8s} {'-':>8s}")
         base = results["baseline"][name]
         print(f"{name:14s} {matcher + ' + essential (OpenCV)':28s} {100 * base['auc@5']:13.2f} {100 * base['auc@10']:13.2f} "
               f"{100 * base['auc@20']:13.2f} {base['median_rot']:13.2f} {base['median_trans']:13.2f} "
               f"{1000 * base['seconds']:8.1f} {'-':>8s}")
-        plain, ours = auc5["regression"], auc5["regression + GCR"]
-        rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
-        print(f"{'':14s} relative AUC@5 change with GCR: {rel} (paper: +16% on CO3Dv2)")
+        if len(auc5) == 2:
+            plain, ours = auc5["regression"], auc5["regression + GCR"]
+            rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
+            print(f"{'':14s} relative AUC@5 change with GCR: {rel} (paper: +16% on CO3Dv2)")
     for note in results["notes"]:
         print("note:", note)
 
