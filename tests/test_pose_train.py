@@ -43,6 +43,46 @@ def test_tiny_training_run_lowers_the_loss(dataset, tmp_path):
     assert torch.allclose(loaded(x, x)["pose2to1"], model.eval()(x, x)["pose2to1"], atol=1e-5)
 
 
+def test_ctrl_c_saves_a_loadable_checkpoint(dataset, tmp_path, monkeypatch):
+    import vision3d.pose.train as pose_train
+
+    real, calls = pose_train.symmetric_pose_loss, []
+
+    def loss_then_ctrl_c(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(pose_train, "symmetric_pose_loss", loss_then_ctrl_c)
+    cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(enabled=False), steps=50,
+                      batch_size=2, log_every=1, output=str(tmp_path))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, dataset, progress=False)
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    assert len(torch.load(tmp_path / "model.pt", weights_only=True)["history"]) == 3  # the 3 finished steps
+    x = dataset[0]["img1"][None]
+    assert torch.isfinite(loaded(x, x)["pose2to1"]).all()
+
+
+def test_bad_checkpoints_are_named_with_their_problem(dataset, tmp_path):
+    from vision3d.errors import CheckpointError, CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError, match="absent.pt: no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="text.pt: cannot read as a torch checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a vision3d pose checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    model = PoseRegressorConfig.preset("tiny").setup()
+    torch.save({"model": model.state_dict(), "model_config": {**PoseRegressorConfig.preset("tiny").to_dict(),
+                                                              "enc_dim": 32}}, tmp_path / "mixed.pt")  # fmt: skip
+    with pytest.raises(CheckpointError, match="mixed.pt: its model_config and weights do not make a model"):
+        load_checkpoint(tmp_path / "mixed.pt")
+
+
 def test_training_with_gcr_runs_and_solves(dataset, tmp_path):
     cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(num_depth_corr=32, min_inliers=8),
                       steps=4, batch_size=2, log_every=2, output=str(tmp_path))

@@ -63,7 +63,10 @@ def train(
                                       matcher=matcher if gcr else "none"),
                       steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=str(init) if init else None,
                       output=str(output))
-    _, history = run_train(cfg)
+    try:
+        _, history = run_train(cfg)
+    except KeyboardInterrupt:  # train() has saved model.pt (with its history) and said so
+        raise typer.Exit(130) from None
     (output / "history.json").write_text(json.dumps(history, indent=1))
     typer.echo(f"saved {output / 'model.pt'}")
 

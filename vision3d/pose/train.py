@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vision3d.errors import CheckpointError, CheckpointNotFoundError
 from vision3d.pose.data import (
     FrameSet,
     PairDataset,
@@ -128,46 +129,55 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
     bar = _progress(progress, cfg.steps)
     running: dict[str, float] = {}
     skipped = skipped_logged = 0
-    for step in range(cfg.steps):
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        out = model(batch["img1"], batch["img2"])
-        loss_pose = symmetric_pose_loss(out, batch["T21"])
-        loss = loss_pose
-        terms = {"pose": float(loss_pose.detach())}
-        if gcr is not None and step >= cfg.gcr.start_step:
-            g = gcr(batch, out, gen)
-            loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
-            terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()), solved=float(g["solved"]))
-        opt.zero_grad(set_to_none=True)
-        ok = bool(torch.isfinite(loss))
-        if ok:
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-            ok = bool(torch.isfinite(norm))  # a degenerate solver step is skipped rather than poison the weights
-        if ok:
-            opt.step()
-            for k, v in terms.items():
-                running[k] = running.get(k, 0.0) + v
-        else:
-            skipped += 1
+    step = 0
+    try:  # Ctrl-C saves the current weights (and history) before it propagates
+        for step in range(cfg.steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            out = model(batch["img1"], batch["img2"])
+            loss_pose = symmetric_pose_loss(out, batch["T21"])
+            loss = loss_pose
+            terms = {"pose": float(loss_pose.detach())}
+            if gcr is not None and step >= cfg.gcr.start_step:
+                g = gcr(batch, out, gen)
+                loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
+                terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()), solved=float(g["solved"]))
             opt.zero_grad(set_to_none=True)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            n = max(1, (cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every)
-                    - (skipped - skipped_logged))
-            skipped_logged = skipped
-            row = {"step": step + 1, "seconds": time.perf_counter() - start, "skipped": skipped,
-                   **{k: v / n for k, v in running.items()}}
-            history.append(row)
-            running = {}
-            if bar is not None:
-                bar[0].update(bar[1], completed=step + 1,
-                              description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds", "skipped")))
+            ok = bool(torch.isfinite(loss))
+            if ok:
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+                ok = bool(torch.isfinite(norm))  # a degenerate solver step is skipped rather than poison the weights
+            if ok:
+                opt.step()
+                for k, v in terms.items():
+                    running[k] = running.get(k, 0.0) + v
+            else:
+                skipped += 1
+                opt.zero_grad(set_to_none=True)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                n = max(1, (cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every)
+                        - (skipped - skipped_logged))
+                skipped_logged = skipped
+                row = {"step": step + 1, "seconds": time.perf_counter() - start, "skipped": skipped,
+                       **{k: v / n for k, v in running.items()}}
+                history.append(row)
+                running = {}
+                if bar is not None:
+                    bar[0].update(bar[1], completed=step + 1,
+                                  description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds", "skipped")))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar[0].stop()
+        if save:
+            path = save_checkpoint(Path(cfg.output) / "model.pt", model, cfg, history)
+            print(f"interrupted after {step} of {cfg.steps} steps: saved {path}")
+        raise
     if bar is not None:
         bar[0].stop()
     if save:
@@ -194,15 +204,27 @@ def save_checkpoint(path: Path, model: PoseRegressor, cfg: TrainConfig, history:
 
 
 def load_checkpoint(path: str | Path) -> PoseRegressor:
-    """A model saved by :func:`save_checkpoint` (our format; for ReLoc3r's own use ``load_pretrained``)."""
+    """A model saved by :func:`save_checkpoint` (our format; for ReLoc3r's own use ``load_pretrained``).
+
+    Raises :class:`CheckpointNotFoundError` or :class:`CheckpointError` naming the file and the problem.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint (train one with 'v3d pose train')")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "model_config" not in ckpt:
-        raise ValueError(f"{path}: not a vision3d pose checkpoint (no model_config); a ReLoc3r file goes to --init")
-    mc = dict(ckpt["model_config"])
-    mc["image_size"] = tuple(mc["image_size"])
-    model = PoseRegressorConfig(**mc).setup()
-    model.load_state_dict(ckpt["model"])
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint (train one with 'v3d pose train')")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any unpickling failure: truncated, not torch, unsafe pickle)
+        raise CheckpointError(f"{path}: cannot read as a torch checkpoint (truncated, not a torch file, or objects "
+                              f"that safe loading refuses; {type(err).__name__})") from err  # fmt: skip
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a vision3d pose checkpoint (no model_config); a ReLoc3r file goes to "
+                              "--init")  # fmt: skip
+    try:
+        mc = dict(ckpt["model_config"])
+        mc["image_size"] = tuple(mc["image_size"])
+        model = PoseRegressorConfig(**mc).setup()
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: its model_config and weights do not make a model of this vision3d version "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from err  # fmt: skip
     return model.eval()
