@@ -148,6 +148,24 @@ def test_cli_train_eval_predict(room, tmp_path, monkeypatch):
     assert "t direction" in res.output and (tmp_path / "p.png").is_file()
 
 
+def test_cli_bad_pose_inputs_are_one_line(tmp_path):
+    from vision3d.cli import app
+
+    runner = CliRunner()
+    model = tmp_path / "model.pt"
+    torch.save({"model": PoseRegressorConfig.preset("tiny").setup().state_dict(),
+                "model_config": PoseRegressorConfig.preset("tiny").to_dict()}, model)  # fmt: skip
+    (tmp_path / "bad.png").write_text("not an image")
+    res = runner.invoke(app, ["pose", "predict", str(model), str(tmp_path / "bad.png"), str(tmp_path / "bad.png")])
+    def said(res) -> str:  # the message without rich's box and line wrapping
+        return " ".join(res.output.replace("│", " ").split())
+
+    assert res.exit_code == 2 and "not a readable image" in said(res), res.output
+    for data in ("rooms:x", "rooms:1:0", "rooms:1:2:3"):
+        res = runner.invoke(app, ["pose", "eval", str(model), "--data", data, "--output", str(tmp_path / "e")])
+        assert res.exit_code == 2 and "expected rooms:SEED" in said(res), res.output
+
+
 def test_data_config_renders_rooms_once(tmp_path):
     dc = DataConfig(procedural_rooms=1, room_views=4, render_size=(24, 32), cache_dir=str(tmp_path))
     sets = dc.framesets()

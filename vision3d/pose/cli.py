@@ -32,6 +32,9 @@ def _eval_dataset(data: str, image_size, matcher, max_pairs: int | None, seed: i
         from vision3d.pose.train import DataConfig
 
         parts = data.split(":")
+        if not (2 <= len(parts) <= 3 and all(p.isdigit() for p in parts[1:]) and (len(parts) == 2 or int(parts[2]))):
+            raise typer.BadParameter(f"{data!r}: expected rooms:SEED or rooms:SEED:N with whole numbers, N >= 1",
+                                     param_hint="--data")  # fmt: skip
         dc = DataConfig(procedural_rooms=int(parts[2]) if len(parts) > 2 else 4, room_seed=int(parts[1]))
         return build_pair_dataset(dc.framesets(), image_size, max_pairs, matcher, seed=seed)
     return build_pair_dataset([frames_from_nerfstudio(data)], image_size, max_pairs, matcher, seed=seed)
@@ -134,7 +137,10 @@ def predict(
     for p in (image1, image2):
         if not p.is_file():
             raise typer.BadParameter(f"{p}: no such image")
-        imgs.append(np.asarray(Image.open(p).convert("RGB")).astype(np.float32) / 255.0)
+        try:
+            imgs.append(np.asarray(Image.open(p).convert("RGB")).astype(np.float32) / 255.0)
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError; truncated files too
+            raise typer.BadParameter(f"{p}: not a readable image ({err})") from err
     x = [_resize_image(im, model.cfg.image_size)[None] for im in imgs]
     with torch.no_grad():
         T = model(*x)["pose2to1"][0].double().numpy()  # noqa: N806
