@@ -164,6 +164,11 @@ def test_cli_bad_pose_inputs_are_one_line(tmp_path):
     for data in ("rooms:x", "rooms:1:0", "rooms:1:2:3"):
         res = runner.invoke(app, ["pose", "eval", str(model), "--data", data, "--output", str(tmp_path / "e")])
         assert res.exit_code == 2 and "expected rooms:SEED" in said(res), res.output
+    for args in (["--steps", "0"], ["--batch-size", "0"], ["--preset", "foo"], ["--lr", "-1"], ["--matcher", "foo"],
+                 ["--rooms", "0"]):  # fmt: skip
+        res = runner.invoke(app, ["pose", "train", "--output", str(tmp_path / "t"), *args])
+        assert res.exit_code == 2 and args[0] in said(res), res.output
+    assert not (tmp_path / "t").exists()
 
 
 def test_data_config_renders_rooms_once(tmp_path):

@@ -44,22 +44,32 @@ def _eval_dataset(data: str, image_size, matcher, max_pairs: int | None, seed: i
 def train(
     output: Path = typer.Option(Path("outputs/pose"), help="Folder for model.pt and history.json."),
     preset: str = typer.Option("cpu", help="Model size: tiny | cpu | gpu-small | reloc3r-512."),
-    steps: int = typer.Option(500, help="Optimisation steps."),
-    batch_size: int = typer.Option(8),
+    steps: int = typer.Option(500, min=1, help="Optimisation steps."),
+    batch_size: int = typer.Option(8, min=1),
     lr: float = typer.Option(3e-4),
     gcr: bool = typer.Option(True, help="Add GeLoc3r's geometric consistency regularization (training only)."),
     lambda_gcr: float = typer.Option(0.5, help="Weight of the consistency term."),
     scenes: list[Path] = typer.Option([], help="nerfstudio scene folders with depth (repeatable)."),
-    rooms: int = typer.Option(8, help="Procedural box rooms to generate and train on (seeds 1000+)."),
+    rooms: int = typer.Option(8, min=0, help="Procedural box rooms to generate and train on (seeds 1000+)."),
     matcher: str = typer.Option("auto", help="Matches for GCR: auto | xfeat | sift | none."),
     init: Path = typer.Option(None, help="Local ReLoc3r / DUSt3R checkpoint to start from (use --preset reloc3r-512)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train the regressor on pairs with depth; prints progress and writes OUTPUT/model.pt."""
     from vision3d.pose.gcr import GCRConfig
-    from vision3d.pose.network import PoseRegressorConfig
+    from vision3d.pose.network import PRESETS, PoseRegressorConfig
     from vision3d.pose.train import DataConfig, TrainConfig
     from vision3d.pose.train import train as run_train
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}",
+                                 param_hint="--preset")  # fmt: skip
+    if matcher not in ("auto", "xfeat", "sift", "none"):
+        raise typer.BadParameter(f"{matcher!r}: choose auto, xfeat, sift or none", param_hint="--matcher")
+    if not lr > 0:
+        raise typer.BadParameter(f"{lr}: the learning rate must be positive", param_hint="--lr")
+    if not scenes and rooms == 0:
+        raise typer.BadParameter("no training data: give --scenes or --rooms > 0", param_hint="--rooms")
 
     cfg = TrainConfig(model=PoseRegressorConfig.preset(preset), gcr=GCRConfig(enabled=gcr, lambda_gcr=lambda_gcr),
                       data=DataConfig(scenes=tuple(str(s) for s in scenes), procedural_rooms=rooms, room_seed=1000,
