@@ -88,7 +88,7 @@ def train(
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="model.pt written by 'v3d pose train'."),
     data: str = typer.Option("castle", help="castle | rooms:SEED[:N] | scannet1500:ROOT | megadepth1500:ROOT | scene folder."),
-    max_pairs: int = typer.Option(60, help="Pairs to evaluate (0 = all)."),
+    max_pairs: int = typer.Option(60, min=0, help="Pairs to evaluate (0 = all)."),
     baseline: bool = typer.Option(True, help="Also run feature matching + OpenCV essential matrix."),
     matcher: str = typer.Option("auto", help="Matcher of the classical baseline: auto | xfeat | sift."),
     output: Path = typer.Option(Path("outputs/pose-eval"), help="Folder for results.json and pictures."),
@@ -128,7 +128,7 @@ def predict(
     checkpoint: Path = typer.Argument(..., help="model.pt written by 'v3d pose train'."),
     image1: Path = typer.Argument(...),
     image2: Path = typer.Argument(...),
-    fov: float = typer.Option(60.0, help="Horizontal field of view in degrees (for the picture's epipolar lines)."),
+    fov: float = typer.Option(60.0, min=1.0, max=179.0, help="Horizontal field of view in degrees (for the picture's epipolar lines)."),
     output: Path = typer.Option(Path("outputs/pose-predict.png"), help="Picture with predicted epipolar lines."),
 ) -> None:
     """Relative pose of IMAGE2's camera in IMAGE1's camera (ReLoc3r's 2-to-1), as R, t direction and angles."""
