@@ -323,3 +323,27 @@ def test_velocity_times_keep_microseconds_on_absolute_clocks():
     res = fit_window(xy, t, cam, cfg, (t0, t0 + 0.03))
     assert res.times_s.dtype == np.float64 and abs(res.times_s[0] - t0) < 1e-6
     assert np.all(np.diff(res.times_s) > 0.002)
+
+
+@pytest.mark.parametrize("method", ["emoflow", "cmax"])
+def test_unusable_windows_are_refused_with_a_clear_error(method):
+    from vision3d.events.stream import EventFileError
+
+    cam = PinholeCamera(40.0, 40.0, 16.0, 12.0, 32, 24)
+
+    def fit(xy, t):
+        if method == "emoflow":
+            return fit_window(xy, t, cam, EMoFlowConfig.cpu(2))
+        return fit_cmax(xy, t, 32, 24, CMaxConfig())
+
+    t = torch.linspace(0, 0.01, 10)
+    with pytest.raises(EventFileError, match="cannot fit an empty window"):
+        fit(torch.zeros(0, 2), torch.zeros(0))
+    with pytest.raises(EventFileError, match="must be \\[N, 2\\]"):
+        fit(torch.zeros(10, 3), t)
+    nan_xy = torch.rand(10, 2) * 20
+    nan_xy[3, 0] = float("nan")  # CMax segfaulted on this (out-of-range patch index in backward)
+    with pytest.raises(EventFileError, match="1 of 10 events have NaN or infinite coordinates"):
+        fit(nan_xy, t)
+    with pytest.raises(EventFileError, match="infinite timestamps"):
+        fit(torch.rand(10, 2) * 20, torch.tensor([0.0] * 9 + [float("inf")]))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vision3d.events.emoflow import LossConfig, focus_loss
+from vision3d.events.emoflow import LossConfig, check_window, focus_loss
 
 
 @dataclass
@@ -72,6 +72,7 @@ def fit_cmax(
     t_window: tuple[float, float] | None = None,
 ) -> CMaxResult:
     config = config or CMaxConfig()
+    check_window(xy, t_s)
     start = time.perf_counter()
     ta, tb = (float(t_s.min()), float(t_s.max())) if t_window is None else t_window
     xy = xy.float()

@@ -156,6 +156,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vision3d.events.geometry import PinholeCamera, dec_residual, resolve_translation_sign
+from vision3d.events.stream import EventFileError
 
 # --- configs ----------------------------------------------------------------------------
 
@@ -597,6 +598,21 @@ class WindowResult:
         return {"var_before": float(vb), "var_after": float(va)}
 
 
+def check_window(xy: Tensor, t_s: Tensor, weights: Tensor | None = None) -> None:
+    """Refuse a window that cannot be fitted (:class:`EventFileError`): wrong shapes, no events, non-finite values.
+
+    NaN coordinates would otherwise give NaN flow silently, or index out of bounds in CMax's patch grid.
+    """
+    if xy.ndim != 2 or xy.shape[1] != 2 or t_s.shape != xy.shape[:1]:
+        raise EventFileError(None, f"xy must be [N, 2] and t_s [N], got {tuple(xy.shape)} and {tuple(t_s.shape)}")
+    if xy.shape[0] == 0:
+        raise EventFileError(None, "cannot fit an empty window")
+    for name, values in (("coordinates", xy), ("timestamps", t_s), ("weights", weights)):
+        if values is not None and not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).reshape(len(values), -1).any(-1).sum())
+            raise EventFileError(None, f"{bad} of {len(values)} events have NaN or infinite {name}")
+
+
 def tref_schedule(iterations: int, n_tref: int, generator: torch.Generator) -> Tensor:
     values = torch.linspace(0, 1, n_tref).repeat(math.ceil(iterations / n_tref))
     return values[torch.randperm(len(values), generator=generator)][:iterations]
@@ -637,10 +653,7 @@ def fit_window(
 ) -> WindowResult:
     """Fit a fresh flow INR and velocity spline to one window of events (E-MoFlow)."""
     config = config or EMoFlowConfig()
-    if xy.ndim != 2 or xy.shape[1] != 2 or t_s.shape != xy.shape[:1]:
-        raise ValueError(f"xy must be [N, 2] and t_s [N], got {tuple(xy.shape)} and {tuple(t_s.shape)}")
-    if xy.shape[0] == 0:
-        raise ValueError("cannot fit an empty window")
+    check_window(xy, t_s, weights)
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
