@@ -35,6 +35,9 @@ signed axis permutation when the camera rotates; this recording is static, so gr
 These files come without calibration: we assume a pinhole with a 70° horizontal field of view
 and the principal point at the centre, and bin pixels (DAVIS ×2, DVS ×2, Prophesee EVT3 ×8).
 
+Pictures (``--figures``, default outputs/benchmarks/emoflow/): per simulated scene and method, the IWE
+before and after the warp with the fitted and the exact flow, and E-MoFlow's velocities against the truth.
+
 CPU scale (say so when quoting): E-MoFlow's CPU preset (4×64 MLP, ``--iterations`` per window,
 default 400 simulated / 250 real; the paper uses an 8×256 MLP and 1000), CMax 4×4 patches,
 one torch thread. Run: ``python benchmarks/emoflow.py`` (``--quick`` for fewer iterations).
@@ -57,6 +60,7 @@ from vision3d.events.geometry import PinholeCamera
 from vision3d.events.imu import fit_axis_map, gravity_axis_map
 from vision3d.events.io import read_events, read_imu
 from vision3d.events.metrics import direction_error_deg, rms, velocity_error_as_emoflow_scores
+from vision3d.events.plots import save_velocity_plot, save_window_figure
 from vision3d.events.simulator import (
     Plane,
     PlaneSceneConfig,
@@ -111,7 +115,8 @@ def rendered_sequence():
 METHODS = [("E-MoFlow", "constant"), ("E-MoFlow +search", "dec_search")]
 
 
-def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, density_over: str | None = None) -> list[dict]:
+def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, density_over: str | None = None,
+                  figures: Path | None = None) -> list[dict]:
     rows = []
     seqs = list(sequences()) if analytic else []
     if blender:
@@ -146,8 +151,14 @@ def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, 
                 v_norm=float(np.linalg.norm(v_gt, axis=1).mean()),
             )
             rows.append(em)
+            if figures is not None:
+                save_figures(figures / f"{name.replace(' ', '_')}_{init}", res, gt, v_gt, w_gt,
+                             f"{label}, EPE {em['epe']:.2f} px", name)  # fmt: skip
         cm = fit_cmax(xy, t, seq.camera.width, seq.camera.height, CMaxConfig(), (0.0, window))
         cmm = flow_metrics(cm.flow.numpy(), gt, mask)
+        if figures is not None:
+            save_window_figure(figures / f"{name.replace(' ', '_')}_cmax.png", cm.iwe_before, cm.iwe_after,
+                               cm.flow.numpy(), gt, title=f"{name}: CMax 4×4, EPE {cmm['epe']:.2f} px")  # fmt: skip
         cmm.update(
             method="CMax 4×4",
             seq=name,
@@ -175,6 +186,14 @@ def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, 
         rows.append(zero)
         print(f"  {name}: done", file=sys.stderr, flush=True)
     return rows
+
+
+def save_figures(stem: Path, res, gt, v_gt, w_gt, label: str, name: str) -> None:
+    """IWE before/after with fitted and exact flow, and the velocities over the window against the truth."""
+    save_window_figure(f"{stem}.png", res.iwe_before, res.iwe_after, res.flow.numpy(), gt,
+                       title=f"{name}: {label}")  # fmt: skip
+    v_unit = v_gt / np.linalg.norm(v_gt, axis=1, keepdims=True).clip(1e-12)
+    save_velocity_plot(f"{stem}_velocities.png", res.times_s, res.v, res.w, v_gt=v_unit, w_gt=w_gt)
 
 
 REAL = [("davis346.aedat4", 2, 20_000), ("dvs.es", 2, 20_000), ("evt3.raw", 8, 30_000)]
@@ -255,6 +274,8 @@ def main() -> None:
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--no-blender", action="store_true", help="skip the Blender-rendered sequence")
     ap.add_argument("--only-blender", action="store_true", help="only the Blender-rendered sequence (no analytic, no real)")
+    ap.add_argument("--figures", type=Path, default=Path("outputs/benchmarks/emoflow"),
+                    help="folder for per-scene pictures (IWE before/after, flow vs ground truth, velocities)")  # fmt: skip
     ap.add_argument("--density-over", choices=("events", "inside"), default=None,
                     help="LossConfig.iwe_density_over for the simulated scenes; default: the CPU preset's")  # fmt: skip
     args = ap.parse_args()
@@ -268,7 +289,8 @@ def main() -> None:
         f"Simulated (64×48, E-MoFlow CPU preset {args.iterations} it; +search = SplineConfig.init='dec_search'"
         f"{'' if args.density_over is None else '; iwe_density_over=' + args.density_over}):"
     )
-    rows = run_simulated(args.iterations, not args.no_blender, not args.only_blender, args.density_over)
+    args.figures.mkdir(parents=True, exist_ok=True)
+    rows = run_simulated(args.iterations, not args.no_blender, not args.only_blender, args.density_over, args.figures)
     print(
         "| sequence | ms | method | events | EPE px | %>3px | AE deg | ω RMS rad/s (‖ω_gt‖) | v dir err deg (±) "
         "| v as E-MoFlow scores it: RMSE (‖v_gt‖), deg | s/window |"
@@ -311,7 +333,7 @@ def main() -> None:
                         "The camera does not move (the gyro mean is its bias): the truth is ω = 0, so |ω| above is "
                         "the error; moving objects fill the view and break the rigid-scene assumption."
                     )
-    print(f"\ntotal {time.time() - start:.0f} s, torch threads 1")
+    print(f"\npictures in {args.figures}/; total {time.time() - start:.0f} s, torch threads 1")
 
 
 if __name__ == "__main__":
