@@ -165,10 +165,15 @@ def test_cli_bad_pose_inputs_are_one_line(tmp_path):
         res = runner.invoke(app, ["pose", "eval", str(model), "--data", data, "--output", str(tmp_path / "e")])
         assert res.exit_code == 2 and "expected rooms:SEED" in said(res), res.output
     for args in (["--steps", "0"], ["--batch-size", "0"], ["--preset", "foo"], ["--lr", "-1"], ["--matcher", "foo"],
-                 ["--rooms", "0"]):  # fmt: skip
+                 ["--rooms", "0"], ["--patch-embed", "vit"]):  # fmt: skip
         res = runner.invoke(app, ["pose", "train", "--output", str(tmp_path / "t"), *args])
         assert res.exit_code == 2 and args[0] in said(res), res.output
     assert not (tmp_path / "t").exists()
+    from vision3d.errors import CheckpointNotFoundError
+
+    res = runner.invoke(app, ["pose", "train", "--rooms", "1", "--init", str(tmp_path / "absent.pth"), "--preset",
+                              "tiny", "--output", str(tmp_path / "t")])  # fmt: skip
+    assert isinstance(res.exception, CheckpointNotFoundError) and "never downloads" in str(res.exception)
 
 
 def test_data_config_renders_rooms_once(tmp_path):

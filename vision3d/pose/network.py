@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vision3d.errors import CheckpointError, CheckpointNotFoundError
 from vision3d.geometry.se3 import make_pose
 from vision3d.geometry.so3 import rotation_6d_to_matrix, svd_orthogonalize
 
@@ -358,17 +359,17 @@ def load_pretrained(model: PoseRegressor, path: str | Path, trust_pickle: bool =
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"no checkpoint at {path}. vision3d never downloads weights: fetch Reloc3r-512.pth (or a DUSt3R "
             "checkpoint) yourself and pass its local path, or train from scratch without --init")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as err:  # noqa: BLE001
-        raise RuntimeError(f"{path}: cannot read as a safe torch checkpoint ({err.__class__.__name__}: "
+        raise CheckpointError(f"{path}: cannot read as a safe torch checkpoint ({err.__class__.__name__}: "
                            f"{str(err).splitlines()[0]}); if you trust the file, pass trust_pickle=True") from err
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
-        raise RuntimeError(f"{path}: expected a state dict (or a dict with 'model'), got {type(state).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict (or a dict with 'model'), got {type(state).__name__}")
     state = dict(state)
     if any(k.startswith("dec_blocks2") for k in state):
         state.update({k.replace("dec_blocks2", "dec_blocks"): v for k, v in state.items() if k.startswith("dec_blocks2")})
@@ -376,10 +377,10 @@ def load_pretrained(model: PoseRegressor, path: str | Path, trust_pickle: bool =
     bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
            for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if bad:
-        raise ValueError(f"{path}: {len(bad)} parameters do not fit this model's sizes (choose the matching preset, "
+        raise CheckpointError(f"{path}: {len(bad)} parameters do not fit this model's sizes (choose the matching preset, "
                          "e.g. reloc3r-512):\n  " + "\n  ".join(bad[:8]))
     usable = {k: v for k, v in state.items() if k in own}
     if not usable:
-        raise ValueError(f"{path}: no parameter names in common with the pose regressor; not a ReLoc3r/DUSt3R checkpoint?")
+        raise CheckpointError(f"{path}: no parameter names in common with the pose regressor; not a ReLoc3r/DUSt3R checkpoint?")
     result = model.load_state_dict(usable, strict=False)
     return {"missing": list(result.missing_keys), "unused": sorted(set(state) - set(own))}
