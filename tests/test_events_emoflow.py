@@ -113,6 +113,18 @@ def test_simulator_window_shorter_than_a_frame_still_has_two_frames():
         simulate_plane_sequence(np.zeros(3), np.zeros(3), 0.0, cfg)
 
 
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [(lambda: SimulatorConfig(threshold=-0.1), "threshold must be positive"),
+     (lambda: SimulatorConfig(noise_rate_hz=-1.0), "noise_rate_hz must be non-negative"),
+     (lambda: PlaneSceneConfig(fov_deg=500.0), "fov_deg must be between 0 and 180"),
+     (lambda: PlaneSceneConfig(width=0), "at least 2×2 pixels")],
+)  # fmt: skip
+def test_simulator_configs_refuse_nonsense(make, problem):
+    with pytest.raises(ValueError, match=problem):
+        make()
+
+
 def test_spline_basis_and_constant():
     u = torch.linspace(0, 1, 11)
     torch.testing.assert_close(cubic_bspline_basis(u).sum(-1), torch.ones(11))

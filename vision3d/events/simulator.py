@@ -53,6 +53,14 @@ class SimulatorConfig:
     log_eps: float = 1e-2
     seed: int = 0
 
+    def __post_init__(self):
+        for name in ("threshold", "min_threshold", "log_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SimulatorConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("threshold_sigma", "refractory_s", "noise_rate_hz"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"SimulatorConfig.{name} must be non-negative, got {getattr(self, name)}")
+
 
 def events_from_frames(
     frames: np.ndarray,  # [N, H, W] linear intensity in [0, 1] (or [N, H, W, 3], converted to gray)
@@ -153,6 +161,14 @@ class PlaneSceneConfig:
     """Render at this factor and average, an anti-aliased pixel footprint."""
     texture_blur_px: float = 1.0
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+
+    def __post_init__(self):
+        if self.width < 2 or self.height < 2:
+            raise ValueError(f"the sensor needs at least 2×2 pixels, got {self.width}×{self.height}")
+        if not 0 < self.fov_deg < 180:
+            raise ValueError(f"fov_deg must be between 0 and 180 degrees, got {self.fov_deg}")
+        if not (self.fps > 0 and self.supersample >= 1):
+            raise ValueError(f"fps must be positive and supersample at least 1, got {self.fps} and {self.supersample}")
 
 
 def constant(vec) -> Callable[[float], np.ndarray]:
