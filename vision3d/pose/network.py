@@ -365,8 +365,9 @@ def load_pretrained(model: PoseRegressor, path: str | Path, trust_pickle: bool =
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read as a safe torch checkpoint ({err.__class__.__name__}: "
-                           f"{str(err).splitlines()[0]}); if you trust the file, pass trust_pickle=True") from err
+        raise CheckpointError(f"{path}: cannot read as a safe torch checkpoint (truncated, not a torch file, or "
+                              f"objects that safe loading refuses; {err.__class__.__name__}); if you trust the file, "
+                              "pass trust_pickle=True") from err  # fmt: skip
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict (or a dict with 'model'), got {type(state).__name__}")
