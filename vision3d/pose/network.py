@@ -349,6 +349,21 @@ class PoseRegressor(nn.Module):
                 "feat1": fmap[:b], "feat2": fmap[b:]}
 
 
+def read_checkpoint(path: Path, missing: str, trust_pickle: bool = False, unreadable_hint: str = ""):
+    """``torch.load`` of a local file onto the CPU (safe ``weights_only`` unless ``trust_pickle``).
+
+    Raises :class:`CheckpointNotFoundError` with the message ``missing`` when there is no file, and
+    :class:`CheckpointError` naming the file (plus ``unreadable_hint``) when torch cannot read it.
+    """
+    if not path.is_file():
+        raise CheckpointNotFoundError(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as err:  # noqa: BLE001  (any unpickling failure: truncated, not torch, unsafe pickle)
+        raise CheckpointError(f"{path}: cannot read as a torch checkpoint (truncated, not a torch file, or objects "
+                              f"that safe loading refuses; {type(err).__name__}){unreadable_hint}") from err  # fmt: skip
+
+
 def load_pretrained(model: PoseRegressor, path: str | Path, trust_pickle: bool = False) -> dict[str, list[str]]:
     """Load a ReLoc3r (or DUSt3R/CroCo encoder-decoder) checkpoint from a local file, by parameter name.
 
@@ -358,16 +373,9 @@ def load_pretrained(model: PoseRegressor, path: str | Path, trust_pickle: bool =
     Nothing is downloaded: a missing file is an error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointNotFoundError(
-            f"no checkpoint at {path}. vision3d never downloads weights: fetch Reloc3r-512.pth (or a DUSt3R "
-            "checkpoint) yourself and pass its local path, or train from scratch without --init")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read as a safe torch checkpoint (truncated, not a torch file, or "
-                              f"objects that safe loading refuses; {err.__class__.__name__}); if you trust the file, "
-                              "pass trust_pickle=True") from err  # fmt: skip
+    missing = (f"no checkpoint at {path}. vision3d never downloads weights: fetch Reloc3r-512.pth (or a DUSt3R "
+               "checkpoint) yourself and pass its local path, or train from scratch without --init")  # fmt: skip
+    ckpt = read_checkpoint(path, missing, trust_pickle, "; if you trust the file, pass trust_pickle=True")
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict (or a dict with 'model'), got {type(state).__name__}")
@@ -379,7 +387,7 @@ def load_pretrained(model: PoseRegressor, path: str | Path, trust_pickle: bool =
            for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if bad:
         raise CheckpointError(f"{path}: {len(bad)} parameters do not fit this model's sizes (choose the matching preset, "
-                         "e.g. reloc3r-512):\n  " + "\n  ".join(bad[:8]))
+                              "e.g. reloc3r-512):\n  " + "\n  ".join(bad[:8]))
     usable = {k: v for k, v in state.items() if k in own}
     if not usable:
         raise CheckpointError(f"{path}: no parameter names in common with the pose regressor; not a ReLoc3r/DUSt3R checkpoint?")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vision3d.errors import CheckpointError, CheckpointNotFoundError
+from vision3d.errors import CheckpointError
 from vision3d.pose.data import (
     FrameSet,
     PairDataset,
@@ -25,7 +25,7 @@ from vision3d.pose.data import (
     frames_from_nerfstudio,
 )
 from vision3d.pose.gcr import GCR, GCRConfig, symmetric_pose_loss
-from vision3d.pose.network import PoseRegressor, PoseRegressorConfig, load_pretrained
+from vision3d.pose.network import PoseRegressor, PoseRegressorConfig, load_pretrained, read_checkpoint
 
 
 @dataclass
@@ -172,14 +172,13 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
                     bar[0].update(bar[1], completed=step + 1,
                                   description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds", "skipped")))
     except KeyboardInterrupt:
-        if bar is not None:
-            bar[0].stop()
         if save:
             path = save_checkpoint(Path(cfg.output) / "model.pt", model, cfg, history)
             print(f"interrupted after {step} of {cfg.steps} steps: saved {path}")
         raise
-    if bar is not None:
-        bar[0].stop()
+    finally:
+        if bar is not None:
+            bar[0].stop()
     if save:
         save_checkpoint(Path(cfg.output) / "model.pt", model, cfg, history)
     return model, history
@@ -206,16 +205,11 @@ def save_checkpoint(path: Path, model: PoseRegressor, cfg: TrainConfig, history:
 def load_checkpoint(path: str | Path) -> PoseRegressor:
     """A model saved by :func:`save_checkpoint` (our format; for ReLoc3r's own use ``load_pretrained``).
 
-    Raises :class:`CheckpointNotFoundError` or :class:`CheckpointError` naming the file and the problem.
+    Raises :class:`~vision3d.errors.CheckpointNotFoundError` or :class:`~vision3d.errors.CheckpointError` naming
+    the file and the problem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointNotFoundError(f"{path}: no such checkpoint (train one with 'v3d pose train')")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (any unpickling failure: truncated, not torch, unsafe pickle)
-        raise CheckpointError(f"{path}: cannot read as a torch checkpoint (truncated, not a torch file, or objects "
-                              f"that safe loading refuses; {type(err).__name__})") from err  # fmt: skip
+    ckpt = read_checkpoint(path, f"{path}: no such checkpoint (train one with 'v3d pose train')")
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a vision3d pose checkpoint (no model_config); a ReLoc3r file goes to "
                               "--init")  # fmt: skip
