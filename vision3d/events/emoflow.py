@@ -421,6 +421,8 @@ def contrast_terms(iwe: Tensor) -> tuple[Tensor, Tensor]:  # ([], [])
 
 def focus_loss(xy_warped: Tensor, height: int, width: int, loss: LossConfig, weights: Tensor | None = None):
     """``−(L_grad + L_var)`` of the blurred IWE (density-rescaled), and the blurred IWE in event counts."""
+    if loss.iwe_density_over not in ("events", "inside"):
+        raise ValueError(f"unknown iwe_density_over {loss.iwe_density_over!r}")
     mass_inside = loss.iwe_density_ref is not None and loss.iwe_density_over == "inside"
     if mass_inside and weights is not None:  # signed weights: their IWE and the |w| mass in one vote
         votes, mass = image_of_warped_events(xy_warped, height, width, torch.stack([weights, weights.abs()], -1),
@@ -430,12 +432,7 @@ def focus_loss(xy_warped: Tensor, height: int, width: int, loss: LossConfig, wei
     iwe = blur(votes, loss.blur_kernel, loss.blur_sigma)
     scaled = iwe
     if loss.iwe_density_ref is not None:
-        if loss.iwe_density_over == "inside":
-            n = mass.sum().clamp_min(1.0)
-        elif loss.iwe_density_over == "events":
-            n = max(xy_warped.shape[0], 1)
-        else:
-            raise ValueError(f"unknown iwe_density_over {loss.iwe_density_over!r}")
+        n = mass.sum().clamp_min(1.0) if mass_inside else max(xy_warped.shape[0], 1)
         scaled = iwe * (loss.iwe_density_ref * height * width / n)
     var, grad = contrast_terms(scaled)
     return -(grad + var), iwe
