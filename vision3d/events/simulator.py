@@ -331,9 +331,9 @@ def simulate_plane_sequence(
     config = config or PlaneSceneConfig()
     v = v if callable(v) else constant(v)
     w = w if callable(w) else constant(w)
-    scene = _PlaneScene(config, v, w, t0_s, t0_s + duration_s)
     if not duration_s > 0:
         raise ValueError(f"duration must be positive, got {duration_s} s")
+    scene = _PlaneScene(config, v, w, t0_s, t0_s + duration_s)
     n = max(int(round(duration_s * config.fps)) + 1, 2)  # at least the first and the last frame
     times = np.linspace(t0_s, t0_s + duration_s, n)
     frames = np.stack([scene.render(t) for t in times])
