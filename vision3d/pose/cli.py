@@ -60,15 +60,15 @@ def train(
 ) -> None:
     """Train the regressor on pairs with depth; prints progress and writes OUTPUT/model.pt."""
     from vision3d.pose.gcr import GCRConfig
-    from vision3d.pose.network import PRESETS, PoseRegressorConfig
+    from vision3d.pose.network import PATCH_EMBEDS, PRESETS, PoseRegressorConfig
     from vision3d.pose.train import DataConfig, TrainConfig
     from vision3d.pose.train import train as run_train
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}",
                                  param_hint="--preset")  # fmt: skip
-    if patch_embed not in ("conv", "xfeat"):
-        raise typer.BadParameter(f"{patch_embed!r}: choose conv or xfeat", param_hint="--patch-embed")
+    if patch_embed not in PATCH_EMBEDS:
+        raise typer.BadParameter(f"{patch_embed!r}: choose {' or '.join(PATCH_EMBEDS)}", param_hint="--patch-embed")
     if matcher not in ("auto", "xfeat", "sift", "none"):
         raise typer.BadParameter(f"{matcher!r}: choose auto, xfeat, sift or none", param_hint="--matcher")
     if not lr > 0:
