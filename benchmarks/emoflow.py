@@ -115,8 +115,8 @@ def rendered_sequence():
 METHODS = [("E-MoFlow", "constant"), ("E-MoFlow +search", "dec_search")]
 
 
-def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, density_over: str | None = None,
-                  figures: Path | None = None) -> list[dict]:
+def run_simulated(iterations: int, figures: Path, blender: bool = True, analytic: bool = True,
+                  density_over: str | None = None) -> list[dict]:
     rows = []
     seqs = list(sequences()) if analytic else []
     if blender:
@@ -128,6 +128,7 @@ def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, 
         gt = seq.flow(0.0, window)
         mask = np.zeros(gt.shape[:2], bool)
         mask[seq.events.y, seq.events.x] = True
+        stem = name.replace(" ", "_")  # of this scene's pictures
         for label, init in METHODS:
             cfg = EMoFlowConfig.cpu(iterations)
             cfg.spline.init = init
@@ -151,14 +152,11 @@ def run_simulated(iterations: int, blender: bool = True, analytic: bool = True, 
                 v_norm=float(np.linalg.norm(v_gt, axis=1).mean()),
             )
             rows.append(em)
-            if figures is not None:
-                save_figures(figures / f"{name.replace(' ', '_')}_{init}", res, gt, v_gt, w_gt,
-                             f"{label}, EPE {em['epe']:.2f} px", name)  # fmt: skip
+            save_figures(figures / f"{stem}_{init}", res, gt, v_gt, w_gt, f"{label}, EPE {em['epe']:.2f} px", name)
         cm = fit_cmax(xy, t, seq.camera.width, seq.camera.height, CMaxConfig(), (0.0, window))
         cmm = flow_metrics(cm.flow.numpy(), gt, mask)
-        if figures is not None:
-            save_window_figure(figures / f"{name.replace(' ', '_')}_cmax.png", cm.iwe_before, cm.iwe_after,
-                               cm.flow.numpy(), gt, title=f"{name}: CMax 4×4, EPE {cmm['epe']:.2f} px")  # fmt: skip
+        save_window_figure(figures / f"{stem}_cmax.png", cm.iwe_before, cm.iwe_after, cm.flow.numpy(), gt,
+                           title=f"{name}: CMax 4×4, EPE {cmm['epe']:.2f} px")  # fmt: skip
         cmm.update(
             method="CMax 4×4",
             seq=name,
@@ -290,7 +288,7 @@ def main() -> None:
         f"{'' if args.density_over is None else '; iwe_density_over=' + args.density_over}):"
     )
     args.figures.mkdir(parents=True, exist_ok=True)
-    rows = run_simulated(args.iterations, not args.no_blender, not args.only_blender, args.density_over, args.figures)
+    rows = run_simulated(args.iterations, args.figures, not args.no_blender, not args.only_blender, args.density_over)
     print(
         "| sequence | ms | method | events | EPE px | %>3px | AE deg | ω RMS rad/s (‖ω_gt‖) | v dir err deg (±) "
         "| v as E-MoFlow scores it: RMSE (‖v_gt‖), deg | s/window |"

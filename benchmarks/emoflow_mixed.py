@@ -69,6 +69,9 @@ def main() -> None:
     print(f"{width}×{height}, {args.window_ms:.0f} ms, {len(seq.events)} events, {len(pix)} event pixels")
     v, w = search_egomotion(x, u_true, 2000)
     print(f"search on the exact flow: {motion_error(v, w.numpy() / window)}")
+    gt = seq.flow(0.0, window)
+    mask = np.zeros(gt.shape[:2], bool)
+    mask[seq.events.y, seq.events.x] = True
     v_true = torch.tensor(V_TRUE / np.linalg.norm(V_TRUE)).double()
     w_true = torch.tensor(W_TRUE * window).double()
     for init in args.inits:
@@ -82,9 +85,6 @@ def main() -> None:
         if args.density_over is not None:
             cfg.loss.iwe_density_over = args.density_over
         res = fit_window(xy, t, cam, cfg, (0.0, window), p, keep_model=True)
-        gt = seq.flow(0.0, window)
-        mask = np.zeros(gt.shape[:2], bool)
-        mask[seq.events.y, seq.events.x] = True
         epe = flow_metrics(res.flow.numpy(), gt, mask)["epe"]
         mid = len(res.v) // 2
         print(
