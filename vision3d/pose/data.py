@@ -200,12 +200,16 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def pose21(self, index: int) -> np.ndarray:
+        """Ground-truth ``T21`` [4, 4] of a pair (camera 2 in camera 1), without loading its images."""
+        s, i, j = self.pairs[index]
+        return np.linalg.inv(self.framesets[s].c2w[i]) @ self.framesets[s].c2w[j]
+
     def raw_pair(self, index: int):
         """Full-resolution images, K's and the ground-truth ``T21`` of a pair (for the classical baseline)."""
         s, i, j = self.pairs[index]
         fs = self.framesets[s]
-        T21 = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]  # noqa: N806
-        return fs.load_image(i), fs.load_image(j), fs.K[i], fs.K[j], T21
+        return fs.load_image(i), fs.load_image(j), fs.K[i], fs.K[j], self.pose21(index)
 
     def _match(self, fs: FrameSet, i: int, j: int, img1, img2):
         """Matches of a pair, read from / written to ``match_cache`` (one npz per pair and matcher) when set."""
@@ -238,7 +242,7 @@ class PairDataset(torch.utils.data.Dataset):
         sample["has_depth"] = d1 is not None and d2 is not None
         sample["depth1"] = _resize_depth(d1, (h, w)) if d1 is not None else torch.zeros(h, w)
         sample["depth2"] = _resize_depth(d2, (h, w)) if d2 is not None else torch.zeros(h, w)
-        sample["T21"] = torch.from_numpy(np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]).float()
+        sample["T21"] = torch.from_numpy(self.pose21(index)).float()
         matches = torch.zeros(self.max_matches, 4)
         mask = torch.zeros(self.max_matches, dtype=torch.bool)
         if self.matcher is not None:
