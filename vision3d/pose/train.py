@@ -23,6 +23,7 @@ from vision3d.pose.data import (
     collate,
     default_cache_dir,
     frames_from_nerfstudio,
+    mirror_pairs,
 )
 from vision3d.pose.gcr import GCR, GCRConfig, symmetric_pose_loss
 from vision3d.pose.network import PoseRegressor, PoseRegressorConfig, load_pretrained, read_checkpoint
@@ -75,6 +76,12 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """Steps, optimiser and augmentation of :func:`train`, with the model, GCR and data configs it nests.
+
+    ``mirror_prob`` (not in ReLoc3r, which only jitters colour; off by default): each training pair is mirrored
+    left-right with this probability, images, depth, intrinsics, matches and pose together
+    (:func:`~vision3d.pose.data.mirror_pairs`), so the pair stays geometrically exact while its pixels change."""
+
     model: PoseRegressorConfig = field(default_factory=PoseRegressorConfig)
     gcr: GCRConfig = field(default_factory=GCRConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -87,6 +94,7 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None  # a local ReLoc3r / DUSt3R checkpoint
     freeze_encoder: bool = False
+    mirror_prob: float = 0.0
     output: str = "outputs/pose"
     log_every: int = 25
 
@@ -104,6 +112,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool = True,
           save: bool = True) -> tuple[PoseRegressor, list[dict]]:
     """Train and return the model and the per-log-step history (loss terms, seconds)."""
+    if not 0.0 <= cfg.mirror_prob <= 1.0:
+        raise ValueError(f"mirror_prob must lie in [0, 1], got {cfg.mirror_prob}")
     torch.manual_seed(cfg.seed)
     model = cfg.model.setup()
     if cfg.init:
@@ -137,6 +147,8 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
             except StopIteration:
                 it = iter(loader)
                 batch = next(it)
+            if cfg.mirror_prob > 0:
+                batch = mirror_pairs(batch, torch.rand(len(batch["T21"]), generator=gen) < cfg.mirror_prob)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             out = model(batch["img1"], batch["img2"])
