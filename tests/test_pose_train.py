@@ -177,7 +177,9 @@ def test_cli_bad_pose_inputs_are_one_line(tmp_path):
     def said(res) -> str:  # the message without rich's box and line wrapping
         return " ".join(res.output.replace("│", " ").split())
 
-    assert res.exit_code == 2 and "not a readable image" in said(res), res.output
+    assert res.exit_code == 2 and "cannot read image" in said(res), res.output
+    res = runner.invoke(app, ["pose", "predict", str(model), str(tmp_path / "absent.png"), str(tmp_path / "bad.png")])
+    assert res.exit_code == 2 and "image file not found" in said(res), res.output
     for data in ("rooms:x", "rooms:1:0", "rooms:1:2:3"):
         res = runner.invoke(app, ["pose", "eval", str(model), "--data", data, "--output", str(tmp_path / "e")])
         assert res.exit_code == 2 and "expected rooms:SEED" in said(res), res.output

@@ -77,7 +77,7 @@ class Scene:
     def load_image(self, index: int) -> np.ndarray:
         """RGB image [H, W, 3] float32 in [0, 1] (alpha composited over white if present)."""
         frame = self.frames[index]
-        image = _read_image(frame.image_path)
+        image = read_image(frame.image_path)
         if image.shape[:2] != (frame.height, frame.width):
             raise SceneError(
                 f"{frame.image_path}: image is {image.shape[1]}x{image.shape[0]} but "
@@ -198,7 +198,9 @@ def read_depth(path: Path, depth_unit_scale_factor: float = 1e-3) -> np.ndarray:
     return depth
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """An image file as float RGB ``[H, W, 3]`` in [0, 1]; transparency is composited onto white (nerfstudio's
+    default background). Raises :class:`SceneError` naming the file when it is missing or unreadable."""
     if not path.is_file():
         raise SceneError(f"{path}: image file not found")
     try:

@@ -142,8 +142,8 @@ def predict(
     """Relative pose of IMAGE2's camera in IMAGE1's camera (ReLoc3r's 2-to-1), as R, t direction and angles."""
     import numpy as np
     import torch
-    from PIL import Image
 
+    from vision3d.data.scene import SceneError, read_image
     from vision3d.pose.data import _resize_image
     from vision3d.pose.evaluate import epipolar_picture
     from vision3d.pose.matching import Matcher
@@ -153,12 +153,10 @@ def predict(
     model = load_checkpoint(checkpoint)
     imgs = []
     for p in (image1, image2):
-        if not p.is_file():
-            raise typer.BadParameter(f"{p}: no such image")
         try:
-            imgs.append(np.asarray(Image.open(p).convert("RGB")).astype(np.float32) / 255.0)
-        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError; truncated files too
-            raise typer.BadParameter(f"{p}: not a readable image ({err})") from err
+            imgs.append(read_image(p))
+        except SceneError as err:
+            raise typer.BadParameter(str(err)) from err
     x = [_resize_image(im, model.cfg.image_size)[None] for im in imgs]
     with torch.no_grad():
         T = model(*x)["pose2to1"][0].double().numpy()  # noqa: N806
