@@ -57,6 +57,17 @@ _WALK_CONIC_MAX = 8.0
 _CHUNK = 2
 
 
+@numba.njit(cache=True, inline="always")
+def _tile_pixels(t, tiles_per_cam, tile_width, tile_size, width, height):
+    """Camera and pixel bounds of tile ``t``: ``(cam, x0, y0, x1, y1, tw, n_px)``, ``[x0, x1)`` x ``[y0, y1)``."""
+    cam = t // tiles_per_cam
+    ty = (t % tiles_per_cam) // tile_width
+    tx = t % tile_width
+    x0, y0 = tx * tile_size, ty * tile_size
+    x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+    return cam, x0, y0, x1, y1, x1 - x0, (x1 - x0) * (y1 - y0)
+
+
 @numba.njit(cache=True)
 def _gather_tile(start, end, flatten_ids, means2d, conics, opacities, cuts, colors):
     """Copy one tile's Gaussians (front to back) into contiguous arrays; ``cut < 0``: never composited."""
@@ -209,13 +220,7 @@ def _composite_fwd(
     alpha_max, alpha_min, t_min, one, half = consts[0], consts[1], consts[2], consts[3], consts[4]
     tiles_per_cam = tile_width * tile_height
     for t in numba.prange(offsets.shape[0] - 1):
-        cam = t // tiles_per_cam
-        ty = (t % tiles_per_cam) // tile_width
-        tx = t % tile_width
-        x0, y0 = tx * tile_size, ty * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
-        tw = x1 - x0
-        n_px = tw * (y1 - y0)
+        cam, x0, y0, x1, y1, tw, n_px = _tile_pixels(t, tiles_per_cam, tile_width, tile_size, width, height)
         start, end = offsets[t], offsets[t + 1]
         gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, cuts, colors)
         trans = np.ones(n_px, np.float64)
@@ -309,13 +314,7 @@ def _composite_bwd(
         start, end = offsets[t], offsets[t + 1]
         if end == start:
             continue
-        cam = t // tiles_per_cam
-        ty = (t % tiles_per_cam) // tile_width
-        tx = t % tile_width
-        x0, y0 = tx * tile_size, ty * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
-        tw = x1 - x0
-        n_px = tw * (y1 - y0)
+        cam, x0, y0, x1, y1, tw, n_px = _tile_pixels(t, tiles_per_cam, tile_width, tile_size, width, height)
         gx, gy, ca, cb, cc, op, cut, col = _gather_tile(start, end, flatten_ids, means2d, conics, opacities, cuts, colors)
         # per-pixel state: transmittance (recovered back to front), colour behind, upstream grads
         trans = np.empty(n_px, np.float64)
