@@ -165,6 +165,10 @@ def test_mirrored_pairs_keep_their_geometry_exact(room):
     assert mm.any()
     torch.testing.assert_close(out["matches"][0][mm][:, 0::2], w - m[mm][:, 0::2])
     assert torch.equal(out["matches"][0][~mm], m[~mm])
+    skewed = dict(batch, K1=batch["K1"].clone())
+    skewed["K1"][:, 0, 1] = 0.5  # a skew changes sign under the mirror (x' = W - x), the rest of K stays
+    K1m = mirror_pairs(skewed, torch.tensor([True, False]))["K1"]  # noqa: N806
+    assert float(K1m[0, 0, 1]) == -0.5 and float(K1m[1, 0, 1]) == 0.5
     twice = mirror_pairs(out, torch.tensor([True, False]))
     for key in ("img1", "depth2", "T21", "K2", "matches"):
         torch.testing.assert_close(twice[key], batch[key])

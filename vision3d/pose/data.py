@@ -299,7 +299,6 @@ def mirror_pairs(batch: dict, which: torch.Tensor) -> dict:
         flipped = batch[key].clone()
         flipped[:, 0, 2] = w - flipped[:, 0, 2]
         flipped[:, 0, 1] = -flipped[:, 0, 1]
-        flipped[:, 0, 1] = -flipped[:, 0, 1]
         out[key] = torch.where(sel[:, 0], flipped, batch[key])
     flipped = batch["matches"].clone()
     flipped[..., 0::2] = torch.where(batch["match_mask"][..., None], w - flipped[..., 0::2], flipped[..., 0::2])
