@@ -80,7 +80,12 @@ class TrainConfig:
 
     ``mirror_prob`` (not in ReLoc3r, which only jitters colour; off by default): each training pair is mirrored
     left-right with this probability, images, depth, intrinsics, matches and pose together
-    (:func:`~vision3d.pose.data.mirror_pairs`), so the pair stays geometrically exact while its pixels change."""
+    (:func:`~vision3d.pose.data.mirror_pairs`), so the pair stays geometrically exact while its pixels change.
+
+    Randomness: ``seed`` seeds the model's initialisation and three separate generators: the batch order, the
+    mirroring draws and GCR's sampling (correspondences, RANSAC). So the same seed gives the same
+    initialisation and the same sequence of batches with or without GCR or mirroring, and an A/B comparison
+    differs only in what it switches on."""
 
     model: PoseRegressorConfig = field(default_factory=PoseRegressorConfig)
     gcr: GCRConfig = field(default_factory=GCRConfig)
@@ -100,6 +105,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MIRROR_SEED_OFFSET = 1_000_003  # the mirroring and GCR generators are seeded apart from the batch order's
+GCR_SEED_OFFSET = 2_000_003
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -129,9 +138,11 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
     gcr = GCR(cfg.gcr, cfg.model.enc_dim) if cfg.gcr.enabled else None
     params = [p for p in model.parameters() if p.requires_grad] + (list(gcr.parameters()) if gcr else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    mirror_gen = torch.Generator().manual_seed(cfg.seed + MIRROR_SEED_OFFSET)
+    gcr_gen = torch.Generator().manual_seed(cfg.seed + GCR_SEED_OFFSET)
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True,
-                                         generator=gen, collate_fn=collate, drop_last=True)
+                                         generator=order_gen, collate_fn=collate, drop_last=True)
     history: list[dict] = []
     model.train()
     start = time.perf_counter()
@@ -148,7 +159,7 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
                 it = iter(loader)
                 batch = next(it)
             if cfg.mirror_prob > 0:
-                batch = mirror_pairs(batch, torch.rand(len(batch["T21"]), generator=gen) < cfg.mirror_prob)
+                batch = mirror_pairs(batch, torch.rand(len(batch["T21"]), generator=mirror_gen) < cfg.mirror_prob)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             out = model(batch["img1"], batch["img2"])
@@ -156,7 +167,7 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
             loss = loss_pose
             terms = {"pose": float(loss_pose.detach())}
             if gcr is not None and step >= cfg.gcr.start_step:
-                g = gcr(batch, out, gen)
+                g = gcr(batch, out, gcr_gen)
                 loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
                 terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()), solved=float(g["solved"]))
             opt.zero_grad(set_to_none=True)
