@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--from-json", default=None, help="only re-print the table of an earlier --json file")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
+    ap.add_argument("--device", default="auto",
+                    help="auto | cpu | cuda[:N] for training and the regressor's inference (the tables here: cpu)")
     args = ap.parse_args(argv)
     if args.test_room_seed < args.train_rooms:
         ap.error(f"--test-room-seed {args.test_room_seed} is a training room (training seeds are 0 ... {args.train_rooms - 1})")
@@ -181,6 +183,12 @@ def main(argv: list[str] | None = None) -> dict:
         names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
         print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
         return results
+    from vision3d.backends import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        ap.error(f"--device: {err}")
 
     from vision3d.pose.data import (
         DataUnavailable,
@@ -234,14 +242,14 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"budget": {"steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds,
                                 "model": model_cfg.to_dict(), "preset": args.preset, "lr": args.lr, "train_rooms": args.train_rooms,
                                 "train_render_size": list(args.train_render_size), "mirror_prob": args.mirror_prob,
-                                "test_room_seed": args.test_room_seed,
+                                "test_room_seed": args.test_room_seed, "device": str(resolve_device(args.device)),
                                 "train_pairs": len(train_ds), "matcher": matcher.method},
                      "runs": [], "baseline": {}, "notes": notes}
     for seed in args.seeds:
         for arm in args.arms:
             cfg = TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
                               steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                              mirror_prob=args.mirror_prob,
+                              mirror_prob=args.mirror_prob, device=args.device,
                               log_every=max(args.steps // 10, 1))
             t0 = time.perf_counter()
             model, history = train(cfg, train_ds, progress=False, save=False)

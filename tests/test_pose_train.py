@@ -107,6 +107,37 @@ def test_gcr_and_mirroring_leave_the_batch_order_alone(dataset, monkeypatch):
         assert not f or torch.allclose(m, mirror @ p @ mirror, atol=1e-6)
 
 
+def test_device_names_are_checked():
+    from vision3d.backends import cuda_available, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if cuda_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="only cpu and cuda"):
+        resolve_device("meta")
+    if not cuda_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            train(TrainConfig(model=PoseRegressorConfig.preset("tiny"), device="cuda:0"), save=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: training on cuda (GCR's sampling and "
+                                                          "solver on the device)")  # fmt: skip
+def test_training_with_gcr_and_mirroring_on_cuda(dataset, tmp_path):
+    cfg = TrainConfig(model=PoseRegressorConfig.preset("tiny"), gcr=GCRConfig(num_depth_corr=32, min_inliers=8),
+                      steps=4, batch_size=2, log_every=2, mirror_prob=0.5, device="cuda", output=str(tmp_path))
+    model, history = train(cfg, dataset, progress=False)
+    assert next(model.parameters()).is_cuda
+    assert all(np.isfinite(h["pose"]) and np.isfinite(h["gcr"]) for h in history) and history[-1]["solved"] > 0
+    T_pred, T_gt, sec = predict_poses(model, dataset)  # noqa: N806
+    assert T_pred.shape == T_gt.shape == (len(dataset), 4, 4) and np.isfinite(T_pred).all() and sec > 0
+    loaded = load_checkpoint(tmp_path / "model.pt")  # saved from the CPU: loads and agrees on the CPU
+    x = dataset[0]["img1"][None]
+    assert torch.allclose(loaded(x, x)["pose2to1"], model.cpu()(x, x)["pose2to1"], atol=1e-4)
+
+
 def test_bad_checkpoints_are_named_with_their_problem(dataset, tmp_path):
     from vision3d.errors import CheckpointError, CheckpointNotFoundError
 
@@ -209,7 +240,7 @@ def test_cli_bad_pose_inputs_are_one_line(tmp_path):
         res = runner.invoke(app, ["pose", "eval", str(model), "--data", data, "--output", str(tmp_path / "e")])
         assert res.exit_code == 2 and "expected rooms:SEED" in said(res), res.output
     for args in (["--steps", "0"], ["--batch-size", "0"], ["--preset", "foo"], ["--lr", "-1"], ["--matcher", "foo"],
-                 ["--rooms", "0"], ["--patch-embed", "vit"], ["--mirror-prob", "1.5"]):  # fmt: skip
+                 ["--rooms", "0"], ["--patch-embed", "vit"], ["--mirror-prob", "1.5"], ["--device", "gpu0"]):  # fmt: skip
         res = runner.invoke(app, ["pose", "train", "--output", str(tmp_path / "t"), *args])
         assert res.exit_code == 2 and args[0] in said(res), res.output
     assert not (tmp_path / "t").exists()

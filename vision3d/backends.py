@@ -84,3 +84,21 @@ def describe() -> dict[str, bool | str]:
         "tinycudann": tcnn_available(),
         "default_device": default_device_type(),
     }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when torch sees a GPU, else the CPU), ``"cpu"`` or ``"cuda[:N]"`` as a torch device.
+
+    Raises ``ValueError`` for a name torch does not know and for a CUDA device on a machine without one.
+    """
+    if name == "auto":
+        return torch.device("cuda" if cuda_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from err
+    if device.type == "cuda" and not cuda_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU here (use auto or cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: only cpu and cuda are supported")
+    return device

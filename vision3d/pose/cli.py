@@ -59,8 +59,10 @@ def train(
     mirror_prob: float = typer.Option(0.0, min=0.0, max=1.0, help="Mirror each training pair left-right with "
                                       "this probability (images, depth, intrinsics and pose together)."),
     seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto (CUDA when torch sees a GPU, else CPU) | cpu | cuda[:N]."),
 ) -> None:
     """Train the regressor on pairs with depth; prints progress and writes OUTPUT/model.pt."""
+    from vision3d.backends import resolve_device
     from vision3d.pose.gcr import GCRConfig
     from vision3d.pose.network import PATCH_EMBEDS, PRESETS, PoseRegressorConfig
     from vision3d.pose.train import DataConfig, TrainConfig
@@ -75,6 +77,10 @@ def train(
         raise typer.BadParameter(f"{matcher!r}: choose auto, xfeat, sift or none", param_hint="--matcher")
     if not lr > 0:
         raise typer.BadParameter(f"{lr}: the learning rate must be positive", param_hint="--lr")
+    try:
+        resolve_device(device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--device") from None
     if not scenes and rooms == 0:
         raise typer.BadParameter("no training data: give --scenes or --rooms > 0", param_hint="--rooms")
 
@@ -83,7 +89,7 @@ def train(
                       data=DataConfig(scenes=tuple(str(s) for s in scenes), procedural_rooms=rooms, room_seed=1000,
                                       matcher=matcher if gcr else "none"),
                       steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=str(init) if init else None,
-                      mirror_prob=mirror_prob, output=str(output))
+                      mirror_prob=mirror_prob, device=device, output=str(output))
     try:
         _, history = run_train(cfg)
     except KeyboardInterrupt:  # train() has saved model.pt (with its history) and said so

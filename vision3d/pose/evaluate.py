@@ -18,20 +18,23 @@ from vision3d.pose.data import PairDataset, collate
 @torch.no_grad()
 def predict_poses(model, dataset: PairDataset, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
     """Predicted and true ``T21 [N, 4, 4]`` and the seconds per pair (median of 10 batch-1 calls on a warm model,
-    robust to other processes on a shared machine)."""
+    robust to other processes on a shared machine), on the device the model's weights are on."""
     model.eval()
+    device = next(model.parameters()).device
     preds, gts = [], []
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[k] for k in range(start, min(start + batch_size, len(dataset)))])
-        preds.append(model(batch["img1"], batch["img2"])["pose2to1"].double().numpy())
+        preds.append(model(batch["img1"].to(device), batch["img2"].to(device))["pose2to1"].double().cpu().numpy())
         gts.append(batch["T21"].double().numpy())
     sample = dataset[0]
-    img1, img2 = sample["img1"][None], sample["img2"][None]
+    img1, img2 = sample["img1"][None].to(device), sample["img2"][None].to(device)
     model(img1, img2)
     times = []
     for _ in range(10):
         t0 = time.perf_counter()
         model(img1, img2)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     return np.concatenate(preds), np.concatenate(gts), float(np.median(times))
 

@@ -109,8 +109,8 @@ def depth_correspondences(depth1, depth2, K1, K2, T21, num: int, visibility_tol:
     h, w = depth1.shape
     v, u = torch.nonzero(depth1 > 0, as_tuple=True)
     if len(v) == 0:
-        return torch.zeros(0, 2), torch.zeros(0, 3), torch.zeros(0, 2)
-    pick = torch.randperm(len(v), generator=generator)[: num * 4]
+        return depth1.new_zeros(0, 2), depth1.new_zeros(0, 3), depth1.new_zeros(0, 2)
+    pick = torch.randperm(len(v), generator=generator, device=depth1.device)[: num * 4]
     p1 = torch.stack([u[pick], v[pick]], -1).float() + 0.5
     X1 = unproject_points(p1[None], depth1[v[pick], u[pick]][None], K1[None])[0]  # noqa: N806
     X2 = transform_points(invert_pose(T21), X1)  # noqa: N806
@@ -124,7 +124,7 @@ def depth_correspondences(depth1, depth2, K1, K2, T21, num: int, visibility_tol:
     keep = torch.nonzero(vis).squeeze(1)[:num]
     q = q2[keep]
     if noise_px > 0:
-        q = q + noise_px * torch.randn(q.shape, generator=generator)
+        q = q + noise_px * torch.randn(q.shape, generator=generator, device=q.device, dtype=q.dtype)
     return p1[keep], X1[keep], q
 
 
@@ -199,11 +199,11 @@ class GCR(nn.Module):
             p1, X1, q2 = depth_correspondences(batch["depth1"][b], batch["depth2"][b], batch["K1"][b], batch["K2"][b],  # noqa: N806
                                                batch["T21"][b], cfg.num_depth_corr, cfg.visibility_tol,
                                                cfg.depth_corr_noise_px, generator)
-            parts.append((p1, X1, q2, torch.zeros(len(p1)), torch.ones(len(p1))))
+            parts.append((p1, X1, q2, p1.new_zeros(len(p1)), p1.new_ones(len(p1))))
         if cfg.use_matches:
             p1, X1, q2, _ = match_correspondences(batch["matches"][b], batch["match_mask"][b], batch["depth1"][b],  # noqa: N806
                                                   batch["K1"][b])
-            parts.append((p1, X1, q2, torch.ones(len(p1)), torch.full((len(p1),), 0.5)))
+            parts.append((p1, X1, q2, p1.new_ones(len(p1)), p1.new_full((len(p1),), 0.5)))
         p1, X1, q2, src, score = (torch.cat(x) for x in zip(*parts, strict=True))  # noqa: N806
         return p1, X1, q2, src, score
 
@@ -246,7 +246,7 @@ class GCR(nn.Module):
             "weights": torch.stack(wloss).mean() if wloss else zero,
             "solved": torch.tensor(float(sum(ok)) / max(len(ok), 1)),
             "inliers": torch.tensor(float(sum(n_inl)) / max(len(n_inl), 1)),
-            "geo2to1": torch.stack(geos) if geos else torch.zeros(0, 4, 4),
+            "geo2to1": torch.stack(geos) if geos else batch["T21"].new_zeros(0, 4, 4),
         }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vision3d.backends import resolve_device
 from vision3d.errors import CheckpointError
 from vision3d.pose.data import (
     FrameSet,
@@ -85,7 +86,11 @@ class TrainConfig:
     Randomness: ``seed`` seeds the model's initialisation and three separate generators: the batch order, the
     mirroring draws and GCR's sampling (correspondences, RANSAC). So the same seed gives the same
     initialisation and the same sequence of batches with or without GCR or mirroring, and an A/B comparison
-    differs only in what it switches on."""
+    differs only in what it switches on. GCR's generator lives on the training device (CUDA sampling needs a
+    CUDA generator), so GCR runs on a GPU and on the CPU draw different samples for the same seed.
+
+    ``device``: ``"auto"`` trains on CUDA when torch sees a GPU, else on the CPU; ``"cpu"`` or ``"cuda[:N]"``
+    force one. Batches are built (and mirrored) on the CPU and moved; checkpoints are saved from the CPU."""
 
     model: PoseRegressorConfig = field(default_factory=PoseRegressorConfig)
     gcr: GCRConfig = field(default_factory=GCRConfig)
@@ -100,6 +105,7 @@ class TrainConfig:
     init: str | None = None  # a local ReLoc3r / DUSt3R checkpoint
     freeze_encoder: bool = False
     mirror_prob: float = 0.0
+    device: str = "auto"
     output: str = "outputs/pose"
     log_every: int = 25
 
@@ -123,6 +129,7 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
     """Train and return the model and the per-log-step history (loss terms, seconds)."""
     if not 0.0 <= cfg.mirror_prob <= 1.0:
         raise ValueError(f"mirror_prob must lie in [0, 1], got {cfg.mirror_prob}")
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = cfg.model.setup()
     if cfg.init:
@@ -135,12 +142,13 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
         dataset = cfg.data.dataset(cfg.model.image_size, seed=cfg.seed)
     if len(dataset) == 0:
         raise ValueError("the training set has no pairs (check overlap/rotation limits and depth)")
-    gcr = GCR(cfg.gcr, cfg.model.enc_dim) if cfg.gcr.enabled else None
+    gcr = GCR(cfg.gcr, cfg.model.enc_dim).to(device) if cfg.gcr.enabled else None
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad] + (list(gcr.parameters()) if gcr else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     order_gen = torch.Generator().manual_seed(cfg.seed)
     mirror_gen = torch.Generator().manual_seed(cfg.seed + MIRROR_SEED_OFFSET)
-    gcr_gen = torch.Generator().manual_seed(cfg.seed + GCR_SEED_OFFSET)
+    gcr_gen = torch.Generator(device=device).manual_seed(cfg.seed + GCR_SEED_OFFSET)
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True,
                                          generator=order_gen, collate_fn=collate, drop_last=True)
     history: list[dict] = []
@@ -160,6 +168,7 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
                 batch = next(it)
             if cfg.mirror_prob > 0:
                 batch = mirror_pairs(batch, torch.rand(len(batch["T21"]), generator=mirror_gen) < cfg.mirror_prob)
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             out = model(batch["img1"], batch["img2"])
@@ -220,7 +229,8 @@ def _progress(enabled: bool, total: int):
 
 def save_checkpoint(path: Path, model: PoseRegressor, cfg: TrainConfig, history: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "model_config": cfg.model.to_dict(), "train_config": cfg.to_dict(),
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": weights, "model_config": cfg.model.to_dict(), "train_config": cfg.to_dict(),
                 "history": history}, path)
     return path
 
