@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from vision3d.methods.splat.config import vision3d_splat
 from vision3d.methods.splat.model import camera_to_viewmat
 
 NS_TRAIN = Path(sys.executable).parent / "ns-train"
+STEP_ROW = re.compile(r"(?m)^\s*(\d+) \(\d+\.\d+%\)")
 
 
 def test_viewmat_matches_opencv_inverse():
@@ -102,17 +105,26 @@ def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
            "--pipeline.model.num-random", "500"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+    reader.start()  # drains the pipe while we wait, so the run never blocks on a full stdout
+
+    def steps_logged() -> int:  # nerfstudio's progress table: rows "20 (0.02%)  ..."
+        return max((int(m) for m in STEP_ROW.findall("".join(lines))), default=-1)
+
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not list(tmp_path.rglob("dataparser_transforms.json")):
+        # Interrupt only once training is stepping: on a clean clone the first step compiles the Numba kernels,
+        # and a SIGINT sent during that compile waited for it (it timed out twice on one loaded core)
+        deadline = time.time() + 480
+        while time.time() < deadline and steps_logged() < 20 and proc.poll() is None:
             time.sleep(0.5)
-        time.sleep(4.0)  # some training steps
+        assert steps_logged() >= 20, "".join(lines)[-3000:]
         proc.send_signal(signal.SIGINT)
-        # generous limits: with 60 s this timed out once on one pinned core beside another job; on a clean clone the
-        # first steps also compile the Numba kernels, and the interrupt only takes effect once that returns
-        out, _ = proc.communicate(timeout=240)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
         proc.kill()
+    out = "".join(lines)
     checkpoints = list(tmp_path.rglob("step-*.ckpt"))
     assert checkpoints, out[-3000:]
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
