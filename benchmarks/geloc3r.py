@@ -125,8 +125,8 @@ Three times the steps take both arms further off the prior (held-out 17.0° / 63
 AUC@5 is still 0 for every seed of both. GCR is slightly worse in the median errors (0.5° and 2.1°, about one
 spread) and slightly better in AUC@10/20 (a few more pairs under 10° and 20°): no effect that the spread between
 seeds resolves, so the paper's +16 % AUC@5 can be neither confirmed nor refuted at this scale. Left-right
-mirroring of half the pairs (single seed above) changes nothing either: with 37,668 pairs the regressor no longer
-lacks data but training (it does not memorise, and the loss still falls at 24000 steps).
+mirroring of half the pairs (single seed above) changes nothing either: with 37,668 pairs what the regressor lacks
+is training, not data (it does not memorise, and its loss still falls at 24000 steps).
 
     python benchmarks/geloc3r.py                 # the default table
     python benchmarks/geloc3r.py --steps 60 --seeds 0   # a quick look
