@@ -92,7 +92,7 @@ def resolve_device(name: str) -> torch.device:
     Raises ``ValueError`` for a name torch does not know and for a CUDA device on a machine without one.
     """
     if name == "auto":
-        return torch.device("cuda" if cuda_available() else "cpu")
+        return torch.device(default_device_type())
     try:
         device = torch.device(name)
     except RuntimeError as err:
