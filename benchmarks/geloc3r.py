@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vision3d.backends import resolve_device
 
     try:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
     except ValueError as err:
         ap.error(f"--device: {err}")
 
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"budget": {"steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds,
                                 "model": model_cfg.to_dict(), "preset": args.preset, "lr": args.lr, "train_rooms": args.train_rooms,
                                 "train_render_size": list(args.train_render_size), "mirror_prob": args.mirror_prob,
-                                "test_room_seed": args.test_room_seed, "device": str(resolve_device(args.device)),
+                                "test_room_seed": args.test_room_seed, "device": str(device),
                                 "train_pairs": len(train_ds), "matcher": matcher.method},
                      "runs": [], "baseline": {}, "notes": notes}
     for seed in args.seeds:
