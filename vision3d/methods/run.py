@@ -77,7 +77,11 @@ def evaluate(trainer: Trainer, picture_dir: Path | None = None, depth_gt: bool =
         outputs = pipeline.model.get_outputs_for_camera(camera)
         gt = batch["image"].float()
         gt = gt / 255.0 if batch["image"].dtype == torch.uint8 else gt
-        gt = pipeline.model.composite_with_background(gt.to(outputs["rgb"].device), outputs["background"])
+        gt = gt.to(outputs["rgb"].device)
+        if "background" in outputs:  # splat models composite over the background they rendered
+            gt = pipeline.model.composite_with_background(gt, outputs["background"])
+        else:  # nerfacto-style models blend RGBA ground truth in their RGB renderer
+            gt = pipeline.model.renderer_rgb.blend_background(gt)
         pred = outputs["rgb"].cpu()
         row = metrics.image_metrics(pred, gt.cpu())
         depth = outputs["depth"][..., 0].cpu().numpy()
