@@ -157,9 +157,9 @@ class HashGrid(torch.nn.Module):
             import tinycudann  # noqa: PLC0415  (only importable with a GPU)
 
             encoding = tinycudann.Encoding(3, self.config.tcnn_encoding_config(), dtype=torch.float32)
-            if encoding.n_params != self.layout.n_params:
+            if encoding.params.numel() != self.layout.n_params:
                 raise RuntimeError(
-                    f"HashGrid: tinycudann sizes this table at {encoding.n_params} params, our layout at "
+                    f"HashGrid: tinycudann sizes this table at {encoding.params.numel()} params, our layout at "
                     f"{self.layout.n_params}; the two layouts disagree"
                 )
             self._tcnn_encoding.append(encoding)
