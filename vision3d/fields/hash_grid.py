@@ -139,25 +139,27 @@ class HashGrid(torch.nn.Module):
         if bool(nan.any()):
             first = int(nan.nonzero()[0, 0])
             raise ValueError(f"HashGrid: {int(nan.sum())} of {x.shape[0]} positions are NaN (first at row {first})")
+        outside = (x < 0) | (x > 1)
+        if not bool(outside.any()):
+            return x
         if self.config.out_of_bounds == "clamp":
-            return x.clamp(0.0, 1.0)
-        outside = ((x < 0) | (x > 1)).any(dim=1)
-        if bool(outside.any()):
-            first = int(outside.nonzero()[0, 0])
-            raise ValueError(
-                f"HashGrid: {int(outside.sum())} of {x.shape[0]} positions lie outside [0, 1]^3 "
-                f"(first at row {first}: {x[first].tolist()}); out_of_bounds='error' refuses them"
-            )
-        return x
+            # Only coordinates outside are replaced (zero gradient); those on the boundary keep theirs.
+            return torch.where(outside, x.detach().clamp(0.0, 1.0), x)
+        rows = outside.any(dim=1)
+        first = int(rows.nonzero()[0, 0])
+        raise ValueError(
+            f"HashGrid: {int(rows.sum())} of {x.shape[0]} positions lie outside [0, 1]^3 "
+            f"(first at row {first}: {x[first].tolist()}); out_of_bounds='error' refuses them"
+        )
 
     def _forward_tcnn(self, x: Tensor) -> Tensor:
         if not self._tcnn_encoding:
             import tinycudann  # noqa: PLC0415  (only importable with a GPU)
 
             encoding = tinycudann.Encoding(3, self.config.tcnn_encoding_config(), dtype=torch.float32)
-            if encoding.n_params != self.layout.n_params:
+            if encoding.params.numel() != self.layout.n_params:
                 raise RuntimeError(
-                    f"HashGrid: tinycudann sizes this table at {encoding.n_params} params, our layout at "
+                    f"HashGrid: tinycudann sizes this table at {encoding.params.numel()} params, our layout at "
                     f"{self.layout.n_params}; the two layouts disagree"
                 )
             self._tcnn_encoding.append(encoding)
