@@ -26,6 +26,7 @@ from torch import Tensor
 
 from vision3d.backends import use_tcnn
 from vision3d.errors import CheckpointError
+from vision3d.render.cpu_threads import torch_single_threaded
 
 from .hash_grid_layout import HashGridLayout, compute_layout
 from .hash_grid_reference import encode_reference
@@ -121,13 +122,15 @@ class HashGrid(torch.nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._checked_positions(x)
-        if x.device.type == "cuda" and use_tcnn(x):
-            return self._forward_tcnn(x)
         if x.device.type == "cpu":
             from .hash_grid_numba import encode_numba  # noqa: PLC0415  (compiles kernels on first use)
 
+            with torch_single_threaded():  # small checks; keeps torch's spinning workers off the kernels' cores
+                x = self._checked_positions(x)
             return encode_numba(x, self.params, self.layout, inplace_grad=self.config.grad_mode == "inplace")
+        x = self._checked_positions(x)
+        if x.device.type == "cuda" and use_tcnn(x):
+            return self._forward_tcnn(x)
         return encode_reference(x, self.params, self.layout).float()
 
     def _checked_positions(self, x: Tensor) -> Tensor:

@@ -215,20 +215,22 @@ def _scatter_block(table, grad_out, rows, weights, fracs, n, level, start, scale
 def _forward_kernel(x, table, scales, offsets, sizes, resolutions, hashed, n_threads, out):
     """out[l, p, f] = Σ_c w[p, c] · table[row[p, c], f] for every level l and point p (out: [L, N, F]).
 
-    Software-pipelined: block b+1's corners are computed and its rows prefetched before block b's
-    gathers, so the index maths of one block overlaps the memory accesses of the previous one.
+    Each thread takes a contiguous range of points and sweeps it level by level (one parallel region:
+    on a busy machine every fork-join costs up to a scheduler time slice). Software-pipelined: block
+    b+1's corners are computed and its rows prefetched before block b's gathers, so the index maths of
+    one block overlaps the memory accesses of the previous one.
     """
     n_points = x.shape[0]
     n_blocks = (n_points + _BLOCK - 1) // _BLOCK
     n_chunks = max(1, min(n_threads, n_blocks))
-    for level in range(scales.shape[0]):
-        scale = np.float64(scales[level])
-        for chunk in prange(n_chunks):
-            fracs = np.empty((2, 3, _BLOCK), dtype=table.dtype)  # two buffers: current and next block
-            rows = np.empty((2, 8, _BLOCK), dtype=np.int64)
-            weights = np.empty((2, 8, _BLOCK), dtype=table.dtype)
-            first = chunk * n_blocks // n_chunks
-            last = (chunk + 1) * n_blocks // n_chunks
+    for chunk in prange(n_chunks):  # one parallel region: no barrier between levels
+        fracs = np.empty((2, 3, _BLOCK), dtype=table.dtype)  # two buffers: current and next block
+        rows = np.empty((2, 8, _BLOCK), dtype=np.int64)
+        weights = np.empty((2, 8, _BLOCK), dtype=table.dtype)
+        first = chunk * n_blocks // n_chunks
+        last = (chunk + 1) * n_blocks // n_chunks
+        for level in range(scales.shape[0]):
+            scale = np.float64(scales[level])
             for block in range(first - 1, last):
                 if block + 1 < last:
                     nxt = (block + 1) & 1
