@@ -8,8 +8,8 @@ kernels on CPU. All read the same flat ``params`` (tinycudann's layout, see
 
 Decisions: ``per_level_scale`` defaults to Instant-NGP's NeRF value 1.4473 = 2^(8/15) (16 levels from
 resolution 16 to 4096), not tinycudann's bare default of 2; nerfacto's field (16 → 2048) is
-``per_level_scale_for(16, 2048, 16)`` ≈ 1.3819. Positions outside [0, 1]³ are clamped (their
-gradient is then zero) or refused, per ``out_of_bounds``; tinycudann itself would wrap them through the
+``per_level_scale_for(16, 2048, 16)`` ≈ 1.3819. Positions outside [0, 1]³ are clamped (the coordinates outside
+get zero gradient) or refused, per ``out_of_bounds``; tinycudann itself would wrap them through the
 hash. Training on CPU: ``grad_mode="inplace"`` lets the kernels add the table gradient straight into a
 kept ``params.grad`` (zero it with ``zero_grad(set_to_none=False)``), and ``Adam(fused=True)`` steps the
 table 4–8× faster than the default Adam on CPU (measurements in docs/fields.md).
@@ -50,7 +50,7 @@ class HashGridConfig:
     out_of_bounds: ``"clamp"`` positions into [0, 1] or raise (``"error"``) on any outside.
     grad_mode: ``"autograd"`` returns the table gradient through autograd (works with
     ``torch.autograd.grad``); ``"inplace"`` (CPU kernels only) adds it straight into ``params.grad``,
-    which saves allocating 64 MB a step but is invisible to ``torch.autograd.grad`` and gradient hooks.
+    which saves allocating a ~50 MB gradient a step but is invisible to ``torch.autograd.grad`` and hooks.
     """
 
     n_levels: int = 16

@@ -4,10 +4,13 @@ Same maths as :mod:`~vision3d.fields.hash_grid_reference` (bit-identical forward
 8-corner sum, which here is tinycudann's corner order). The schedule follows what was measured fastest
 on our 2-core machine (docs/fields.md):
 
-- *Level at a time.* The forward sweeps one level after another, its points split across threads, so
-  that level's table slice (4 MB at T = 2^19, F = 2) stays in cache.
-- *Blocked, two phases.* Per block of 64 points, first all corner rows and weights (index arithmetic
-  only), then the gathers or scatter-adds, so the memory accesses are independent and overlap.
+- *Level at a time.* In the forward each thread takes a range of points and sweeps it one level after
+  another, so that level's table slice (4 MB at T = 2^19, F = 2) stays in its core's cache. One
+  parallel region per call: on a busy machine every fork-join can cost a scheduler time slice.
+- *Blocked, two phases, pipelined.* Per block of 64 points, first all corner rows and weights (index
+  arithmetic in short loops that LLVM vectorises), then the gathers or scatter-adds. The next block's
+  rows are computed and prefetched (``llvm.prefetch``) before this block's memory accesses, so index
+  maths and memory latency overlap.
 - *Backward threads own whole levels.* Levels are dealt to threads in snake order (0,1,1,0,0,1,...
   balancing coarse and fine levels), so the table scatter-add never races and needs no atomics. The
   gradient into positions is summed in the same pass into one partial buffer per thread.
