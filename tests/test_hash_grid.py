@@ -147,24 +147,49 @@ def test_mismatched_checkpoint_is_refused():
     loaded.load_state_dict(HashGrid(**SMALL).state_dict())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA backends vs the CPU kernels)")
-def test_cuda_backend_matches_cpu_kernels():
-    """On CUDA: tinycudann when installed, else the torch reference; both must agree with the CPU kernels."""
-    if not use_tcnn("cuda"):
-        print("tinycudann is not installed: checking the torch backend on CUDA")
-    grid = HashGrid(n_levels=8, log2_hashmap_size=15, base_resolution=16, per_level_scale=1.5)
-    with torch.no_grad():
-        grid.params.uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
-    x = positions(4096).requires_grad_(True)
-    g = torch.randn(x.shape[0], grid.n_output_dims)
-    y_cpu = grid(x)
-    y_cpu.backward(g)
-    table_grad, x_grad = grid.params.grad.clone(), x.grad.clone()
-    grid = grid.cuda()
-    grid.params.grad = None
-    x_cuda = x.detach().cuda().requires_grad_(True)
-    y_cuda = grid(x_cuda)
-    y_cuda.backward(g.cuda())
-    torch.testing.assert_close(y_cuda.cpu(), y_cpu, rtol=0, atol=1e-4)
-    torch.testing.assert_close(grid.params.grad.cpu(), table_grad, rtol=0, atol=1e-3)
-    torch.testing.assert_close(x_cuda.grad.cpu(), x_grad, rtol=1e-3, atol=1e-1)
+def cpu_and_cuda_results(grid: HashGrid) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """(output, table grad, position grad) of the grid on CPU (our kernels) and then on CUDA."""
+    x = positions(4096)
+    g = torch.randn(x.shape[0], grid.n_output_dims, generator=torch.Generator().manual_seed(2))
+    results = []
+    for device in ("cpu", "cuda"):
+        grid = grid.to(device)
+        grid.params.grad = None
+        xd = x.to(device).requires_grad_(True)
+        y = grid(xd)
+        y.backward(g.to(device))
+        results.append((y.detach().cpu(), grid.params.grad.cpu(), xd.grad.cpu()))
+    return results[0], results[1]
+
+
+def assert_same_encoding(cpu: tuple[torch.Tensor, ...], cuda: tuple[torch.Tensor, ...], loose: bool = False) -> None:
+    """Same features, table and position gradients. ``loose``: tinycudann's exp2f may move a level's
+    scale by an ulp (~1e-4 at resolution 2048), so features move by ~1e-4 and the piecewise-constant
+    position gradient of points within that distance of a cell face jumps: then 99 % must agree."""
+    torch.testing.assert_close(cuda[0], cpu[0], rtol=0, atol=2e-3 if loose else 1e-4)
+    torch.testing.assert_close(cuda[1], cpu[1], rtol=0, atol=2e-2 if loose else 1e-3)
+    close = torch.isclose(cuda[2], cpu[2], rtol=1e-3, atol=1e-1)
+    assert close.float().mean() >= (0.99 if loose else 1.0), f"{int((~close).sum())} position gradients differ"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch backend on CUDA vs the CPU kernels)")
+def test_cuda_torch_backend_matches_cpu_kernels(monkeypatch):
+    monkeypatch.setattr("vision3d.fields.hash_grid.use_tcnn", lambda device: False)
+    assert_same_encoding(*cpu_and_cuda_results(random_grid(n_levels=8, log2_hashmap_size=15, per_level_scale=1.5)))
+
+
+@pytest.mark.skipif(not use_tcnn("cuda"), reason="needs a CUDA GPU with tinycudann installed (see the README)")
+def test_tcnn_parity():
+    """tinycudann reads our params with its own layout and maths: same features and gradients."""
+    assert_same_encoding(*cpu_and_cuda_results(random_grid(n_levels=8, log2_hashmap_size=15, per_level_scale=1.5)),
+                         loose=True)
+    assert_same_encoding(*cpu_and_cuda_results(random_grid()), loose=True)  # defaults: 5 dense, 11 hashed levels
+
+
+def test_empty_batch():
+    grid = HashGrid(**SMALL)
+    x = torch.empty(0, 3, requires_grad=True)
+    y = grid(x)
+    assert y.shape == (0, grid.n_output_dims)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3) and not grid.params.grad.any()

@@ -8,8 +8,8 @@ kernels on CPU. All read the same flat ``params`` (tinycudann's layout, see
 
 Decisions: ``per_level_scale`` defaults to Instant-NGP's NeRF value 1.4473 = 2^(8/15) (16 levels from
 resolution 16 to 4096), not tinycudann's bare default of 2; nerfacto's field (16 → 2048) is
-``per_level_scale_for(16, 2048, 16)`` ≈ 1.3819. Positions outside [0, 1]³ are clamped (their
-gradient is then zero) or refused, per ``out_of_bounds``; tinycudann itself would wrap them through the
+``per_level_scale_for(16, 2048, 16)`` ≈ 1.3819. Positions outside [0, 1]³ are clamped (the coordinates outside
+get zero gradient) or refused, per ``out_of_bounds``; tinycudann itself would wrap them through the
 hash. Training on CPU: ``grad_mode="inplace"`` lets the kernels add the table gradient straight into a
 kept ``params.grad`` (zero it with ``zero_grad(set_to_none=False)``), and ``Adam(fused=True)`` steps the
 table 4–8× faster than the default Adam on CPU (measurements in docs/fields.md).
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from vision3d.backends import use_tcnn
 from vision3d.errors import CheckpointError
+from vision3d.render.cpu_threads import torch_single_threaded
 
 from .hash_grid_layout import HashGridLayout, compute_layout
 from .hash_grid_reference import encode_reference
@@ -49,7 +50,7 @@ class HashGridConfig:
     out_of_bounds: ``"clamp"`` positions into [0, 1] or raise (``"error"``) on any outside.
     grad_mode: ``"autograd"`` returns the table gradient through autograd (works with
     ``torch.autograd.grad``); ``"inplace"`` (CPU kernels only) adds it straight into ``params.grad``,
-    which saves allocating 64 MB a step but is invisible to ``torch.autograd.grad`` and gradient hooks.
+    which saves allocating a ~50 MB gradient a step but is invisible to ``torch.autograd.grad`` and hooks.
     """
 
     n_levels: int = 16
@@ -121,13 +122,15 @@ class HashGrid(torch.nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._checked_positions(x)
-        if x.device.type == "cuda" and use_tcnn(x):
-            return self._forward_tcnn(x)
         if x.device.type == "cpu":
             from .hash_grid_numba import encode_numba  # noqa: PLC0415  (compiles kernels on first use)
 
+            with torch_single_threaded():  # small checks; keeps torch's spinning workers off the kernels' cores
+                x = self._checked_positions(x)
             return encode_numba(x, self.params, self.layout, inplace_grad=self.config.grad_mode == "inplace")
+        x = self._checked_positions(x)
+        if x.device.type == "cuda" and use_tcnn(x):
+            return self._forward_tcnn(x)
         return encode_reference(x, self.params, self.layout).float()
 
     def _checked_positions(self, x: Tensor) -> Tensor:

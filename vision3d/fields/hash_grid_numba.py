@@ -4,10 +4,13 @@ Same maths as :mod:`~vision3d.fields.hash_grid_reference` (bit-identical forward
 8-corner sum, which here is tinycudann's corner order). The schedule follows what was measured fastest
 on our 2-core machine (docs/fields.md):
 
-- *Level at a time.* The forward sweeps one level after another, its points split across threads, so
-  that level's table slice (4 MB at T = 2^19, F = 2) stays in cache.
-- *Blocked, two phases.* Per block of 64 points, first all corner rows and weights (index arithmetic
-  only), then the gathers or scatter-adds, so the memory accesses are independent and overlap.
+- *Level at a time.* In the forward each thread takes a range of points and sweeps it one level after
+  another, so that level's table slice (4 MB at T = 2^19, F = 2) stays in its core's cache. One
+  parallel region per call: on a busy machine every fork-join can cost a scheduler time slice.
+- *Blocked, two phases, pipelined.* Per block of 64 points, first all corner rows and weights (index
+  arithmetic in short loops that LLVM vectorises), then the gathers or scatter-adds. The next block's
+  rows are computed and prefetched (``llvm.prefetch``) before this block's memory accesses, so index
+  maths and memory latency overlap.
 - *Backward threads own whole levels.* Levels are dealt to threads in snake order (0,1,1,0,0,1,...
   balancing coarse and fine levels), so the table scatter-add never races and needs no atomics. The
   gradient into positions is summed in the same pass into one partial buffer per thread.
@@ -215,20 +218,22 @@ def _scatter_block(table, grad_out, rows, weights, fracs, n, level, start, scale
 def _forward_kernel(x, table, scales, offsets, sizes, resolutions, hashed, n_threads, out):
     """out[l, p, f] = Σ_c w[p, c] · table[row[p, c], f] for every level l and point p (out: [L, N, F]).
 
-    Software-pipelined: block b+1's corners are computed and its rows prefetched before block b's
-    gathers, so the index maths of one block overlaps the memory accesses of the previous one.
+    Each thread takes a contiguous range of points and sweeps it level by level (one parallel region:
+    on a busy machine every fork-join costs up to a scheduler time slice). Software-pipelined: block
+    b+1's corners are computed and its rows prefetched before block b's gathers, so the index maths of
+    one block overlaps the memory accesses of the previous one.
     """
     n_points = x.shape[0]
     n_blocks = (n_points + _BLOCK - 1) // _BLOCK
     n_chunks = max(1, min(n_threads, n_blocks))
-    for level in range(scales.shape[0]):
-        scale = np.float64(scales[level])
-        for chunk in prange(n_chunks):
-            fracs = np.empty((2, 3, _BLOCK), dtype=table.dtype)  # two buffers: current and next block
-            rows = np.empty((2, 8, _BLOCK), dtype=np.int64)
-            weights = np.empty((2, 8, _BLOCK), dtype=table.dtype)
-            first = chunk * n_blocks // n_chunks
-            last = (chunk + 1) * n_blocks // n_chunks
+    for chunk in prange(n_chunks):  # one parallel region: no barrier between levels
+        fracs = np.empty((2, 3, _BLOCK), dtype=table.dtype)  # two buffers: current and next block
+        rows = np.empty((2, 8, _BLOCK), dtype=np.int64)
+        weights = np.empty((2, 8, _BLOCK), dtype=table.dtype)
+        first = chunk * n_blocks // n_chunks
+        last = (chunk + 1) * n_blocks // n_chunks
+        for level in range(scales.shape[0]):
+            scale = np.float64(scales[level])
             for block in range(first - 1, last):
                 if block + 1 < last:
                     nxt = (block + 1) & 1
