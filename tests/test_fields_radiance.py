@@ -11,7 +11,14 @@ from nerfstudio.cameras.rays import Frustums, RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.spatial_distortions import SceneContraction
 
-from vision3d.fields.radiance import DensityField, DensityFieldConfig, RadianceField, RadianceFieldConfig, grid_config
+from vision3d.fields.radiance import (
+    DensityField,
+    DensityFieldConfig,
+    LinfContraction,
+    RadianceField,
+    RadianceFieldConfig,
+    grid_config,
+)
 from vision3d.fields.sdf import SDFFieldConfig
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -30,7 +37,7 @@ def ray_samples(n_rays: int = 16, n_samples: int = 8, far: float = 1.5, n_images
 
 def small_radiance_field(**overrides) -> RadianceField:
     config = RadianceFieldConfig(grid=grid_config(8, 16, 256, 14), **overrides)
-    return RadianceField(config, AABB, num_images=3, spatial_distortion=SceneContraction(order=float("inf")))
+    return RadianceField(config, AABB, num_images=3, spatial_distortion=LinfContraction())
 
 
 def test_radiance_field_outputs_and_ranges():
@@ -58,6 +65,12 @@ def test_view_dependence_and_evaluation_appearance():
         field.eval()  # every sample gets the mean code, whatever its camera
         other = dataclasses.replace(samples, camera_indices=torch.zeros_like(samples.camera_indices))
         assert torch.allclose(field(samples)[FieldHeadNames.RGB], field(other)[FieldHeadNames.RGB])
+
+
+def test_linf_contraction_matches_nerfstudios():
+    x = torch.randn(1000, 3) * 3
+    assert torch.allclose(LinfContraction()(x), SceneContraction(order=float("inf"))(x), atol=1e-6)
+    assert LinfContraction()(x).abs().max() <= 2.0
 
 
 def test_density_is_zero_outside_the_box_without_contraction():

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from nerfstudio.field_components.spatial_distortions import SceneContraction
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
 from nerfstudio.model_components.renderers import (
@@ -35,6 +34,7 @@ from vision3d import metrics
 from vision3d.fields.radiance import (
     DensityField,
     DensityFieldConfig,
+    LinfContraction,
     RadianceField,
     RadianceFieldConfig,
     grid_config,
@@ -92,7 +92,7 @@ class Vision3DNerfactoModel(NerfactoModel):
         config = self.config
         if config.predict_normals:
             raise ValueError("vision3d-nerfacto: predict_normals is not supported (its normal MLP is not built)")
-        contraction = None if config.disable_scene_contraction else SceneContraction(order=float("inf"))
+        contraction = None if config.disable_scene_contraction else LinfContraction()
         aabb = self.scene_box.aabb
         self.field = RadianceField(radiance_field_config(config), aabb, self.num_train_data, contraction)
         self.camera_optimizer = config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
