@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vision3d.data import render
 from vision3d.data.consistency import backproject, flow_from_depth, reprojection_depth_error
 from vision3d.data.render import BlenderNotFoundError, RenderError, render_scene
 
@@ -138,12 +139,40 @@ def test_blender_failure_shows_its_log(tmp_path):
     assert "broken.off" in str(info.value) and "last lines of Blender's log" in str(info.value)
 
 
-def test_missing_blender_says_how_to_install(tmp_path, monkeypatch):
+@pytest.fixture
+def no_blender(tmp_path, monkeypatch):
+    """A machine without Debian's blender nor blender-data, whichever machine runs the test."""
+    monkeypatch.setenv("VISION3D_BLENDER", str(tmp_path / "no-blender-here"))
+    monkeypatch.setattr(render, "HDRI_DIR", tmp_path / "no-blender-data")
+
+
+@pytest.fixture
+def blender_stand_in(tmp_path, monkeypatch):
+    """An executable where Blender is looked for, which fails if it is ever run."""
+    fake = tmp_path / "blender"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("VISION3D_BLENDER", str(fake))
+
+
+def _triangle(tmp_path):
     model = tmp_path / "tri.off"
     model.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
-    monkeypatch.setenv("VISION3D_BLENDER", str(tmp_path / "no-blender-here"))
+    return model
+
+
+def test_missing_blender_says_how_to_install(tmp_path, no_blender):
     with pytest.raises(BlenderNotFoundError, match="apt-get install -y blender python3-numpy"):
-        render_scene(model, tmp_path / "out", views=2, progress=False)
+        render_scene(_triangle(tmp_path), tmp_path / "out", views=2, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_hdri_says_to_install_blender_data(tmp_path, monkeypatch, blender_stand_in):
+    """Blender is there but blender-data's HDRIs are not."""
+    monkeypatch.setattr(render, "HDRI_DIR", tmp_path / "no-blender-data")
+    with pytest.raises(RenderError, match="HDRI 'forest' not found .*install Debian's blender-data"):
+        render_scene(_triangle(tmp_path), tmp_path / "out", views=2, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
@@ -197,13 +226,15 @@ def test_v3d_data_render_reports_a_missing_model_in_one_line(tmp_path):
     assert result.stderr.startswith("error: model file not found:") and "Traceback" not in result.stderr
 
 
-def test_a_folder_with_other_files_is_not_overwritten(tmp_path):
-    model = tmp_path / "tri.off"
-    model.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+@pytest.mark.parametrize("machine", ["no_blender", "blender_stand_in"])
+def test_a_folder_with_other_files_is_not_overwritten(tmp_path, request, machine):
+    """The folder is checked before Blender and its assets, so the answer is the same on any machine."""
+    request.getfixturevalue(machine)
     out = tmp_path / "my_capture"
     (out / "images").mkdir(parents=True)
     with pytest.raises(RenderError, match="did not write"):
-        render_scene(model, out, views=2, progress=False)
+        render_scene(_triangle(tmp_path), out, views=2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["images"]
 
 
 @pytest.mark.blender
