@@ -8,7 +8,6 @@ Vector-pass flow against flow from depth and poses, the GT mesh against the dept
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import numpy as np
@@ -19,9 +18,16 @@ from vision3d.data import render
 from vision3d.data.consistency import backproject, flow_from_depth, reprojection_depth_error
 from vision3d.data.render import BlenderNotFoundError, RenderError, render_scene
 
-needs_blender = pytest.mark.skipif(
-    shutil.which("blender") is None, reason="Debian's blender is not installed (apt-get install -y blender python3-numpy)"
-)
+
+def _have_blender() -> bool:
+    try:
+        return bool(render.find_blender())
+    except BlenderNotFoundError:
+        return False
+
+
+BLENDER_MISSING = "Debian's blender is not installed (apt-get install -y blender python3-numpy)"
+needs_blender = pytest.mark.skipif(not _have_blender(), reason=BLENDER_MISSING)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,8 @@ def cow_mesh():
 
 @pytest.fixture(scope="module")
 def rendered(cow_mesh, tmp_path_factory):
-    if shutil.which("blender") is None:
-        pytest.skip("Debian's blender is not installed (apt-get install -y blender python3-numpy)")
+    if not _have_blender():
+        pytest.skip(BLENDER_MISSING)
     out = tmp_path_factory.mktemp("cow")
     start = time.time()
     render_scene(cow_mesh, out, path="forward", views=3, width=32, height=32, spp=4, progress=False)
