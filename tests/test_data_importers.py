@@ -34,6 +34,7 @@ def castle(tmp_path_factory):
         pytest.skip(f"apt cannot fetch visp-images-data: {err}")
 
 
+@pytest.mark.apt
 def test_visp_castle_simu_converts_to_nerfstudio(castle):
     meta = json.loads((castle / "transforms.json").read_text())
     assert (meta["w"], meta["h"]) == (640, 480) and meta["fl_x"] == meta["fl_y"] == 700
@@ -48,6 +49,7 @@ def test_visp_castle_simu_converts_to_nerfstudio(castle):
     assert np.allclose(np.linalg.inv(c2w @ np.diag([1.0, -1.0, -1.0, 1.0])), c_m_o, atol=1e-6)
 
 
+@pytest.mark.apt
 def test_visp_depth_is_aligned_to_the_colour_camera(castle):
     meta = json.loads((castle / "transforms.json").read_text())
     K = _intrinsics(meta)  # noqa: N806
@@ -61,6 +63,7 @@ def test_visp_depth_is_aligned_to_the_colour_camera(castle):
         assert np.median(errors) < 0.01, (a, b, np.median(errors))
 
 
+@pytest.mark.apt
 def test_visp_depth_offset_matters():
     """Without the -0.05 m depth-camera offset the depth would be ~58 px off and inconsistent."""
     from vision3d.data.apt_data import AptUnavailableError
@@ -94,6 +97,7 @@ def test_stereo_motorcycle_loads_with_disparity():
     _check_disparity_explains_the_pair(pair)
 
 
+@pytest.mark.apt
 def test_stereo_aloe_loads_with_disparity():
     from vision3d.data.apt_data import AptUnavailableError
     from vision3d.data.stereo import aloe

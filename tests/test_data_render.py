@@ -58,6 +58,7 @@ def _load(out):
     return meta, K, depths, poses
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_transforms_json_follows_nerfstudio(rendered):
@@ -85,6 +86,7 @@ def test_transforms_json_follows_nerfstudio(rendered):
     assert (out / meta["mesh_file_path"]).is_file()
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_depth_reprojects_between_views(rendered):
@@ -95,6 +97,7 @@ def test_depth_reprojects_between_views(rendered):
         assert np.median(errors) < 0.01, (a, b, np.median(errors))
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_flow_matches_depth_and_poses(rendered):
@@ -110,6 +113,7 @@ def test_flow_matches_depth_and_poses(rendered):
         assert np.median(epe) < 0.1, np.median(epe)
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_mesh_is_the_rendered_surface(rendered):
@@ -124,6 +128,7 @@ def test_mesh_is_the_rendered_surface(rendered):
     assert np.median(distance) < 5e-3  # metres, for a 1 m model seen at 32 px
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_same_arguments_return_the_cached_scene(rendered, cow_mesh):
@@ -202,6 +207,7 @@ def test_nonsense_render_settings_fail_before_blender_runs(tmp_path, override, p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_model_formats_import_alike(rendered, cow_mesh, tmp_path):
@@ -243,6 +249,7 @@ def test_a_folder_with_other_files_is_not_overwritten(tmp_path, request, machine
     assert sorted(p.name for p in out.iterdir()) == ["images"]
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_rendered_scene_loads_through_nerfstudio_dataparsers(rendered):
@@ -260,6 +267,7 @@ def test_rendered_scene_loads_through_nerfstudio_dataparsers(rendered):
         json.loads((out / "transforms.json").read_text())["fl_x"])
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_render_writes_sfm_like_seed_points(rendered, cow_mesh):

@@ -5,8 +5,11 @@
 need. Nothing is installed, no dependency is pulled in, no root is needed (apt only needs its package
 lists, i.e. one ``apt-get update`` on the machine). Every step is cached: a second call reads the disk.
 
-When apt is missing or cannot reach its archive, :class:`AptUnavailableError` says why, so tests can skip
-with the reason.
+This is the one place where vision3d fetches anything, and only when a command asks for one of these
+data sets (``v3d data render bunny`` and other mesh names, ``v3d pose eval --data castle``,
+:func:`vision3d.data.stereo.aloe`). With ``VISION3D_OFFLINE=1`` (the tests set it unless a test is marked
+``apt``) only what is already cached is used. When apt is missing, cannot reach its archive or is told not
+to, :class:`AptUnavailableError` says why, so tests can skip with the reason.
 
 Real meshes (:data:`MESHES`, fetched by :func:`fetch_mesh`), each with its origin and licence:
 
@@ -65,6 +68,9 @@ def download_deb(package: str) -> Path:
     found = sorted(folder.glob(f"{package}_*.deb"))
     if found:
         return found[-1]
+    if os.environ.get("VISION3D_OFFLINE", "") not in ("", "0"):
+        raise AptUnavailableError(f"VISION3D_OFFLINE is set: not downloading Debian package {package!r} "
+                                  f"(not in {folder})")
     folder.mkdir(parents=True, exist_ok=True)
     if shutil.which("apt-get") is None:
         raise AptUnavailableError(f"apt-get is not installed here; cannot download Debian package {package!r}")
