@@ -1,8 +1,8 @@
 """Real data that only Debian's apt provides, fetched without a root install.
 
-``apt-get download PKG`` puts the package's ``.deb`` into our cache (``$VISION3D_CACHE/apt``, default
-``~/.cache/vision3d/apt``) and ``dpkg-deb --fsys-tarfile PKG.deb | tar x`` extracts only the folder we
-need. Nothing is installed, no dependency is pulled in, no root is needed (apt only needs its package
+``apt-get download PKG`` puts the package's ``.deb`` into our cache (``apt/`` under
+:func:`vision3d.cache.cache_root`, by default ``~/.cache/vision3d/apt``) and
+``dpkg-deb --fsys-tarfile PKG.deb | tar x`` extracts only the folder we need. Nothing is installed, no dependency is pulled in, no root is needed (apt only needs its package
 lists, i.e. one ``apt-get update`` on the machine). Every step is cached: a second call reads the disk.
 
 This is the one place where vision3d fetches anything, and only when a command asks for one of these
@@ -27,6 +27,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vision3d.cache import cache_root
 from vision3d.errors import Vision3DError
 
 
@@ -40,12 +41,6 @@ class NotInPackageError(Vision3DError, FileNotFoundError):
 
 class UnknownMeshError(Vision3DError, ValueError):
     """A mesh name that :data:`MESHES` does not know."""
-
-
-def cache_root() -> Path:
-    """``$VISION3D_CACHE`` or ``~/.cache/vision3d``."""
-    root = os.environ.get("VISION3D_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "vision3d"
 
 
 def apt_cache_dir() -> Path:
