@@ -6,8 +6,8 @@
 lists, i.e. one ``apt-get update`` on the machine). Every step is cached: a second call reads the disk.
 
 This is the one place where vision3d fetches anything, and only when a command asks for one of these
-data sets (``v3d data render bunny`` and other mesh names, ``v3d pose eval --data castle``,
-:func:`vision3d.data.stereo.aloe`). With ``VISION3D_OFFLINE=1`` (the tests set it unless a test is marked
+data sets (``v3d data render`` / ``fetch-mesh`` with a mesh name, ``v3d pose eval --data castle`` and
+``v3d data import-visp``, :func:`vision3d.data.stereo.aloe`). With ``VISION3D_OFFLINE=1`` (the tests set it unless a test is marked
 ``apt``) only what is already cached is used. When apt is missing, cannot reach its archive or is told not
 to, :class:`AptUnavailableError` says why, so tests can skip with the reason.
 
