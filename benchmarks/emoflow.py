@@ -56,7 +56,6 @@ import torch
 
 from vision3d.events.cmax import CMaxConfig, fit_cmax
 from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
-from vision3d.events.geometry import PinholeCamera
 from vision3d.events.imu import fit_axis_map, gravity_axis_map
 from vision3d.events.io import read_events, read_imu
 from vision3d.events.metrics import direction_error_deg, rms, velocity_error_as_emoflow_scores
@@ -69,6 +68,7 @@ from vision3d.events.simulator import (
     simulate_rendered_sequence,
 )
 from vision3d.events.windows import count_windows
+from vision3d.geometry.camera import PinholeCamera
 from vision3d.metrics import flow_metrics
 
 WINDOW_S = 0.06

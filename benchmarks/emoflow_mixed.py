@@ -65,7 +65,7 @@ def main() -> None:
     f = torch.tensor([cam.fx, cam.fy])
     motion_field = torch.from_numpy(seq.instantaneous_flow(window / 2)).float()  # px/s
     u_true = motion_field[pix[:, 1].long(), pix[:, 0].long()] * window / f  # normalised, per window
-    x = cam.normalize(pix)
+    x = cam.normalize_index(pix)
     print(f"{width}×{height}, {args.window_ms:.0f} ms, {len(seq.events)} events, {len(pix)} event pixels")
     v, w = search_egomotion(x, u_true, 2000)
     print(f"search on the exact flow: {motion_error(v, w.numpy() / window)}")
