@@ -26,8 +26,8 @@ import torch
 
 from vision3d.events.emoflow import EMoFlowConfig, fit_window, search_egomotion
 from vision3d.events.geometry import dec_residual
-from vision3d.events.metrics import direction_error_deg
 from vision3d.events.simulator import corner_scene, simulate_plane_sequence
+from vision3d.geometry.metrics import direction_error_deg
 from vision3d.metrics import flow_metrics
 
 V_TRUE, W_TRUE = np.array([1.5, 0.3, 1.5]), np.array([0.5, 1.0, -0.5])

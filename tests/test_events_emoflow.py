@@ -24,7 +24,6 @@ from vision3d.events.emoflow import (
     warp_events,
 )
 from vision3d.events.geometry import dec_residual, motion_field
-from vision3d.events.metrics import direction_error_deg
 from vision3d.events.simulator import (
     Plane,
     PlaneSceneConfig,
@@ -33,6 +32,7 @@ from vision3d.events.simulator import (
     simulate_plane_sequence,
 )
 from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.metrics import direction_error_deg
 from vision3d.geometry.so3 import skew
 from vision3d.metrics import flow_metrics
 
