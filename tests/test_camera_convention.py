@@ -5,7 +5,8 @@ scene's OpenGL ``c2w`` through ``opengl_to_opencv``), must have the z-depth Blen
 Poses: a pixel back-projected with view A's depth must land where view B's depth agrees. Both measure the
 sub-pixel shift that explains Blender's depth best (least squares over the smooth pixels, to first order in
 the depth's gradient) and require it below 0.1 px; the first also checks that OpenCV's centres (half a pixel
-off) are seen as such, the second that poses without the OpenGL->OpenCV flip fail.
+off) are seen as such, the second that poses without the OpenGL->OpenCV flip fail. Then the two places the
+convention meets pixel indices of another kind: binned event pixels and OpenCV calibration files.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from scipy.ndimage import map_coordinates, maximum_filter, minimum_filter
 
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.data.scene import load_scene
-from vision3d.geometry.camera import PIXEL_CENTRE
+from vision3d.events.geometry import load_camera, save_camera
+from vision3d.geometry.camera import PIXEL_CENTRE, PinholeCamera
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -117,3 +119,20 @@ def test_poses_reproject_depth_between_views(scene):
     xy_b, z_b, depth_b_at = _reproject(scene, fa.c2w, fb.c2w)
     with np.errstate(invalid="ignore"):
         assert (np.abs(depth_b_at(xy_b) - z_b) < 0.01 * z_b).mean() < 0.1
+
+
+def test_binning_keeps_the_centre_of_each_block():
+    cam = PinholeCamera.default_for(64, 48)
+    binned = cam.scaled(2)
+    block = np.array([[10.0, 6.0], [11.0, 6.0], [10.0, 7.0], [11.0, 7.0]])  # full-resolution pixels of binned (5, 3)
+    np.testing.assert_allclose(binned.normalize_index(np.array([5.0, 3.0])), cam.normalize_index(block).mean(0))
+    assert (binned.width, binned.height, binned.cx, binned.cy) == (32, 24, 16.0, 12.0)
+
+
+def test_camera_yaml_holds_opencv_values(tmp_path):
+    path = tmp_path / "camera.yaml"
+    path.write_text("camera_matrix: {data: [200, 0, 319.5, 0, 210, 239.5, 0, 0, 1]}\nimage_width: 640\nimage_height: 480\n")
+    cam = load_camera(path)  # an OpenCV calibration of a centred principal point
+    assert (cam.cx, cam.cy) == (320.0, 240.0) and (cam.width, cam.height) == (640, 480)
+    save_camera(path, cam)
+    assert "cx: 319.5" in path.read_text() and load_camera(path) == cam
