@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from vision3d.data.consistency import backproject, flow_from_depth, reprojection_depth_error
+from vision3d.geometry.se3 import opencv_to_opengl, opengl_to_opencv
 
 
 def _intrinsics(meta):
@@ -46,7 +47,7 @@ def test_visp_castle_simu_converts_to_nerfstudio(castle):
 
     c_m_o = np.loadtxt(castle_simu_dir() / "CameraPose" / "Camera_001.txt")
     c2w = np.array(meta["frames"][0]["transform_matrix"])
-    assert np.allclose(np.linalg.inv(c2w @ np.diag([1.0, -1.0, -1.0, 1.0])), c_m_o, atol=1e-6)
+    assert np.allclose(np.linalg.inv(opengl_to_opencv(c2w)), c_m_o, atol=1e-6)
 
 
 @pytest.mark.apt
@@ -74,8 +75,7 @@ def test_visp_depth_offset_matters():
     except AptUnavailableError as err:
         pytest.skip(f"apt cannot fetch visp-images-data: {err}")
     K = np.array([[700.0, 0, 320], [0, 700.0, 240], [0, 0, 1]])  # noqa: N806
-    poses = [np.linalg.inv(np.loadtxt(src / "CameraPose" / f"Camera_{i:03d}.txt")) @ np.diag([1.0, -1, -1, 1])
-             for i in (1, 12)]
+    poses = [opencv_to_opengl(np.linalg.inv(np.loadtxt(src / "CameraPose" / f"Camera_{i:03d}.txt"))) for i in (1, 12)]
     raw = [read_depth_bin(src / "Depth" / f"Depth_{i:04d}.bin") for i in (1, 12)]
     medians = {}
     for t in (-0.05, 0.0, 0.05):
