@@ -30,9 +30,11 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 from vision3d.render.cpu_threads import torch_single_threaded
+from vision3d.render.numba_cache import use_user_cache
 
 from .hash_grid_layout import PRIMES, HashGridLayout
 
+use_user_cache(__file__, "the hash grid's Numba kernels", 20)  # before the first @numba.njit(cache=True)
 _BLOCK = 64  # points per two-phase block: 64 × 8 corner rows and weights stay in L1
 
 
