@@ -29,7 +29,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import Tensor
 
-from vision3d.render.cpu_threads import torch_single_threaded
 from vision3d.render.numba_cache import use_user_cache
 
 from .hash_grid_layout import PRIMES, HashGridLayout
@@ -296,6 +295,29 @@ def _backward_kernel(
                     )
 
 
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _level_major_to_point_major(src, dst):
+    """dst[p, l·F + f] = src[l, p, f]: the kernels' [L, N, F] layout to the module's [N, L·F] output.
+
+    torch's permuted copy handles the length-F inner axis poorly (6 ms for 65k points on one core).
+    """
+    n_levels, n_points, n_features = src.shape
+    for p in prange(n_points):
+        for level in range(n_levels):
+            for f in range(n_features):
+                dst[p, level * n_features + f] = src[level, p, f]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _point_major_to_level_major(src, dst):
+    """dst[l, p, f] = src[p, l·F + f]: the output gradient [N, L·F] to the kernels' [L, N, F]."""
+    n_levels, n_points, n_features = dst.shape
+    for p in prange(n_points):
+        for level in range(n_levels):
+            for f in range(n_features):
+                dst[level, p, f] = src[p, level * n_features + f]
+
+
 def _snake_assignment(n_levels: int, n_threads: int) -> np.ndarray:
     """[n_threads, ceil(L / n_threads)] levels per thread dealt 0,1,…,T−1,T−1,…,0,0,1,… (−1 pads)."""
     per_thread: list[list[int]] = [[] for _ in range(n_threads)]
@@ -320,8 +342,9 @@ class _HashGridFunction(torch.autograd.Function):
         ctx.save_for_backward(x, params)
         ctx.layout = layout
         ctx.inplace_grad = inplace_grad
-        with torch_single_threaded():
-            return out.permute(1, 0, 2).reshape(x.shape[0], layout.n_levels * n_features)
+        features = torch.empty(x.shape[0], layout.n_levels * n_features, dtype=params.dtype)
+        _level_major_to_point_major(out.numpy(), features.numpy())
+        return features
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # noqa: ANN001, ANN205
@@ -330,9 +353,8 @@ class _HashGridFunction(torch.autograd.Function):
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n_features = layout.n_features_per_level
         n_points = x.shape[0]
-        with torch_single_threaded():
-            grad_lnf = grad_output.view(n_points, layout.n_levels, n_features).permute(1, 0, 2).to(params.dtype)
-            grad_lnf = grad_lnf.contiguous()
+        grad_lnf = torch.empty(layout.n_levels, n_points, n_features, dtype=params.dtype)
+        _point_major_to_level_major(grad_output.to(params.dtype).contiguous().numpy(), grad_lnf.numpy())
         if need_table and ctx.inplace_grad:
             if params.grad is None:
                 params.grad = torch.zeros_like(params)
