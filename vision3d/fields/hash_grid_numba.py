@@ -1,20 +1,16 @@
 """Hash-grid encoding on CPU: Numba kernels for the forward and both backwards, in an autograd Function.
 
-Same maths as :mod:`~vision3d.fields.hash_grid_reference` (bit-identical forward up to the order of the
-8-corner sum, which here is tinycudann's corner order). The schedule follows what was measured fastest
-on our 2-core machine (docs/fields.md):
+Same maths as :mod:`~vision3d.fields.hash_grid_reference` (the forward is bit-identical up to the order
+of the 8-corner sum, here tinycudann's). Schedule (measurements in docs/fields.md):
 
-- *Level at a time.* In the forward each thread takes a range of points and sweeps it one level after
-  another, so that level's table slice (4 MB at T = 2^19, F = 2) stays in its core's cache. One
-  parallel region per call: on a busy machine every fork-join can cost a scheduler time slice.
-- *Blocked, two phases, pipelined.* Per block of 64 points, first all corner rows and weights (index
-  arithmetic in short loops that LLVM vectorises), then the gathers or scatter-adds. The next block's
-  rows are computed and prefetched (``llvm.prefetch``) before this block's memory accesses, so index
-  maths and memory latency overlap.
-- *Backward threads own whole levels.* Levels are dealt to threads in snake order (0,1,1,0,0,1,...
-  balancing coarse and fine levels), so the table scatter-add never races and needs no atomics. The
-  gradient into positions is summed in the same pass into one partial buffer per thread.
-Kernels are generic in the float type (float32 for training, float64 for ``gradcheck``); positions are
+- *Level at a time*: each forward thread sweeps its range of points one level after another, so the
+  level's table slice (4 MB at T = 2^19, F = 2) stays in its core's cache; one parallel region per call.
+- *Blocked, two phases, pipelined*: per 64 points, first the corner rows and weights (short loops that
+  LLVM vectorises), then the gathers or scatter-adds; the next block's rows are computed and prefetched
+  (``llvm.prefetch``) before this block's memory accesses.
+- *Backward threads own whole levels* (dealt in snake order 0,1,1,0,...), so the table scatter-add needs
+  no atomics; the position gradient is summed in the same pass into one buffer per thread.
+Kernels are generic in the float type (float32 to train, float64 for ``gradcheck``); positions are
 tinycudann's ``fmaf(scale, x, 0.5)`` (float64 product and sum, one rounding).
 """
 
