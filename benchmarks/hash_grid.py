@@ -116,7 +116,7 @@ def main() -> None:
           "| fwd+bwd range ms |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for n, name, f, fb, sf, sfb, lo, hi in rows:
-        print(f"| {n:,} | {name} | {1e3 * f:.1f} | {1e3 * fb:.1f} | {n / f / 1e6:.2f} | {n / fb / 1e6:.3f} | "
+        print(f"| {n:,} | {name} | {1e3 * f:.1f} | {1e3 * fb:.1f} | {n / f / 1e6:.3f} | {n / fb / 1e6:.3f} | "
               f"{sf:.1f}× | {sfb:.1f}× | {1e3 * lo:.0f}–{1e3 * hi:.0f} |")
 
 

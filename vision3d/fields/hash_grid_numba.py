@@ -1,20 +1,16 @@
 """Hash-grid encoding on CPU: Numba kernels for the forward and both backwards, in an autograd Function.
 
-Same maths as :mod:`~vision3d.fields.hash_grid_reference` (bit-identical forward up to the order of the
-8-corner sum, which here is tinycudann's corner order). The schedule follows what was measured fastest
-on our 2-core machine (docs/fields.md):
+Same maths as :mod:`~vision3d.fields.hash_grid_reference` (the forward is bit-identical up to the order
+of the 8-corner sum, here tinycudann's). Schedule (measurements in docs/fields.md):
 
-- *Level at a time.* In the forward each thread takes a range of points and sweeps it one level after
-  another, so that level's table slice (4 MB at T = 2^19, F = 2) stays in its core's cache. One
-  parallel region per call: on a busy machine every fork-join can cost a scheduler time slice.
-- *Blocked, two phases, pipelined.* Per block of 64 points, first all corner rows and weights (index
-  arithmetic in short loops that LLVM vectorises), then the gathers or scatter-adds. The next block's
-  rows are computed and prefetched (``llvm.prefetch``) before this block's memory accesses, so index
-  maths and memory latency overlap.
-- *Backward threads own whole levels.* Levels are dealt to threads in snake order (0,1,1,0,0,1,...
-  balancing coarse and fine levels), so the table scatter-add never races and needs no atomics. The
-  gradient into positions is summed in the same pass into one partial buffer per thread.
-Kernels are generic in the float type (float32 for training, float64 for ``gradcheck``); positions are
+- *Level at a time*: each forward thread sweeps its range of points one level after another, so the
+  level's table slice (4 MB at T = 2^19, F = 2) stays in its core's cache; one parallel region per call.
+- *Blocked, two phases, pipelined*: per 64 points, first the corner rows and weights (short loops that
+  LLVM vectorises), then the gathers or scatter-adds; the next block's rows are computed and prefetched
+  (``llvm.prefetch``) before this block's memory accesses.
+- *Backward threads own whole levels* (dealt in snake order 0,1,1,0,...), so the table scatter-add needs
+  no atomics; the position gradient is summed in the same pass into one buffer per thread.
+Kernels are generic in the float type (float32 to train, float64 for ``gradcheck``); positions are
 tinycudann's ``fmaf(scale, x, 0.5)`` (float64 product and sum, one rounding).
 """
 
@@ -29,10 +25,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import Tensor
 
-from vision3d.render.cpu_threads import torch_single_threaded
+from vision3d.render.numba_cache import use_user_cache
 
 from .hash_grid_layout import PRIMES, HashGridLayout
 
+use_user_cache(__file__, "the hash grid's Numba kernels", 20)  # before the first @numba.njit(cache=True)
 _BLOCK = 64  # points per two-phase block: 64 × 8 corner rows and weights stay in L1
 
 
@@ -294,6 +291,29 @@ def _backward_kernel(
                     )
 
 
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _level_major_to_point_major(src, dst):
+    """dst[p, l·F + f] = src[l, p, f]: the kernels' [L, N, F] layout to the module's [N, L·F] output.
+
+    torch's permuted copy handles the length-F inner axis poorly (6 ms for 65k points on one core).
+    """
+    n_levels, n_points, n_features = src.shape
+    for p in prange(n_points):
+        for level in range(n_levels):
+            for f in range(n_features):
+                dst[p, level * n_features + f] = src[level, p, f]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _point_major_to_level_major(src, dst):
+    """dst[l, p, f] = src[p, l·F + f]: the output gradient [N, L·F] to the kernels' [L, N, F]."""
+    n_levels, n_points, n_features = dst.shape
+    for p in prange(n_points):
+        for level in range(n_levels):
+            for f in range(n_features):
+                dst[level, p, f] = src[p, level * n_features + f]
+
+
 def _snake_assignment(n_levels: int, n_threads: int) -> np.ndarray:
     """[n_threads, ceil(L / n_threads)] levels per thread dealt 0,1,…,T−1,T−1,…,0,0,1,… (−1 pads)."""
     per_thread: list[list[int]] = [[] for _ in range(n_threads)]
@@ -318,8 +338,9 @@ class _HashGridFunction(torch.autograd.Function):
         ctx.save_for_backward(x, params)
         ctx.layout = layout
         ctx.inplace_grad = inplace_grad
-        with torch_single_threaded():
-            return out.permute(1, 0, 2).reshape(x.shape[0], layout.n_levels * n_features)
+        features = torch.empty(x.shape[0], layout.n_levels * n_features, dtype=params.dtype)
+        _level_major_to_point_major(out.numpy(), features.numpy())
+        return features
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # noqa: ANN001, ANN205
@@ -328,9 +349,8 @@ class _HashGridFunction(torch.autograd.Function):
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n_features = layout.n_features_per_level
         n_points = x.shape[0]
-        with torch_single_threaded():
-            grad_lnf = grad_output.view(n_points, layout.n_levels, n_features).permute(1, 0, 2).to(params.dtype)
-            grad_lnf = grad_lnf.contiguous()
+        grad_lnf = torch.empty(layout.n_levels, n_points, n_features, dtype=params.dtype)
+        _point_major_to_level_major(grad_output.to(params.dtype).contiguous().numpy(), grad_lnf.numpy())
         if need_table and ctx.inplace_grad:
             if params.grad is None:
                 params.grad = torch.zeros_like(params)
