@@ -55,7 +55,8 @@ import numpy as np
 import torch
 
 from vision3d.events.cmax import CMaxConfig, fit_cmax
-from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
+from vision3d.events.contrast import contrast_terms
+from vision3d.events.emoflow import EMoFlowConfig, fit_window
 from vision3d.events.geometry import PinholeCamera
 from vision3d.events.imu import fit_axis_map, gravity_axis_map
 from vision3d.events.io import read_events, read_imu

@@ -176,7 +176,8 @@ def fit(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vision3d.events.cmax import CMaxConfig, fit_cmax
-    from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
+    from vision3d.events.contrast import contrast_terms
+    from vision3d.events.emoflow import EMoFlowConfig, fit_window
     from vision3d.events.geometry import load_camera
     from vision3d.events.io import read_events, read_imu
     from vision3d.events.plots import save_velocity_plot, save_window_figure
