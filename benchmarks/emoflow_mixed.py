@@ -14,7 +14,7 @@ Scene: ``benchmarks/emoflow.py``'s "mixed" row (room corner 2 m ahead, v = (1.5,
 3. the same search on the *fitted* flow, and the DEC cost of the true and of the searched motion on it.
 
 If (1) is right and the true motion costs more than the searched one in (3), the fitted flow itself is
-consistent with the wrong motion. Results are in the docstring of :mod:`vision3d.events.emoflow`.
+consistent with the wrong motion. Results: docs/emoflow.md.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class EMoFlowConfig:
 
     @classmethod
     def cpu(cls, iterations: int = 400) -> EMoFlowConfig:
-        """Small network and short schedule for CPU (see the module docstring and docs/emoflow.md)."""
+        """Small network and short schedule for CPU (see docs/emoflow.md)."""
         return cls(
             inr=FlowINRConfig(depth=4, width=64, skip_layer=2),
             loss=LossConfig(
@@ -321,19 +321,3 @@ def fit_egomotion(
         if config.resolve_v_sign:
             v = resolve_translation_sign(x.double(), u.double(), v.double(), w[0].double()).float()
     return v.numpy().astype(np.float64), w[0].numpy().astype(np.float64)
-
-
-def fit_stream(stream, camera: PinholeCamera, windows, config: EMoFlowConfig | None = None, progress=None):
-    """Fit every window (a list of :class:`~vision3d.events.windows.Window`) afresh; yields WindowResult."""
-    config = config or EMoFlowConfig()
-    xy_all, t_all, p_all = stream.to_torch()
-    t0 = float(stream.t[0]) * 1e-6
-    for win in windows:
-        sl = win.slice
-        ta = win.t_start_us * 1e-6 - t0
-        tb = win.t_end_us * 1e-6 - t0
-        res = fit_window(xy_all[sl], t_all[sl], camera, config, (ta, tb), p_all[sl], progress=progress)
-        res.t_start_s += t0
-        res.t_end_s += t0
-        res.times_s = res.times_s + t0
-        yield res
