@@ -22,7 +22,7 @@ from numba.core.caching import _CacheLocator
 from vision3d.cache import cache_root
 
 log = logging.getLogger(__name__)
-_told = False
+_told: set[str] = set()  # kernel families already announced in this process
 
 
 def numba_cache_dir() -> Path:
@@ -31,16 +31,15 @@ def numba_cache_dir() -> Path:
     return Path(env).expanduser() if env else cache_root() / "numba"
 
 
-def use_user_cache(module_file: str) -> Path:
+def use_user_cache(module_file: str, what: str = "the CPU rasterizer's Numba kernels", seconds: int = 25) -> Path:
     """Point Numba's cache at :func:`numba_cache_dir` for the kernels of ``module_file``; returns the folder
-    where Numba keeps them, and logs once per process when it holds no kernel of ours yet."""
-    global _told
+    where Numba keeps them, and logs once per process and family (``what``, compiled in about ``seconds``)
+    when it holds no kernel of ours yet."""
     folder = numba_cache_dir()
     os.environ["NUMBA_CACHE_DIR"] = str(folder)
     numba.config.CACHE_DIR = str(folder)
     kernels = folder / _CacheLocator.get_suitable_cache_subpath(module_file)
-    if not _told and not any(kernels.glob("*.nbi")):
-        _told = True
-        log.warning("vision3d: compiling the CPU rasterizer's Numba kernels once (about 25 s); later runs load "
-                    "them from %s", folder)
+    if what not in _told and not any(kernels.glob("*.nbi")):
+        _told.add(what)
+        log.warning("vision3d: compiling %s once (about %d s); later runs load them from %s", what, seconds, folder)
     return kernels
