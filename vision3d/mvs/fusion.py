@@ -33,9 +33,12 @@ class PointCloud:
         return pcd
 
     def save(self, path: str | Path) -> None:
-        """Write a .ply (or any format open3d writes)."""
+        """Write a .ply (or any format open3d writes), creating the folder."""
         import open3d as o3d  # noqa: PLC0415
 
+        if len(self.points) == 0:
+            raise ValueError(f"{path}: the point cloud is empty (no pixel passed the geometric filter)")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         if not o3d.io.write_point_cloud(str(path), self.to_open3d()):
             raise OSError(f"{path}: open3d could not write the point cloud")
 

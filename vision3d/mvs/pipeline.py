@@ -82,7 +82,8 @@ def run_mvs(images: Tensor, K: Tensor, c2w: Tensor, depth_range: tuple[float, fl
     """PatchMatch every view in ``views`` (default all) and check them against each other.
 
     ``depth_range`` is one ``(d_min, d_max)`` or ``[V, 2]`` per view; ``seeds[v]`` initialises view ``v``.
-    Views not in ``views`` keep depth 0 (they still serve as sources for the photometric cost).
+    Views not in ``views`` keep depth 0: they still serve as sources for the photometric cost, but the
+    geometric check of a view only asks its sources that have depth maps.
     """
     cfg = cfg or MVSConfig()
     n_views = images.shape[0]
@@ -97,11 +98,13 @@ def run_mvs(images: Tensor, K: Tensor, c2w: Tensor, depth_range: tuple[float, fl
     depth = torch.zeros(n_views, h, w, dtype=gray.dtype, device=gray.device)
     normal = torch.zeros(n_views, h, w, 3, dtype=gray.dtype, device=gray.device)
     cost = torch.full((n_views, h, w), 2.0, dtype=gray.dtype, device=gray.device)
-    for v in views if views is not None else range(n_views):
+    views = list(range(n_views)) if views is None else list(views)
+    for v in views:
         seed = seeds[v] if seeds is not None else None
         out = patchmatch_view(gray, K, c2w, v, sources[v], tuple(ranges[v].tolist()), cfg.patchmatch, seed, generator)
         depth[v], normal[v], cost[v] = out.depth, out.normal, out.cost
-    consistency = geometric_consistency(depth, K, c2w, sources, cfg.filter)
+    checked = [[s for s in sources[v] if s in views] if v in views else [] for v in range(n_views)]
+    consistency = geometric_consistency(depth, K, c2w, checked, cfg.filter)
     return MVSResult(depth, normal, (1.0 - cost).clamp(0, 1), consistency, sources)
 
 
