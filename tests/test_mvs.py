@@ -12,6 +12,7 @@ from mvs_helpers import plane_views
 from vision3d.geometry.se3 import relative_pose
 from vision3d.mvs import (
     GeometricFilterConfig,
+    GeometricPrior,
     MatchingCostConfig,
     PatchMatchConfig,
     Seed,
@@ -102,6 +103,23 @@ def test_seed_is_kept_where_trusted_and_spreads():
     assert (rel_seeded < 0.01).float().mean() > (rel_random < 0.01).float().mean() + 0.05
     with pytest.raises(ValueError, match="seed of view 0"):
         patchmatch_view(imgs, K, c2w, 0, [1], (2.0, 8.0), seed=Seed(depth[0, :5], normal[0], mask))
+
+
+def test_geometric_term_alone_recovers_depth_where_the_image_is_flat():
+    imgs, K, c2w, depth, normal = _scene(SLANTED)
+    flat = imgs.clone()
+    flat[0] = 0.5  # no texture in the reference: every photometric cost is the worst, only the prior informs
+    prior = GeometricPrior(depth[1:])
+    cfg = PatchMatchConfig(iterations=3)
+    out = patchmatch_view(flat, K, c2w, 0, [1, 2, 3], (2.0, 8.0), cfg, prior=prior,
+                          generator=torch.Generator().manual_seed(0))
+    rel, _ = _errors(out.depth, out.normal, depth[0], normal[0])
+    # the term reads the sources' depth at the nearest pixel, so it pins depth to about a pixel of disparity
+    # (9 px disparity here: ~5 %), not to the sub-pixel accuracy of the photometric cost
+    assert rel.median() < 0.03 and (rel < 0.06).float().mean() > 0.9
+    assert (out.cost == 2.0).all()  # the returned cost stays photometric
+    blind = patchmatch_view(flat, K, c2w, 0, [1, 2, 3], (2.0, 8.0), cfg, generator=torch.Generator().manual_seed(0))
+    assert (_errors(blind.depth, blind.normal, depth[0], normal[0])[0] < 0.06).float().mean() < 0.3
 
 
 def test_geometric_filter_removes_injected_wrong_depth():

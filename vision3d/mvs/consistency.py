@@ -45,6 +45,25 @@ def world_points(depth: Tensor, K: Tensor, c2w: Tensor) -> Tensor:  # noqa: N803
     return transform_points(c2w, cam).reshape(v, h, w, 3)
 
 
+def round_trip(points: Tensor, pixels: Tensor, K_ref: Tensor, w2c_ref: Tensor, K_src: Tensor,  # noqa: N803
+               w2c_src: Tensor, src_depth: Tensor, src_points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reference → source → reference round trip of world ``points [N, 3]`` seen at reference ``pixels [N, 2]``.
+
+    Each point is projected into the source (``K_src [3, 3]``, ``w2c_src [4, 4]``); the source's depth at the
+    nearest pixel (``src_depth [H, W]``, world points ``src_points [H, W, 3]``) is projected back into the
+    reference. Returns the reprojection error in pixels ``[N]``, the returned point's reference z-depth ``[N]``,
+    the returned world points ``[N, 3]`` and ``[N]`` bool, whether the source had a depth there.
+    """
+    h, w = src_depth.shape
+    xy, z = project_points(transform_points(w2c_src, points)[None], K_src[None])
+    col, row = xy[0, :, 0].floor().long(), xy[0, :, 1].floor().long()
+    inside = (z[0] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    row, col = row.clamp(0, h - 1), col.clamp(0, w - 1)
+    back = src_points[row, col]  # the source pixel's centre at its depth
+    xy_r, z_r = project_points(transform_points(w2c_ref, back)[None], K_ref[None])
+    return (xy_r[0] - pixels).norm(dim=-1), z_r[0], back, inside & (src_depth[row, col] > 0)
+
+
 def geometric_consistency(depth: Tensor, K: Tensor, c2w: Tensor, sources: list[list[int]],  # noqa: N803
                           cfg: GeometricFilterConfig | None = None) -> Consistency:
     """Check every view's depth ``[V, H, W]`` (0 = none) against its ``sources[v]``; ``K [V, 3, 3]``, ``c2w [V, 4, 4]``."""
@@ -60,16 +79,9 @@ def geometric_consistency(depth: Tensor, K: Tensor, c2w: Tensor, sources: list[l
         valid_r = depth[r].reshape(-1) > 0
         total, n = own.clone(), torch.ones(h * w, dtype=depth.dtype, device=depth.device)
         for s in sources[r]:
-            xy, z = project_points(transform_points(w2c[s], own)[None], K[s : s + 1])
-            col, row = xy[0, :, 0].floor().long(), xy[0, :, 1].floor().long()
-            inside = (z[0] > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-            d_s = depth[s][row.clamp(0, h - 1), col.clamp(0, w - 1)]
-            back = points[s][row.clamp(0, h - 1), col.clamp(0, w - 1)]  # the source pixel's centre at its depth
-            xy_r, z_r = project_points(transform_points(w2c[r], back)[None], K[r : r + 1])
-            err_px = (xy_r[0] - pix).norm(dim=-1)
-            err_rel = (z_r[0] - depth[r].reshape(-1)).abs() / depth[r].reshape(-1).clamp_min(1e-12)
-            agree = (valid_r & inside & (d_s > 0) & (err_px < cfg.max_reprojection_px)
-                     & (err_rel < cfg.max_relative_depth))
+            err_px, z_r, back, hit = round_trip(own, pix, K[r], w2c[r], K[s], w2c[s], depth[s], points[s])
+            err_rel = (z_r - depth[r].reshape(-1)).abs() / depth[r].reshape(-1).clamp_min(1e-12)
+            agree = valid_r & hit & (err_px < cfg.max_reprojection_px) & (err_rel < cfg.max_relative_depth)
             count[r] += agree.reshape(h, w)
             total += torch.where(agree[:, None], back, torch.zeros_like(back))
             n += agree.to(n.dtype)

@@ -14,7 +14,10 @@ other half:
   range is ``perturbation · decay^iteration`` of the depth (or inverse-depth) range and
   ``normal_perturbation · decay^iteration`` for normals.
 
-A pixel keeps a candidate only if it lowers its cost. Candidate generation is torch on the images'
+With a :class:`GeometricPrior` (the other views' depth maps from an earlier pass), the cost gains ACMM's
+geometric term ``λ · mean_s min(e_s, τ)``, ``e_s`` the reference→source→reference reprojection error in
+pixels (:func:`.consistency.round_trip`); HelixSurf runs two such passes. A pixel keeps a candidate only if
+it lowers its cost. Candidate generation is torch on the images'
 device; the cost goes to the Numba kernel on CPU and to the torch path on CUDA (``backend``). With the
 Numba kernel, torch's own ops run on one thread so its spinning OpenMP workers leave the cores to Numba
 (measured 4.1 s → 0.5 s for two iterations at 48×64, 3 sources, on the shared 2-core machine).
@@ -29,9 +32,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from vision3d.geometry.se3 import relative_pose
+from vision3d.geometry.se3 import invert_pose, relative_pose, transform_points
 from vision3d.render.cpu_threads import torch_single_threaded
 
+from .consistency import round_trip, world_points
 from .cost import WORST_COST, MatchingCostConfig, plane_costs_torch
 from .planes import depth_on_plane, facing, pixel_rays, plane_offset, random_normals
 
@@ -58,6 +62,10 @@ class PatchMatchConfig:
     """Sample and perturb depth uniformly in inverse depth (disparity-like), else in depth."""
     max_incidence_deg: float = 85.0
     """Hypotheses whose normal is further than this from the reversed viewing ray are not considered."""
+    geometric_weight: float = 0.2
+    """λ of the geometric term (ACMM's 0.2), used when a :class:`GeometricPrior` is given."""
+    geometric_max_error_px: float = 3.0
+    """τ: the reprojection error is clamped here (ACMM's 3 px); a source without depth there counts τ."""
     backend: Backend = "auto"
     """``auto``: the Numba kernel for CPU tensors, the torch path otherwise."""
     chunk: int = 4096
@@ -75,9 +83,17 @@ class Seed:
 
 
 @dataclass
+class GeometricPrior:
+    """Depth maps ``[S, H, W]`` of the source views (in the order of ``sources``; 0 = none) from an earlier pass."""
+
+    depth: Tensor
+
+
+@dataclass
 class ViewDepth:
-    """PatchMatch output of one view: ``depth [H, W]``, ``normal [H, W, 3]`` (camera frame), ``cost [H, W]`` in
-    [0, 2] and ``confidence [H, W]`` = ``clip(1 − cost, 0, 1)`` (the aggregated NCC, negatives at 0)."""
+    """PatchMatch output of one view: ``depth [H, W]``, ``normal [H, W, 3]`` (camera frame), the photometric
+    ``cost [H, W]`` in [0, 2] and ``confidence [H, W]`` = ``clip(1 − cost, 0, 1)`` (the aggregated NCC,
+    negatives at 0)."""
 
     depth: Tensor
     normal: Tensor
@@ -141,7 +157,7 @@ class _ViewState:
     """Images, relative poses and the current hypotheses of one reference view."""
 
     def __init__(self, gray: Tensor, K: Tensor, c2w: Tensor, ref: int, sources: list[int],  # noqa: N803
-                 sampler: _DepthSampler, cfg: PatchMatchConfig):
+                 sampler: _DepthSampler, cfg: PatchMatchConfig, prior: GeometricPrior | None):
         self.ref_img, self.src_imgs = gray[ref], gray[sources]
         self.K_ref, self.K_src = K[ref], K[sources]
         T = relative_pose(c2w[sources], c2w[ref].expand(len(sources), 4, 4))  # noqa: N806  src <- ref
@@ -153,10 +169,38 @@ class _ViewState:
         self.rays = pixel_rays(self.K_ref, rows.reshape(-1), cols.reshape(-1)).reshape(self.h, self.w, 3)
         self.colour_pixels = [((rows + cols) % 2 == c).nonzero(as_tuple=True) for c in (0, 1)]
         self.min_cos = math.cos(math.radians(cfg.max_incidence_deg))
+        self.prior = None
+        if prior is not None:
+            if prior.depth.shape != (len(sources), self.h, self.w):
+                raise ValueError(f"geometric prior of view {ref} must be [{len(sources)}, {self.h}, {self.w}], "
+                                 f"got {list(prior.depth.shape)}")
+            has = [i for i in range(len(sources)) if bool((prior.depth[i] > 0).any())]
+            src_depth = prior.depth[has].to(gray)
+            self.prior = (has, src_depth, world_points(src_depth, self.K_src[has], c2w[sources][has]))
+            self.c2w_ref, self.w2c_ref, self.w2c_src = c2w[ref], invert_pose(c2w[ref]), invert_pose(c2w[sources])
 
-    def costs(self, rows: Tensor, cols: Tensor, depth: Tensor, normal: Tensor) -> Tensor:
+    def photometric_costs(self, rows: Tensor, cols: Tensor, depth: Tensor, normal: Tensor) -> Tensor:
         return plane_costs(self.ref_img, self.src_imgs, self.K_ref, self.K_src, self.R, self.t, rows, cols,
                            depth, normal, self.cfg)
+
+    def geometric_costs(self, rows: Tensor, cols: Tensor, depth: Tensor) -> Tensor:
+        """``mean_s min(e_s, τ)`` ``[N, C]`` over the prior's sources (see the module docstring)."""
+        has, src_depth, src_points = self.prior
+        tau = self.cfg.geometric_max_error_px
+        points = transform_points(self.c2w_ref, (depth[..., None] * self.rays[rows, cols][:, None]).reshape(-1, 3))
+        pixels = torch.stack([cols + 0.5, rows + 0.5], dim=-1).to(depth)[:, None].expand(*depth.shape, 2).reshape(-1, 2)
+        total = torch.zeros(points.shape[0], dtype=depth.dtype, device=depth.device)
+        for j, i in enumerate(has):
+            err, _, _, hit = round_trip(points, pixels, self.K_ref, self.w2c_ref, self.K_src[i], self.w2c_src[i],
+                                        src_depth[j], src_points[j])
+            total += torch.where(hit, err.clamp(max=tau), torch.full_like(err, tau))
+        return (total / max(len(has), 1)).reshape(depth.shape)
+
+    def costs(self, rows: Tensor, cols: Tensor, depth: Tensor, normal: Tensor) -> Tensor:
+        cost = self.photometric_costs(rows, cols, depth, normal)
+        if self.prior is None or not self.prior[0]:
+            return cost
+        return cost + self.cfg.geometric_weight * self.geometric_costs(rows, cols, depth)
 
     def valid(self, depth: Tensor, normal: Tensor, rays: Tensor) -> Tensor:
         ok = torch.isfinite(depth) & (depth >= self.sampler.d_min) & (depth <= self.sampler.d_max)
@@ -220,25 +264,30 @@ def _refinement_candidates(state: _ViewState, rows, cols, depth, normal, iterati
 
 def patchmatch_view(gray: Tensor, K: Tensor, c2w: Tensor, ref: int, sources: list[int],  # noqa: N803
                     depth_range: tuple[float, float], cfg: PatchMatchConfig | None = None,
-                    seed: Seed | None = None, generator: torch.Generator | None = None) -> ViewDepth:
+                    seed: Seed | None = None, generator: torch.Generator | None = None,
+                    prior: GeometricPrior | None = None, first_iteration: int = 0) -> ViewDepth:
     """Run PatchMatch for reference view ``ref`` against ``sources``.
 
     ``gray [V, H, W]`` float images in [0, 1] (all views the same size), ``K [V, 3, 3]`` (pixel centres at
     +0.5), ``c2w [V, 4, 4]`` camera-to-world (OpenCV axes), all on one device; ``depth_range`` bounds the
-    z-depth of hypotheses. Returns the hypotheses after ``cfg.iterations`` iterations.
+    z-depth of hypotheses. ``prior`` adds the geometric term; ``first_iteration`` offsets the perturbation
+    schedule (a pass that refines earlier hypotheses starts with small perturbations). Returns the
+    hypotheses after ``cfg.iterations`` iterations.
     """
     cfg = cfg or PatchMatchConfig()
     if cfg.backend == "numba" or (cfg.backend == "auto" and gray.device.type == "cpu"):
         with torch_single_threaded():
-            return _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator)
-    return _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator)
+            return _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator, prior,
+                                    first_iteration)
+    return _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator, prior, first_iteration)
 
 
-def _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator) -> ViewDepth:  # noqa: N803
+def _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator, prior,  # noqa: N803
+                     first_iteration) -> ViewDepth:
     if not sources:
         raise ValueError(f"view {ref} needs at least one source view")
     sampler = _DepthSampler(float(depth_range[0]), float(depth_range[1]), cfg.inverse_depth)
-    state = _ViewState(gray, K, c2w, ref, list(sources), sampler, cfg)
+    state = _ViewState(gray, K, c2w, ref, list(sources), sampler, cfg, prior)
     h, w = state.h, state.w
     depth = sampler.random(torch.empty(h, w, device=gray.device, dtype=gray.dtype), generator)
     normal = random_normals(state.rays.reshape(-1, 3), generator).reshape(h, w, 3)
@@ -252,11 +301,13 @@ def _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generat
                                                         torch.arange(w, device=gray.device), indexing="ij"))
     cost = state.costs(rows, cols, depth.reshape(-1, 1), normal.reshape(-1, 1, 3)).reshape(h, w)
     regions = propagation_regions(cfg.strip_length, cfg.v_radius)
-    for iteration in range(cfg.iterations):
+    for iteration in range(first_iteration, first_iteration + cfg.iterations):
         for colour in (0, 1):
             r, c = state.colour_pixels[colour]
             cand = _propagation_candidates(state, r, c, depth, normal, cost, regions)
             state.keep_best(r, c, *cand, depth, normal, cost)
             cand = _refinement_candidates(state, r, c, depth, normal, iteration, generator)
             state.keep_best(r, c, *cand, depth, normal, cost)
+    if state.prior is not None:
+        cost = state.photometric_costs(rows, cols, depth.reshape(-1, 1), normal.reshape(-1, 1, 3)).reshape(h, w)
     return ViewDepth(depth, normal, cost)

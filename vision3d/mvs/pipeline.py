@@ -10,7 +10,7 @@ at the same centre (no baseline) or beyond ``max_source_angle_deg``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from kornia.color import rgb_to_grayscale
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .consistency import Consistency, GeometricFilterConfig, geometric_consistency
 from .fusion import PointCloud, fuse_points
-from .patchmatch import PatchMatchConfig, Seed, patchmatch_view
+from .patchmatch import GeometricPrior, PatchMatchConfig, Seed, patchmatch_view
 
 
 @dataclass
@@ -29,6 +29,10 @@ class MVSConfig:
     filter: GeometricFilterConfig = field(default_factory=GeometricFilterConfig)
     n_sources: int = 4
     max_source_angle_deg: float = 60.0
+    geometric_passes: int = 1
+    """Passes with ACMM's geometric term after the photometric one (HelixSurf runs 2), each starting from the
+    previous hypotheses and reading the other views' depth maps of the previous pass."""
+    geometric_pass_iterations: int = 2
     seed: int = 0
     """Seed of the random hypotheses (one torch generator on the images' device)."""
 
@@ -103,6 +107,15 @@ def run_mvs(images: Tensor, K: Tensor, c2w: Tensor, depth_range: tuple[float, fl
         seed = seeds[v] if seeds is not None else None
         out = patchmatch_view(gray, K, c2w, v, sources[v], tuple(ranges[v].tolist()), cfg.patchmatch, seed, generator)
         depth[v], normal[v], cost[v] = out.depth, out.normal, out.cost
+    geo_cfg = replace(cfg.patchmatch, iterations=cfg.geometric_pass_iterations)
+    for _ in range(cfg.geometric_passes):
+        previous = depth.clone()
+        for v in views:
+            seed = Seed(depth[v], normal[v], depth[v] > 0)
+            prior = GeometricPrior(torch.stack([previous[s] for s in sources[v]]))
+            out = patchmatch_view(gray, K, c2w, v, sources[v], tuple(ranges[v].tolist()), geo_cfg, seed, generator,
+                                  prior, first_iteration=cfg.patchmatch.iterations)
+            depth[v], normal[v], cost[v] = out.depth, out.normal, out.cost
     checked = [[s for s in sources[v] if s in views] if v in views else [] for v in range(n_views)]
     consistency = geometric_consistency(depth, K, c2w, checked, cfg.filter)
     return MVSResult(depth, normal, (1.0 - cost).clamp(0, 1), consistency, sources)
