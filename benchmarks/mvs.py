@@ -195,7 +195,9 @@ def main() -> None:
         sgbm, sgbm_ok, sgbm_s = run_sgbm(pair, n_disp)
         ours, raw_ok, ours_ok, ours_s = run_patchmatch(pair, n_disp, iterations)
         label = f"{name} {w}×{h}"
-        rows.append((label, f"PatchMatch raw ({iterations} it.)", scores(ours, pair.disparity, raw_ok), ours_s))
+        passes = MVSConfig().geometric_passes
+        rows.append((label, f"PatchMatch raw ({iterations} it. + {passes} geometric pass)",
+                     scores(ours, pair.disparity, raw_ok), ours_s))
         rows.append((label, "PatchMatch, left-right checked", scores(ours, pair.disparity, ours_ok), ours_s))
         rows.append((label, f"OpenCV SGBM (0..{n_disp})", scores(sgbm, pair.disparity, sgbm_ok), sgbm_s))
         picture(args.figures / f"{name}.png", pair, ours, ours_ok, sgbm, sgbm_ok)
