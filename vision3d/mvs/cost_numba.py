@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vision3d.render.numba_cache import use_user_cache
+
 from .cost import WORST_COST, MatchingCostConfig
+
+use_user_cache(__file__)  # before the first @numba.njit(cache=True): Numba fixes the cache folder there
 
 
 @numba.njit(parallel=True, cache=True)
