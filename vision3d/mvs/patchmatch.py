@@ -1,26 +1,16 @@
 """PatchMatch multi-view stereo with per-pixel plane hypotheses, red-black propagation and random refinement.
 
-Per reference view, every pixel holds a plane hypothesis (z-depth and unit normal, reference camera frame,
-OpenCV axes) scored by the NCC cost of :mod:`.cost` against its source views. Initialisation is random
-(depth uniform in inverse depth by default, normal uniform on the camera-facing hemisphere) or a seed
-(the helix passes depth and normals ray-cast from the SDF) where a mask trusts it. Each iteration visits
-the two colours of the checkerboard in turn (Gipuma), so half the pixels update in parallel from the
-other half:
-
-* propagation, ACMH's adaptive checkerboard sampling: in each of 8 regions around the pixel (4 long
-  strips along the axes, 4 V-shaped near quadrants, all at odd Manhattan distances, i.e. other-colour
-  pixels) the neighbour with the lowest current cost lends its plane, intersected with this pixel's ray;
-* random refinement: new random, perturbed and mixed hypotheses (ACMH's set of six); the perturbation
-  range is ``perturbation · decay^iteration`` of the depth (or inverse-depth) range and
-  ``normal_perturbation · decay^iteration`` for normals.
-
-With a :class:`GeometricPrior` (the other views' depth maps from an earlier pass), the cost gains ACMM's
-geometric term ``λ · mean_s min(e_s, τ)``, ``e_s`` the reference→source→reference reprojection error in
-pixels (:func:`.consistency.round_trip`); HelixSurf runs two such passes. A pixel keeps a candidate only if
-it lowers its cost. Candidate generation is torch on the images'
-device; the cost goes to the Numba kernel on CPU and to the torch path on CUDA (``backend``). With the
-Numba kernel, torch's own ops run on one thread so its spinning OpenMP workers leave the cores to Numba
-(measured 4.1 s → 0.5 s for two iterations at 48×64, 3 sources, on the shared 2-core machine).
+A hypothesis is a z-depth and unit normal (reference camera frame, OpenCV axes), scored by :mod:`.cost`.
+It starts random (depth uniform in inverse depth, normal on the camera-facing hemisphere) or from a seed
+where a mask trusts it (the helix's ray-cast SDF). Each iteration visits the two checkerboard colours in
+turn (Gipuma): propagation takes, in each of ACMH's 8 regions (4 long strips, 4 near V's, all at odd
+Manhattan distance), the lowest-cost neighbour's plane intersected with this pixel's ray; refinement tries
+ACMH's six random/perturbed candidates, perturbations ``perturbation · decay^iteration`` of the (inverse)
+depth range and ``normal_perturbation · decay^iteration`` for normals. A candidate is kept only if it
+lowers the cost. A :class:`GeometricPrior` (other views' depths from an earlier pass) adds ACMM's term
+``λ · mean_s min(e_s, τ)``, ``e_s`` the round-trip reprojection error in pixels. Candidates are made in
+torch on the images' device; the cost runs in the Numba kernel on CPU (torch held to one thread meanwhile:
+its spinning OpenMP workers made two 48×64 iterations take 4.1 s instead of 0.5 s) and in torch on CUDA.
 """
 
 from __future__ import annotations
