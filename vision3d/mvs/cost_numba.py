@@ -19,7 +19,7 @@ from vision3d.render.numba_cache import use_user_cache
 
 from .cost import WORST_COST, MatchingCostConfig
 
-use_user_cache(__file__)  # before the first @numba.njit(cache=True): Numba fixes the cache folder there
+use_user_cache(__file__, "the PatchMatch cost kernel", 10)  # before the first @numba.njit(cache=True)
 
 
 @numba.njit(parallel=True, cache=True)
