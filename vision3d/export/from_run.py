@@ -50,8 +50,8 @@ class MeshExportConfig:
     """TSDF truncation distance in scene-box units (default: 4 voxels)."""
     min_accumulation: float = 0.5
     """TSDF: pixels whose rendered opacity is below this are background, not fused."""
-    block_size: int = 65
-    """SDF: grid points per marching-cubes block side (memory per block ~ block_size**3 floats)."""
+    slab_size: int = 32
+    """SDF: grid planes per marching-cubes slab (memory ~ slab_size * resolution**2 values)."""
     frame: Literal["world", "dataparser"] = "world"
     """Frame of the written mesh: the scene's own (transforms.json) or the model's (dataparser, as ns-export)."""
 
@@ -226,7 +226,7 @@ def mesh_run(loaded: LoadedRun, options: MeshExportConfig | None = None) -> trim
     try:
         if offer is not None:
             sdf, color = offer
-            mesh = sdf_to_mesh(sdf, box, resolution=options.resolution or 256, block_size=options.block_size,
+            mesh = sdf_to_mesh(sdf, box, resolution=options.resolution or 256, slab_size=options.slab_size,
                                color=color)
         else:
             voxel = options.voxel_size

@@ -1,13 +1,13 @@
 """Mesh of an SDF's zero level set: marching cubes (scikit-image) over a box, block by block, optionally coloured.
 
 Decisions:
-- The box is sampled on a regular grid of ``resolution`` points per longest side (cubic voxels). The grid is
-  cut into blocks of ``block_size`` points per axis that share their boundary plane of samples, so each block
-  holds all the samples its cubes need: memory is bounded by one block (``block_size**3`` values), not by the
-  whole grid, and vertices on a shared plane come out the same from both blocks and are merged. Within a
-  block the SDF is evaluated in chunks of ``chunk_size`` points on the callable's device (CPU or CUDA).
-- Vertices are computed in grid-index units (skimage, float64) and only then scaled into the box, so a block's
-  vertices equal the unchunked run's up to float rounding (1e-12 of a voxel), and merging is exact.
+- The box is sampled on a regular grid of ``resolution`` points along its longest side (cubic voxels), cut
+  along x into slabs of ``slab_size`` sample planes. Consecutive slabs share a plane, which is evaluated once
+  and reused, so both slabs make bit-identical vertices there and merging them is exact (re-evaluating it
+  would not be: an MLP's float32 output changes with the batch it is in). Memory is one slab
+  (``slab_size * resolution**2`` values), not the grid. The SDF is evaluated in chunks of ``chunk_size``
+  points on the callable's device (CPU or CUDA); marching cubes runs on the CPU.
+- Vertices are computed in grid-index units and only then scaled into the box.
 - The SDF is negative inside; faces are oriented so that normals point outwards (towards positive SDF).
 - Colours come from an optional ``color(points [N, 3]) -> [N, 3]`` callable in [0, 1], evaluated at the vertices.
 """
@@ -77,7 +77,7 @@ def sdf_to_mesh(
     sdf: SDFCallable,
     box: np.ndarray | torch.Tensor,
     resolution: int = 256,
-    block_size: int = 65,
+    slab_size: int = 32,
     chunk_size: int = 1 << 18,
     color: ColorCallable | None = None,
     device: torch.device | str | None = None,
@@ -87,45 +87,47 @@ def sdf_to_mesh(
     Args:
         sdf: points [N, 3] (float32, on ``device``) -> signed distance [N], negative inside.
         resolution: grid points along the box's longest side.
-        block_size: grid points per block side (blocks share a boundary plane); memory ~ block_size**3.
+        slab_size: grid planes (along x) per slab; memory ~ slab_size * resolution**2 values.
         chunk_size: points per ``sdf`` call.
         color: optional points [N, 3] -> RGB [N, 3] in [0, 1], evaluated at the vertices.
         device: where the points go; default: the device of ``sdf``'s parameters if it is a module, else CPU.
     Returns:
-        a trimesh mesh in the box's frame, merged across blocks, with per-vertex colours if ``color`` is given.
+        a trimesh mesh in the box's frame, merged across slabs, with per-vertex colours if ``color`` is given.
     Raises:
         EmptyMeshError: the SDF has no zero crossing in the box.
     """
     from skimage.measure import marching_cubes
 
-    if block_size < 2:
-        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    if slab_size < 2:
+        raise ValueError(f"slab_size must be >= 2, got {slab_size}")
     box = box.detach().cpu().numpy() if isinstance(box, torch.Tensor) else np.asarray(box)
     grid = Grid.over_box(box, resolution)
     device = torch.device(device) if device is not None else (_module_device(sdf) or torch.device("cpu"))
-    step = block_size - 1  # blocks overlap by one sample plane
+    nx, ny, nz = grid.shape
     verts, faces, n_verts = [], [], 0
-    for bx in range(0, grid.shape[0] - 1, step):
-        for by in range(0, grid.shape[1] - 1, step):
-            for bz in range(0, grid.shape[2] - 1, step):
-                start = (bx, by, bz)
-                size = tuple(min(block_size, grid.shape[a] - start[a]) for a in range(3))
-                points = grid.points(start, size)
-                values = evaluate_in_chunks(sdf, points.reshape(-1, 3), chunk_size, device).reshape(size)
-                if not np.isfinite(values).all():
-                    raise Vision3DError(f"the SDF returned non-finite values in the block at {points[0, 0, 0].tolist()}")
-                if values.min() > 0 or values.max() < 0:
-                    continue
-                v, f, _, _ = marching_cubes(values, level=0.0, gradient_direction="descent", allow_degenerate=False)
-                verts.append(v + np.asarray(start, np.float64))
-                faces.append(f + n_verts)
-                n_verts += len(v)
+    shared = None  # the last sample plane of the previous slab [ny, nz], reused (not re-evaluated) by the next
+    for x0 in range(0, nx - 1, slab_size - 1):
+        size = min(slab_size, nx - x0)
+        first_new = x0 if shared is None else x0 + 1
+        points = grid.points((first_new, 0, 0), (x0 + size - first_new, ny, nz))
+        new = evaluate_in_chunks(sdf, points.reshape(-1, 3), chunk_size, device).reshape(points.shape[:3])
+        if not np.isfinite(new).all():
+            raise Vision3DError(f"the SDF returned non-finite values between x = {points[0, 0, 0, 0]:.4g} "
+                                f"and {points[-1, 0, 0, 0]:.4g}")
+        values = new if shared is None else np.concatenate([shared[None], new])
+        shared = values[-1]
+        if values.min() > 0 or values.max() < 0:
+            continue
+        v, f, _, _ = marching_cubes(values, level=0.0, gradient_direction="descent", allow_degenerate=False)
+        verts.append(v + np.array([x0, 0.0, 0.0]))  # grid-index units: exact integer offsets
+        faces.append(f + n_verts)
+        n_verts += len(v)
     if not verts:
         raise EmptyMeshError(f"the SDF has no zero level set inside the box {np.round(box, 4).tolist()} "
                              f"(resolution {resolution})")
     vertices = grid.box_min + np.concatenate(verts) * grid.spacing
     mesh = trimesh.Trimesh(vertices, np.concatenate(faces), process=False)
-    mesh.merge_vertices(digits_vertex=9)
+    mesh.merge_vertices()  # vertices on a shared plane are bit-identical in both slabs
     mesh.remove_unreferenced_vertices()
     if color is not None:
         rgb = evaluate_in_chunks(color, mesh.vertices, chunk_size, device)

@@ -4,6 +4,8 @@ Decisions:
 - Views are ``RenderedView`` records: RGB, planar (z) depth, intrinsics and a nerfstudio (OpenGL) c2w. open3d
   wants world-to-camera OpenCV extrinsics; they come from ``geometry.se3`` (``opengl_to_opencv``, then
   ``invert_pose``), never a hand-written flip.
+- K passes unchanged: open3d's voxel-block integration reads pixel ``int(u)`` for a projected ``u``, so its
+  pixel centres are at +0.5, as nerfstudio's (a half-pixel shift doubles the error of the sphere test).
 - open3d's sparse (hashed) voxel blocks, so only voxels near observed surfaces cost memory; on CUDA when open3d
   has it, else on the CPU. (Its legacy ScalableTSDFVolume extracted no surface at all in open3d 0.20 here.)
 - A voxel enters the surface when ``min_views`` views observed it (default 2, what a triangulation needs), so
@@ -79,7 +81,8 @@ def fuse_tsdf(
     Args:
         voxel_size: voxel edge in scene units; default :func:`default_voxel_size`.
         truncation: SDF truncation distance in scene units; default 4 voxels.
-        max_depth: depths beyond this are not integrated; default the box diagonal.
+        max_depth: depths beyond this are not integrated; default (and at most) the distance from each camera to
+            the farthest corner of the box, since nothing farther can be inside it.
         min_views: voxels observed by fewer views (open3d's integration weight) are left out of the surface.
     Raises:
         EmptyMeshError: nothing was integrated, or the fused surface has no face inside the box.
@@ -90,7 +93,7 @@ def fuse_tsdf(
     box = np.asarray(box, np.float64).reshape(2, 3)
     voxel_size = default_voxel_size(box) if voxel_size is None else float(voxel_size)
     truncation = DEFAULT_TRUNCATION_VOXELS * voxel_size if truncation is None else float(truncation)
-    max_depth = float(np.linalg.norm(box[1] - box[0])) if max_depth is None else float(max_depth)
+    corners = np.stack(np.meshgrid(*box.T, indexing="ij"), -1).reshape(8, 3)
     if voxel_size <= 0 or truncation <= 0:
         raise ValueError(f"voxel size and truncation must be positive, got {voxel_size} and {truncation}")
     device = o3c.Device("CUDA:0" if o3c.cuda.is_available() else "CPU:0")
@@ -102,17 +105,19 @@ def fuse_tsdf(
     trunc_voxels = truncation / voxel_size
     n_pixels = 0
     for view in views:
-        depth = np.where(np.isfinite(view.depth) & (view.depth > 0) & (view.depth < max_depth), view.depth, 0.0)
+        farthest = float(np.linalg.norm(corners - np.asarray(view.c2w)[:3, 3], axis=1).max())
+        depth_max = farthest if max_depth is None else min(farthest, float(max_depth))
+        depth = np.where(np.isfinite(view.depth) & (view.depth > 0) & (view.depth < depth_max), view.depth, 0.0)
+        if not (depth > 0).any():
+            continue  # open3d refuses a depth image that touches no block
         n_pixels += int((depth > 0).sum())
         depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth, np.float32))).to(device)
         color_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(np.clip(view.rgb, 0, 1), np.float32)))
-        K = np.asarray(view.K, np.float64).copy()  # noqa: N806
-        K[:2, 2] -= 0.5  # open3d puts pixel centres at integers, nerfstudio at +0.5
-        intrinsic = o3c.Tensor(K, o3c.float64)
+        intrinsic = o3c.Tensor(np.asarray(view.K, np.float64), o3c.float64)
         extrinsic = o3c.Tensor(world_to_camera_opencv(view.c2w), o3c.float64)
-        blocks = grid.compute_unique_block_coordinates(depth_image, intrinsic, extrinsic, 1.0, max_depth,
+        blocks = grid.compute_unique_block_coordinates(depth_image, intrinsic, extrinsic, 1.0, depth_max,
                                                        trunc_voxel_multiplier=trunc_voxels)
-        grid.integrate(blocks, depth_image, color_image.to(device), intrinsic, intrinsic, extrinsic, 1.0, max_depth,
+        grid.integrate(blocks, depth_image, color_image.to(device), intrinsic, intrinsic, extrinsic, 1.0, depth_max,
                        trunc_voxel_multiplier=trunc_voxels)
     if n_pixels == 0:
         raise EmptyMeshError("no rendered pixel had a depth to integrate (empty TSDF)")
