@@ -184,7 +184,7 @@ def model_sdf(model):
     return offer() if callable(offer) else None
 
 
-def _planar_depth_scale(K: torch.Tensor, height: int, width: int) -> torch.Tensor:  # noqa: N803
+def directions_norm(K: torch.Tensor, height: int, width: int) -> torch.Tensor:  # noqa: N803
     """[H, W] norm of each pixel's ray direction with unit z (pixel centres at +0.5): ray distance / this = z."""
     v, u = torch.meshgrid(torch.arange(height, device=K.device) + 0.5, torch.arange(width, device=K.device) + 0.5,
                           indexing="ij")
@@ -209,7 +209,7 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> I
         depth = outputs["depth"][..., 0].float()
         K = camera.get_intrinsics_matrices()[0].to(depth.device).float()  # noqa: N806
         if not planar:
-            depth = depth / _planar_depth_scale(K, *depth.shape)
+            depth = depth / directions_norm(K, *depth.shape)
         if outputs.get("accumulation") is not None:
             depth = torch.where(outputs["accumulation"][..., 0] >= min_accumulation, depth, torch.zeros_like(depth))
         yield RenderedView(
