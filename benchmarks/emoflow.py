@@ -56,10 +56,9 @@ import torch
 
 from vision3d.events.cmax import CMaxConfig, fit_cmax
 from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
-from vision3d.events.geometry import PinholeCamera
 from vision3d.events.imu import fit_axis_map, gravity_axis_map
 from vision3d.events.io import read_events, read_imu
-from vision3d.events.metrics import direction_error_deg, rms, velocity_error_as_emoflow_scores
+from vision3d.events.metrics import rms, velocity_error_as_emoflow_scores
 from vision3d.events.plots import save_velocity_plot, save_window_figure
 from vision3d.events.simulator import (
     Plane,
@@ -69,6 +68,8 @@ from vision3d.events.simulator import (
     simulate_rendered_sequence,
 )
 from vision3d.events.windows import count_windows
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.metrics import direction_error_deg
 from vision3d.metrics import flow_metrics
 
 WINDOW_S = 0.06

@@ -26,8 +26,8 @@ import torch
 
 from vision3d.events.emoflow import EMoFlowConfig, fit_window, search_egomotion
 from vision3d.events.geometry import dec_residual
-from vision3d.events.metrics import direction_error_deg
 from vision3d.events.simulator import corner_scene, simulate_plane_sequence
+from vision3d.geometry.metrics import direction_error_deg
 from vision3d.metrics import flow_metrics
 
 V_TRUE, W_TRUE = np.array([1.5, 0.3, 1.5]), np.array([0.5, 1.0, -0.5])
@@ -65,7 +65,7 @@ def main() -> None:
     f = torch.tensor([cam.fx, cam.fy])
     motion_field = torch.from_numpy(seq.instantaneous_flow(window / 2)).float()  # px/s
     u_true = motion_field[pix[:, 1].long(), pix[:, 0].long()] * window / f  # normalised, per window
-    x = cam.normalize(pix)
+    x = cam.normalize_index(pix)
     print(f"{width}×{height}, {args.window_ms:.0f} ms, {len(seq.events)} events, {len(pix)} event pixels")
     v, w = search_egomotion(x, u_true, 2000)
     print(f"search on the exact flow: {motion_error(v, w.numpy() / window)}")

@@ -23,8 +23,7 @@ from vision3d.events.emoflow import (
     image_of_warped_events,
     warp_events,
 )
-from vision3d.events.geometry import PinholeCamera, dec_residual, motion_field, skew
-from vision3d.events.metrics import direction_error_deg
+from vision3d.events.geometry import dec_residual, motion_field
 from vision3d.events.simulator import (
     Plane,
     PlaneSceneConfig,
@@ -32,6 +31,9 @@ from vision3d.events.simulator import (
     corner_scene,
     simulate_plane_sequence,
 )
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.metrics import direction_error_deg
+from vision3d.geometry.so3 import skew
 from vision3d.metrics import flow_metrics
 
 W_ROT = np.array([1.5, -2.0, 1.0])  # rad/s

@@ -87,6 +87,7 @@ def castle():
         pytest.skip(f"Castle-simu not available: {err}")
 
 
+@pytest.mark.apt
 def test_castle_simu_depth_and_poses(castle):
     assert len(castle) == 40 and castle.sizes[0] == (480, 640)
     # depth re-projected into the colour camera agrees across views (it would not with the 5 cm offset ignored)

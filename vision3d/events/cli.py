@@ -143,7 +143,8 @@ def _vector3(option: str, text: str):
 def fit(
     events: Path = typer.Argument(..., help="An event file (any format `v3d flow show` reads)."),
     camera: Path = typer.Option(
-        ..., "--camera", help="Intrinsics YAML: fx fy cx cy width height (or K / camera_matrix)."
+        ..., "--camera", help="Intrinsics YAML as calibration tools write it (OpenCV pixel centres): fx fy cx cy width "
+        "height (or K / camera_matrix)."
     ),
     output: Path = typer.Option(Path("outputs/flow"), help="Folder for flow, velocities and pictures."),
     window_ms: float = typer.Option(0.0, min=0.0, help="Window length in ms (0: use --window-events)."),

@@ -155,8 +155,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vision3d.events.geometry import PinholeCamera, dec_residual, resolve_translation_sign
+from vision3d.events.geometry import dec_residual, resolve_translation_sign
 from vision3d.events.stream import EventFileError
+from vision3d.geometry.camera import PinholeCamera
 
 # --- configs ----------------------------------------------------------------------------
 
@@ -555,7 +556,7 @@ def dec_loss(
     u = flow(t, pix)
     f = u.new_tensor([camera.fx, camera.fy])
     v, w = spline(t[:1])
-    e = dec_residual(camera.normalize(pix), u / f, v[0], w[0])
+    e = dec_residual(camera.normalize_index(pix), u / f, v[0], w[0])
     return huber(e, loss.huber_delta)
 
 
@@ -690,7 +691,7 @@ def fit_window(
                 )
                 _init_spline_by_search(
                     spline,
-                    camera.normalize(pix),
+                    camera.normalize_index(pix),
                     u,
                     config.spline.search_directions,
                     t_ref=t_ref,
@@ -757,13 +758,13 @@ def _resolve_sign(
     t = torch.full((xy.shape[0],), 0.5).to(xy)
     u = flow(t, xy) / xy.new_tensor([camera.fx, camera.fy])
     fixed = resolve_translation_sign(
-        camera.normalize(xy).double(), u.double(), v[mid].double(), w[mid].double()
+        camera.normalize_index(xy).double(), u.double(), v[mid].double(), w[mid].double()
     )
     return v if torch.dot(fixed.float(), v[mid]) > 0 else -v
 
 
 def fit_egomotion(
-    xy: Tensor,  # [N, 2] pixels
+    xy: Tensor,  # [N, 2] pixel indices (event x, y; centres at +0.5)
     flow_px: Tensor,  # [N, 2] pixel displacement per window at those pixels (instantaneous)
     camera: PinholeCamera,
     config: EMoFlowConfig | None = None,
@@ -779,7 +780,7 @@ def fit_egomotion(
     torch.manual_seed(config.seed)
     spline = config.spline.setup()
     opt = torch.optim.Adam(spline.parameters(), lr=lr or config.schedule.lr_spline)
-    x = camera.normalize(xy.float())
+    x = camera.normalize_index(xy.float())
     u = flow_px.float() / flow_px.new_tensor([camera.fx, camera.fy]).float()
     t = torch.full((1,), 0.5)
     if config.spline.init == "dec_search":

@@ -1,7 +1,7 @@
 """Image pairs with depth, intrinsics and relative pose: sources, pair selection and a torch ``Dataset``.
 
-Sources, each giving a :class:`FrameSet` (per view: image, optional planar depth in metres, ``K``, and
-camera-to-world in **OpenCV** axes):
+Sources, each giving a :class:`FrameSet` (per view: image, optional planar depth in metres, a
+:class:`~vision3d.geometry.camera.PinholeCamera` (pixel centres at +0.5), and camera-to-world in **OpenCV** axes):
 
 - :func:`frames_from_nerfstudio`: a nerfstudio scene (``transforms.json`` with ``fl_x, fl_y, cx, cy, w, h``,
   OpenGL ``transform_matrix``, ``depth_file_path`` 16-bit PNG in millimetres), read through
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vision3d.errors import Vision3DError
+from vision3d.geometry.camera import PinholeCamera
 
 
 class DataUnavailable(Vision3DError, RuntimeError):
@@ -43,9 +44,8 @@ class FrameSet:
     """Views of one scene. ``load_image(i) -> [H, W, 3]`` float in [0, 1]; ``load_depth(i) -> [H, W]`` metres or None."""
 
     name: str
-    K: list[np.ndarray]  # [3, 3] each, at the source resolution
+    cameras: list[PinholeCamera]  # at the source resolution
     c2w: list[np.ndarray]  # [4, 4] each, OpenCV axes
-    sizes: list[tuple[int, int]]  # (H, W)
     load_image: Callable[[int], np.ndarray]
     load_depth: Callable[[int], np.ndarray | None]
     meta: dict = field(default_factory=dict)
@@ -53,18 +53,26 @@ class FrameSet:
     def __len__(self) -> int:
         return len(self.c2w)
 
+    @property
+    def K(self) -> list[np.ndarray]:  # noqa: N802
+        """Intrinsics [3, 3] of each view (the cameras' ``K``)."""
+        return [c.K for c in self.cameras]
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """``(H, W)`` of each view."""
+        return [(c.height, c.width) for c in self.cameras]
+
 
 def frames_from_nerfstudio(path: str | Path) -> FrameSet:
     """A nerfstudio scene folder (or its transforms.json) as a :class:`FrameSet`."""
     from vision3d.data.scene import load_scene
 
     scene = load_scene(path, check_images=False)
-    gl_to_cv = np.diag([1.0, -1.0, -1.0, 1.0])
     return FrameSet(
         name=str(scene.root.name),
-        K=[f.K for f in scene.frames],
-        c2w=[f.c2w @ gl_to_cv for f in scene.frames],
-        sizes=[(f.height, f.width) for f in scene.frames],
+        cameras=[f.camera for f in scene.frames],
+        c2w=[f.c2w_opencv for f in scene.frames],
         load_image=scene.load_image,
         load_depth=(lambda i: scene.load_depth(i)) if scene.has_depth else (lambda i: None),
         meta={"root": str(scene.root)},
@@ -129,13 +137,12 @@ def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05,
     ok = z > 0
     if not ok.any():
         return 0.0
-    K1, K2 = fs.K[i], fs.K[j]  # noqa: N806
-    X = np.stack([(u[ok] + 0.5 - K1[0, 2]) / K1[0, 0] * z[ok], (v[ok] + 0.5 - K1[1, 2]) / K1[1, 1] * z[ok], z[ok]], -1)  # noqa: N806
+    xy = fs.cameras[i].normalize_index(np.stack([u[ok], v[ok]], -1))
+    X = np.concatenate([xy, np.ones_like(xy[:, :1])], -1) * z[ok, None]  # noqa: N806
     T = np.linalg.inv(fs.c2w[j]) @ fs.c2w[i]  # noqa: N806
     Y = X @ T[:3, :3].T + T[:3, 3]  # noqa: N806
     front = Y[:, 2] > 1e-6
-    x = np.floor(Y[:, 0] / np.maximum(Y[:, 2], 1e-6) * K2[0, 0] + K2[0, 2]).astype(int)
-    y = np.floor(Y[:, 1] / np.maximum(Y[:, 2], 1e-6) * K2[1, 1] + K2[1, 2]).astype(int)
+    x, y = np.floor(fs.cameras[j].project(np.concatenate([Y[:, :2], np.maximum(Y[:, 2:], 1e-6)], -1))).astype(int).T
     h, w = d2.shape
     inb = front & (x >= 0) & (x < w) & (y >= 0) & (y < h)
     seen = np.zeros(len(Y), bool)
@@ -351,7 +358,8 @@ def scannet1500_pairs(root: str | Path) -> tuple[FrameSet, list[tuple[int, int, 
                 depths.append(d / "depth" / f"{frame}.png")
             ids.append(views[key])
         pairs.append((0, ids[0], ids[1]))
-    return FrameSet("scannet1500", K, c2w, [(480, 640)] * len(c2w), _image_loader(paths, (480, 640)),
+    cameras = [PinholeCamera.from_K(k, 640, 480) for k in K]
+    return FrameSet("scannet1500", cameras, c2w, _image_loader(paths, (480, 640)),
                     _png_depth_loader(depths, 1e-3)), pairs
 
 
@@ -384,7 +392,8 @@ def megadepth1500_pairs(root: str | Path) -> tuple[FrameSet, list[tuple[int, int
     for p in paths:
         with Image.open(p) if p.is_file() else _missing(p) as im:
             sizes.append((im.height, im.width))
-    return FrameSet("megadepth1500", K, c2w, sizes, _image_loader(paths, None), lambda i: None), pairs
+    cameras = [PinholeCamera.from_K(k, w, h) for k, (h, w) in zip(K, sizes, strict=True)]
+    return FrameSet("megadepth1500", cameras, c2w, _image_loader(paths, None), lambda i: None), pairs
 
 
 def _missing(path: Path):
