@@ -11,7 +11,8 @@ from vision3d.errors import Vision3DError
 from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
 from vision3d.export.mesh_io import format_summary, mesh_summary, write_mesh
 from vision3d.export.tsdf import RenderedView, fuse_tsdf, world_to_camera_opencv
-from vision3d.geometry.se3 import OPENGL_TO_OPENCV
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.se3 import opengl_to_opencv
 from vision3d.metrics import mesh_chamfer_fscore
 
 RADIUS = 0.5
@@ -103,12 +104,10 @@ def look_at_opengl(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def render_sphere(c2w_gl: np.ndarray, K: np.ndarray, size: int) -> RenderedView:  # noqa: N803
-    """Planar depth and colour (red above the centre, blue below) of the sphere, pixel centres at +0.5."""
-    c2w_cv = c2w_gl @ OPENGL_TO_OPENCV.double().numpy()
-    v, u = np.mgrid[0:size, 0:size] + 0.5
-    rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)  # z = 1
-    rays = rays_cam @ c2w_cv[:3, :3].T
+def render_sphere(c2w_gl: np.ndarray, camera: PinholeCamera) -> RenderedView:
+    """Planar depth and colour (red above the centre, blue below) of the sphere at the camera's pixel centres."""
+    c2w_cv = opengl_to_opencv(c2w_gl)
+    rays = camera.rays() @ c2w_cv[:3, :3].T  # unit camera z
     origin, center = c2w_cv[:3, 3], CENTER.double().numpy()
     # |o + t r - c|^2 = R^2, t = planar depth since r has unit camera z
     a, b, c = (rays**2).sum(-1), 2 * (rays @ (origin - center)), ((origin - center) ** 2).sum() - RADIUS**2
@@ -116,17 +115,17 @@ def render_sphere(c2w_gl: np.ndarray, K: np.ndarray, size: int) -> RenderedView:
     depth = np.where(disc > 0, (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), 0.0)
     points = origin + depth[..., None] * rays
     rgb = np.where((points[..., 2:3] > center[2]), [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
-    return RenderedView(rgb=rgb, depth=depth, K=K, c2w=c2w_gl)
+    return RenderedView(rgb=rgb, depth=depth, camera=camera, c2w=c2w_gl)
 
 
 def sphere_views(n: int = 12, size: int = 64) -> list[RenderedView]:
-    K = np.array([[70.0, 0, size / 2], [0, 70.0, size / 2], [0, 0, 1]])  # noqa: N806
+    camera = PinholeCamera(70.0, 70.0, size / 2, size / 2, size, size)
     center = CENTER.double().numpy()
     views = []
     for i in range(n):
         angle, height = 2 * np.pi * i / n, (1.0 if i % 2 else -0.8)
         eye = center + np.array([2.2 * np.cos(angle), 2.2 * np.sin(angle), height])
-        views.append(render_sphere(look_at_opengl(eye, center), K, size))
+        views.append(render_sphere(look_at_opengl(eye, center), camera))
     return views
 
 
@@ -140,8 +139,8 @@ def test_tsdf_fusion_of_sphere_renders_recovers_the_sphere_and_its_colours():
     voxel = 0.02
     mesh = fuse_tsdf(sphere_views(), BOX, voxel_size=voxel)
     errors = np.abs(radii(mesh) - RADIUS)
-    # 12 views of 64 px (a pixel ~ 0.03 at the sphere): measured median 0.0025, max 0.0155. Shifting K by half
-    # a pixel (the other pixel-centre convention) gives median 0.0061, so this bound tests the convention.
+    # 12 views of 64 px (a pixel ~ 0.03 at the sphere): measured median 0.0025, max 0.0155. Shifting cx, cy by
+    # half a pixel (the other pixel-centre convention) gives median 0.0061, so this bound tests the convention.
     assert np.median(errors) < 0.2 * voxel and errors.max() < voxel
     upper = mesh.vertices[:, 2] > CENTER[2].item() + 2 * voxel
     lower = mesh.vertices[:, 2] < CENTER[2].item() - 2 * voxel
@@ -159,7 +158,7 @@ def test_tsdf_crops_to_the_box_and_refuses_empty_input():
     half = fuse_tsdf(views, below_center, voxel_size=0.03)
     assert half.vertices[:, 2].max() <= CENTER[2].item() and half.vertices[:, 2].min() < CENTER[2].item() - 0.4
     with pytest.raises(EmptyMeshError, match="no rendered pixel had a depth"):
-        fuse_tsdf([RenderedView(v.rgb, np.zeros_like(v.depth), v.K, v.c2w) for v in views], BOX, voxel_size=0.03)
+        fuse_tsdf([RenderedView(v.rgb, np.zeros_like(v.depth), v.camera, v.c2w) for v in views], BOX, voxel_size=0.03)
     far_box = BOX + 10.0
     with pytest.raises(EmptyMeshError, match="no surface inside the box"):
         fuse_tsdf(views, far_box, voxel_size=0.03, max_depth=100.0)
@@ -191,5 +190,5 @@ def test_ray_distance_to_planar_depth_matches_nerfstudio_rays():
 
     camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=50.0, fy=60.0, cx=20.0, cy=14.0, width=40, height=30)
     rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-    scale = directions_norm(camera.get_intrinsics_matrices()[0], 30, 40)
-    np.testing.assert_allclose(scale.numpy(), rays.metadata["directions_norm"][..., 0].numpy(), rtol=1e-6)
+    scale = directions_norm(PinholeCamera(50.0, 60.0, 20.0, 14.0, 40, 30))
+    np.testing.assert_allclose(scale, rays.metadata["directions_norm"][..., 0].numpy(), rtol=1e-6)

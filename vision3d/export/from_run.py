@@ -31,6 +31,7 @@ import trimesh
 from vision3d.errors import CheckpointError, CheckpointNotFoundError, Vision3DError
 from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
 from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf
+from vision3d.geometry.camera import PinholeCamera
 
 
 class RunError(Vision3DError):
@@ -184,12 +185,9 @@ def model_sdf(model):
     return offer() if callable(offer) else None
 
 
-def directions_norm(K: torch.Tensor, height: int, width: int) -> torch.Tensor:  # noqa: N803
-    """[H, W] norm of each pixel's ray direction with unit z (pixel centres at +0.5): ray distance / this = z."""
-    v, u = torch.meshgrid(torch.arange(height, device=K.device) + 0.5, torch.arange(width, device=K.device) + 0.5,
-                          indexing="ij")
-    x, y = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
-    return torch.sqrt(x**2 + y**2 + 1.0)
+def directions_norm(camera: PinholeCamera) -> np.ndarray:
+    """[H, W] length of each pixel-centre ray with unit z (nerfstudio's ``directions_norm``): ray distance / it = z."""
+    return np.linalg.norm(camera.rays(), axis=-1)
 
 
 @torch.no_grad()
@@ -207,14 +205,14 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> I
             raise RunError(f"{loaded.config_path}: {loaded.config.method_name} renders no depth and offers no SDF "
                            "(mesh_sdf): nothing to mesh")
         depth = outputs["depth"][..., 0].float()
-        K = camera.get_intrinsics_matrices()[0].to(depth.device).float()  # noqa: N806
+        intrinsics = PinholeCamera.from_K(camera.get_intrinsics_matrices()[0].cpu().numpy(), depth.shape[1], depth.shape[0])
         if not planar:
-            depth = depth / directions_norm(K, *depth.shape)
+            depth = depth / torch.as_tensor(directions_norm(intrinsics), dtype=depth.dtype, device=depth.device)
         if outputs.get("accumulation") is not None:
             depth = torch.where(outputs["accumulation"][..., 0] >= min_accumulation, depth, torch.zeros_like(depth))
         yield RenderedView(
             rgb=outputs["rgb"].float().cpu().numpy(), depth=depth.cpu().numpy(),
-            K=K.cpu().numpy(), c2w=camera.camera_to_worlds[0].cpu().numpy(),
+            camera=intrinsics, c2w=camera.camera_to_worlds[0].cpu().numpy(),
         )
 
 

@@ -26,6 +26,7 @@ import torch
 import trimesh
 
 from vision3d.export.marching_cubes import EmptyMeshError
+from vision3d.geometry.camera import PinholeCamera
 from vision3d.geometry.se3 import invert_pose, opengl_to_opencv
 
 DEFAULT_VOXELS_PER_SIDE = 512
@@ -37,12 +38,12 @@ INITIAL_BLOCKS = 20_000  # open3d's hash map grows beyond this as needed
 
 @dataclass
 class RenderedView:
-    """One rendered camera: ``rgb [H, W, 3]`` in [0, 1], planar ``depth [H, W]`` (0 = none), ``K [3, 3]``
-    (pixel centres at +0.5, as nerfstudio), ``c2w [4, 4]`` camera-to-world in nerfstudio/OpenGL axes."""
+    """One rendered camera: ``rgb [H, W, 3]`` in [0, 1], planar ``depth [H, W]`` (0 = none), its intrinsics
+    (vision3d's one camera type, pixel centres at +0.5), ``c2w [4, 4]`` camera-to-world in nerfstudio/OpenGL axes."""
 
     rgb: np.ndarray
     depth: np.ndarray
-    K: np.ndarray  # noqa: N815
+    camera: PinholeCamera
     c2w: np.ndarray
 
 
@@ -113,7 +114,9 @@ def fuse_tsdf(
         n_pixels += int((depth > 0).sum())
         depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth, np.float32))).to(device)
         color_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(np.clip(view.rgb, 0, 1), np.float32)))
-        intrinsic = o3c.Tensor(np.asarray(view.K, np.float64), o3c.float64)
+        if view.depth.shape != (view.camera.height, view.camera.width):
+            raise ValueError(f"depth {view.depth.shape} does not match the camera's {view.camera.height}x{view.camera.width}")
+        intrinsic = o3c.Tensor(view.camera.K, o3c.float64)
         extrinsic = o3c.Tensor(world_to_camera_opencv(view.c2w), o3c.float64)
         blocks = grid.compute_unique_block_coordinates(depth_image, intrinsic, extrinsic, 1.0, depth_max,
                                                        trunc_voxel_multiplier=trunc_voxels)
