@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -198,3 +199,20 @@ def test_gradient_mask_keeps_unselected_gaussians_fixed():
         assert (now[selected] - was[selected]).abs().max() > 0
     for h in handles:
         h.remove()
+
+
+def test_knn_neighbours_on_a_subsample_exclude_the_anchor():
+    means = torch.rand(300, 3, generator=torch.Generator().manual_seed(3))
+    anchors = torch.arange(0, 300, 30)
+    nb = knn_neighbours(means, anchors, k=6, max_points=100, generator=torch.Generator().manual_seed(0))
+    assert nb.shape == (10, 6) and not torch.any(nb == anchors[:, None])
+    assert torch.all((means[nb] - means[anchors][:, None]).norm(dim=-1) < 0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (label maps through gsplat)")
+def test_label_maps_on_cuda_match_cpu():
+    scene, part, _ = two_part_scene()
+    coeffs = true_coeffs(part)
+    cpu = render(scene, coeffs)
+    cuda = render({k: v.cuda() for k, v in scene.items()}, coeffs.cuda())
+    assert (cuda.cpu() - cpu).abs().max() < 1e-3
