@@ -52,7 +52,7 @@ class GalpConfig:
     """entropies below this percentile are raised to it before ``S = H · v`` (official code)."""
     mask_threshold: float = 0.5
     """3D mask: a Gaussian belongs to a part when the L1 distance of its mean label to the part's
-    one-hot vector is below this (official range 0.3–1.0; our choice, 1.0 is half-way to another part)."""
+    one-hot vector is below this (the official code uses 0.3–1.0; 0.5 is ours: two parts are 2 apart)."""
 
 
 def init_label_coeffs(n_gaussians: int, n_parts: int, sh_degree: int = 3, device=None) -> Tensor:  # [N, K, P]
