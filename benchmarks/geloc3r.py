@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--from-json", default=None, help="only re-print the table of an earlier --json file")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
+    ap.add_argument("--profile-steps", type=int, default=0, metavar="N",
+                    help="only time training steps: N steps of each arm, 3 interleaved rounds, print the median "
+                         "ms/step of each arm (the first 2 steps of a round are warm-up and not counted), then exit")
     ap.add_argument("--device", default="auto",
                     help="auto | cpu | cuda[:N] for training and the regressor's inference (the tables here: cpu)")
     args = ap.parse_args(argv)
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
                                   max_rotation_deg=45.0)
     for k in range(len(train_ds)):
         train_ds[k]
+    if args.profile_steps:
+        return profile_steps(args, model_cfg, train_ds)
     tests = {"rooms-heldout": build_pair_dataset(rooms(args.test_room_seed, args.test_rooms), size, args.test_pairs, None,
                                                  seed=777, max_rotation_deg=45.0)}
     # diagnostic, not a result: how well each model fits pairs it was trained on
@@ -166,6 +171,32 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def profile_steps(args, model_cfg, train_ds) -> dict:
+    """Median wall time of one training step (batch, forward, losses, backward, optimiser) per arm, the arms
+    interleaved over 3 rounds so a changing machine load hits both alike."""
+    from vision3d.pose.gcr import GCRConfig
+    from vision3d.pose.train import TrainConfig, train
+
+    warmup = 2
+    times: dict[str, list[float]] = {arm: [] for arm in args.arms}
+    for _ in range(3):
+        for arm in args.arms:
+            cfg = TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
+                              steps=args.profile_steps + warmup, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seeds[0], device=args.device, log_every=1)
+            _, history = train(cfg, train_ds, progress=False, save=False)
+            ends = [h["seconds"] for h in history]
+            times[arm] += list(np.diff(ends)[warmup - 1:])
+    result = {arm: {"median_ms": 1000 * float(np.median(t)), "steps": len(t)} for arm, t in times.items()}
+    print(f"\nstep time, batch {args.batch_size}, model {args.preset} {tuple(model_cfg.image_size)}, device {args.device}, "
+          f"{args.threads} torch thread(s):")
+    for arm, r in result.items():
+        print(f"  {arm:18s} {r['median_ms']:8.1f} ms/step (median of {r['steps']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"step_time": result}, indent=1))
+    return {"step_time": result}
+
+
 def gt_poses(ds) -> np.ndarray:
     """``T21`` of every pair of a :class:`~vision3d.pose.data.PairDataset` ``[N, 4, 4]``, without loading images."""
     return np.stack([ds.pose21(k) for k in range(len(ds))])
@@ -180,7 +211,7 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
           f"{' + abs pos' if m.get('abs_pos_embed') else ''}; "
           f"total {results['total_seconds']:.0f} s with {results['threads']} torch thread(s)")
     header = (f"{'test set':14s} {'method':28s} {'AUC@5':>13s} {'AUC@10':>13s} {'AUC@20':>13s} {'med rot°':>13s} "
-              f"{'med trans°':>13s} {'ms/pair':>8s} {'train s':>8s}")
+              f"{'med trans°':>13s} {'ms/pair':>8s} {'train s':>8s} {'ms/step':>8s}")
     print(header)
     print("-" * len(header))
     for name in test_names:
@@ -196,16 +227,17 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
             auc5[arm] = np.mean([r[name]["auc@5"] for r in runs])
             ms = 1000 * np.mean([r[name]["seconds"] for r in runs])
             ts = np.mean([r["train_seconds"] for r in runs])
-            print(f"{name:14s} {arm:28s} " + " ".join(f"{c:>13s}" for c in cells) + f" {ms:8.1f} {ts:8.1f}")
+            print(f"{name:14s} {arm:28s} " + " ".join(f"{c:>13s}" for c in cells)
+                  + f" {ms:8.1f} {ts:8.1f} {1000 * ts / b['steps']:8.1f}")
         if name in results.get("prior", {}):
             pr = results["prior"][name]
             print(f"{name:14s} {'prior (identity R, mean t)':28s} " + " ".join(
                 f"{100 * pr[k]:13.2f}" for k in ("auc@5", "auc@10", "auc@20"))
-                + f" {pr['median_rot']:13.2f} {pr['median_trans']:13.2f} {'-':>8s} {'-':>8s}")
+                + f" {pr['median_rot']:13.2f} {pr['median_trans']:13.2f} {'-':>8s} {'-':>8s} {'-':>8s}")
         base = results["baseline"][name]
         print(f"{name:14s} {matcher + ' + essential (OpenCV)':28s} {100 * base['auc@5']:13.2f} {100 * base['auc@10']:13.2f} "
               f"{100 * base['auc@20']:13.2f} {base['median_rot']:13.2f} {base['median_trans']:13.2f} "
-              f"{1000 * base['seconds']:8.1f} {'-':>8s}")
+              f"{1000 * base['seconds']:8.1f} {'-':>8s} {'-':>8s}")
         if len(auc5) == 2:
             plain, ours = auc5["regression"], auc5["regression + GCR"]
             rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
