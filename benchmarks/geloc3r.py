@@ -210,6 +210,8 @@ def datasets(args: argparse.Namespace, size: tuple[int, int], matcher, cache: Pa
     else:
         train_ds = build_pair_dataset(scenes, size, args.pairs_per_room, train_matcher, match_cache=cache / "matches",
                                       max_rotation_deg=45.0)
+        if args.profile_steps:  # timing only: no test set needed
+            return train_ds, {}, notes
         tests = {"rooms-heldout": build_pair_dataset(rooms(args.test_room_seed, args.test_rooms), size, args.test_pairs,
                                                      None, seed=777, max_rotation_deg=45.0)}
         if castle is not None:
