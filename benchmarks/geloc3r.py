@@ -10,6 +10,9 @@ sees 48x64) and runs OpenCV's 5-point RANSAC + ``recoverPose``. The ``prior`` ro
 
     python benchmarks/geloc3r.py                 # default: preset tiny, 300 steps, 6 rooms (4 min on 2 cores)
     python benchmarks/geloc3r.py --steps 60 --seeds 0   # a quick look
+    python benchmarks/geloc3r.py --protocol seen-scenes # same scenes, held-out camera positions
+    python benchmarks/geloc3r.py --protocol unseen-scenes --device cuda --preset gpu-small   # GPU scale
+    python benchmarks/geloc3r.py --profile-steps 10     # only the training step time of each arm
 
 Measured tables (128 and 1620 training rooms, up to 24000 steps), each with its command, date and commit,
 and what they show: docs/geloc3r.md.
