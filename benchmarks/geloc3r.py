@@ -10,6 +10,9 @@ sees 48x64) and runs OpenCV's 5-point RANSAC + ``recoverPose``. The ``prior`` ro
 
     python benchmarks/geloc3r.py                 # default: preset tiny, 300 steps, 6 rooms (4 min on 2 cores)
     python benchmarks/geloc3r.py --steps 60 --seeds 0   # a quick look
+    python benchmarks/geloc3r.py --protocol seen-scenes # same scenes, held-out camera positions
+    python benchmarks/geloc3r.py --protocol unseen-scenes --device cuda --preset gpu-small   # GPU scale
+    python benchmarks/geloc3r.py --profile-steps 10     # only the training step time of each arm
 
 Measured tables (128 and 1620 training rooms, up to 24000 steps), each with its command, date and commit,
 and what they show: docs/geloc3r.md.
@@ -27,8 +30,18 @@ import numpy as np
 import torch
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", default="unseen-scenes", choices=["unseen-scenes", "seen-scenes"],
+                    help="unseen-scenes: train on rooms 0 ..., test on other rooms (and Castle-simu); seen-scenes: "
+                         "train and test on the same scenes, test pairs made of held-out camera positions "
+                         "(vision3d.pose.data.seen_scene_split)")
+    ap.add_argument("--scenes", nargs="*", default=[],
+                    help="nerfstudio scene folders (e.g. from 'v3d data render') added to the training scenes")
+    ap.add_argument("--room-views", type=int, default=16, help="views rendered per procedural room")
+    ap.add_argument("--test-fraction", type=float, default=0.25,
+                    help="seen-scenes: share of each scene's views held out for the test pairs")
+    ap.add_argument("--no-castle", action="store_true", help="leave ViSP's Castle-simu out")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -50,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--patch-size", type=int, default=None, help="default: the preset's")
     ap.add_argument("--abs-pos-embed", action="store_true", help="PoseRegressorConfig.abs_pos_embed (besides RoPE)")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--init", default=None, help="a local ReLoc3r / DUSt3R checkpoint to start both arms from")
     ap.add_argument("--arms", nargs="+", default=["regression", "regression + GCR"],
                     choices=["regression", "regression + GCR"], help="which models to train (both for the table)")
     ap.add_argument("--matcher", default="sift", choices=["sift", "xfeat", "auto"])
@@ -59,69 +73,67 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--from-json", default=None, help="only re-print the table of an earlier --json file")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
+    ap.add_argument("--profile-steps", type=int, default=0, metavar="N",
+                    help="only time training steps: N steps of each arm, 3 interleaved rounds, print the median "
+                         "ms/step of each arm (the first 2 steps of a round are warm-up and not counted), then exit")
     ap.add_argument("--device", default="auto",
                     help="auto | cpu | cuda[:N] for training and the regressor's inference (the tables here: cpu)")
     args = ap.parse_args(argv)
-    if args.test_room_seed < args.train_rooms:
+    if args.protocol == "unseen-scenes" and args.test_room_seed < args.train_rooms:
         ap.error(f"--test-room-seed {args.test_room_seed} is a training room (training seeds are 0 ... {args.train_rooms - 1})")
-    if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
-        print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
-        return results
-    from vision3d.backends import resolve_device
+    return args
 
-    try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        ap.error(f"--device: {err}")
 
-    from vision3d.pose.data import (
-        DataUnavailable,
-        PairDataset,
-        build_pair_dataset,
-        default_cache_dir,
-        frames_from_castle_simu,
-    )
-    from vision3d.pose.evaluate import evaluate_essential, predict_poses, summarize
-    from vision3d.pose.gcr import GCRConfig
-    from vision3d.pose.matching import Matcher
+def model_config(args: argparse.Namespace):
+    """The regressor's config from ``--preset`` and its overrides."""
     from vision3d.pose.network import PoseRegressorConfig
-    from vision3d.pose.train import DataConfig, TrainConfig, train
 
-    torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    cache = Path(args.cache) if args.cache else default_cache_dir() / "bench-geloc3r"
     overrides = {"patch_embed": args.patch_embed, "abs_pos_embed": args.abs_pos_embed}
     if args.image_size:
         overrides["image_size"] = tuple(args.image_size)
     if args.patch_size:
         overrides["patch_size"] = args.patch_size
-    model_cfg = PoseRegressorConfig.preset(args.preset, **overrides)
-    size = model_cfg.image_size
-    matcher = Matcher(args.matcher)
+    return PoseRegressorConfig.preset(args.preset, **overrides)
 
-    def rooms(first: int, n: int, render_size=(192, 256)):
-        return DataConfig(procedural_rooms=n, room_seed=first, room_views=16, render_size=tuple(render_size),
-                          cache_dir=str(cache / "rooms")).framesets()
 
-    print(f"[geloc3r] data: {args.train_rooms} training rooms, {args.test_rooms} held-out rooms, matcher {matcher.method}",
-          flush=True)
-    train_ds = build_pair_dataset(rooms(0, args.train_rooms, args.train_render_size), size, args.pairs_per_room,
-                                  matcher if "regression + GCR" in args.arms else None, match_cache=cache / "matches",
-                                  max_rotation_deg=45.0)
-    for k in range(len(train_ds)):
-        train_ds[k]
-    tests = {"rooms-heldout": build_pair_dataset(rooms(args.test_room_seed, args.test_rooms), size, args.test_pairs, None,
-                                                 seed=777, max_rotation_deg=45.0)}
-    # diagnostic, not a result: how well each model fits pairs it was trained on
-    tests["train-seen"] = PairDataset(train_ds.framesets, train_ds.pairs[:: max(1, len(train_ds) // 60)], size)
-    notes = []
+def train_config(args: argparse.Namespace, model_cfg, arm: str, seed: int, steps: int | None = None,
+                 log_every: int | None = None):
+    """The :class:`~vision3d.pose.train.TrainConfig` of one arm and seed: only ``gcr.enabled`` differs between arms."""
+    from vision3d.pose.gcr import GCRConfig
+    from vision3d.pose.train import TrainConfig
+
+    steps = args.steps if steps is None else steps
+    return TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
+                       steps=steps, batch_size=args.batch_size, lr=args.lr, seed=seed, mirror_prob=args.mirror_prob,
+                       device=args.device, init=args.init, log_every=log_every or max(steps // 10, 1))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
+        print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
+        return results
+    from vision3d.pose.data import default_cache_dir
+    from vision3d.pose.evaluate import evaluate_essential, predict_poses, summarize
+    from vision3d.pose.matching import Matcher
+    from vision3d.pose.train import train
+
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    from vision3d.backends import resolve_device
+
     try:
-        tests["castle-simu"] = build_pair_dataset([frames_from_castle_simu()], size, 40, None, seed=777,
-                                                  max_rotation_deg=60.0)
-    except DataUnavailable as err:
-        notes.append(f"castle-simu skipped: {err}")
+        device = resolve_device(args.device)
+    except ValueError as err:
+        sys.exit(f"geloc3r.py: --device: {err}")
+    cache = Path(args.cache) if args.cache else default_cache_dir() / "bench-geloc3r"
+    model_cfg = model_config(args)
+    matcher = Matcher(args.matcher)
+    train_ds, tests, notes = datasets(args, model_cfg.image_size, matcher, cache)
+    if args.profile_steps:
+        return profile_steps(args, model_cfg, train_ds)
     print(f"[geloc3r] {len(train_ds)} training pairs; " + ", ".join(f"{k}: {len(v)} pairs" for k, v in tests.items())
           + f" ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
@@ -129,14 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
                                 "model": model_cfg.to_dict(), "preset": args.preset, "lr": args.lr, "train_rooms": args.train_rooms,
                                 "train_render_size": list(args.train_render_size), "mirror_prob": args.mirror_prob,
                                 "test_room_seed": args.test_room_seed, "device": str(device),
+                                "protocol": args.protocol, "init": args.init,
                                 "train_pairs": len(train_ds), "matcher": matcher.method},
                      "runs": [], "baseline": {}, "notes": notes}
     for seed in args.seeds:
         for arm in args.arms:
-            cfg = TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
-                              steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                              mirror_prob=args.mirror_prob, device=args.device,
-                              log_every=max(args.steps // 10, 1))
+            cfg = train_config(args, model_cfg, arm, seed)
             t0 = time.perf_counter()
             model, history = train(cfg, train_ds, progress=False, save=False)
             seconds = time.perf_counter() - t0
@@ -166,6 +176,79 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def datasets(args: argparse.Namespace, size: tuple[int, int], matcher, cache: Path):
+    """``(training PairDataset, {test name: PairDataset}, notes)`` of ``--protocol``; matches for GCR only."""
+    from vision3d.pose.data import (
+        DataUnavailable,
+        PairDataset,
+        build_pair_dataset,
+        frames_from_castle_simu,
+        frames_from_nerfstudio,
+        seen_scene_split,
+    )
+    from vision3d.pose.train import DataConfig
+
+    def rooms(first: int, n: int, render_size=(192, 256)):
+        return DataConfig(procedural_rooms=n, room_seed=first, room_views=args.room_views,
+                          render_size=tuple(render_size), cache_dir=str(cache / "rooms")).framesets()
+
+    notes: list[str] = []
+    castle = None
+    if not args.no_castle:
+        try:
+            castle = frames_from_castle_simu()
+        except DataUnavailable as err:
+            notes.append(f"castle-simu skipped: {err}")
+    scenes = rooms(0, args.train_rooms, args.train_render_size) + [frames_from_nerfstudio(s) for s in args.scenes]
+    train_matcher = matcher if "regression + GCR" in args.arms else None
+    print(f"[geloc3r] protocol {args.protocol}: {len(scenes)} training scenes ({args.train_rooms} rooms)"
+          + (f", {args.test_rooms} held-out rooms" if args.protocol == "unseen-scenes" else "")
+          + f", matcher {matcher.method}", flush=True)
+    if args.protocol == "seen-scenes":
+        scenes += [castle] if castle is not None else []
+        train_pairs, test_pairs = seen_scene_split(scenes, args.test_fraction, args.pairs_per_room, args.test_pairs,
+                                                   max_rotation_deg=45.0)
+        train_ds = PairDataset(scenes, train_pairs, size, train_matcher, match_cache=cache / "matches")
+        tests = {"held-out-views": PairDataset(scenes, test_pairs, size)}
+    else:
+        train_ds = build_pair_dataset(scenes, size, args.pairs_per_room, train_matcher, match_cache=cache / "matches",
+                                      max_rotation_deg=45.0)
+        if args.profile_steps:  # timing only: no test set needed
+            return train_ds, {}, notes
+        tests = {"rooms-heldout": build_pair_dataset(rooms(args.test_room_seed, args.test_rooms), size, args.test_pairs,
+                                                     None, seed=777, max_rotation_deg=45.0)}
+        if castle is not None:
+            tests["castle-simu"] = build_pair_dataset([castle], size, 40, None, seed=777, max_rotation_deg=60.0)
+    for k in range(len(train_ds)):
+        train_ds[k]
+    # diagnostic, not a result: how well each model fits pairs it was trained on
+    tests["train-seen"] = PairDataset(train_ds.framesets, train_ds.pairs[:: max(1, len(train_ds) // 60)], size)
+    return train_ds, tests, notes
+
+
+def profile_steps(args, model_cfg, train_ds) -> dict:
+    """Median wall time of one training step (batch, forward, losses, backward, optimiser) per arm, the arms
+    interleaved over 3 rounds so a changing machine load hits both alike."""
+    from vision3d.pose.train import train
+
+    warmup = 2
+    times: dict[str, list[float]] = {arm: [] for arm in args.arms}
+    for _ in range(3):
+        for arm in args.arms:
+            cfg = train_config(args, model_cfg, arm, args.seeds[0], args.profile_steps + warmup, log_every=1)
+            _, history = train(cfg, train_ds, progress=False, save=False)
+            ends = [h["seconds"] for h in history]
+            times[arm] += list(np.diff(ends)[warmup - 1:])
+    result = {arm: {"median_ms": 1000 * float(np.median(t)), "steps": len(t)} for arm, t in times.items()}
+    print(f"\nstep time, batch {args.batch_size}, model {args.preset} {tuple(model_cfg.image_size)}, device {args.device}, "
+          f"{args.threads} torch thread(s):")
+    for arm, r in result.items():
+        print(f"  {arm:18s} {r['median_ms']:8.1f} ms/step (median of {r['steps']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"step_time": result}, indent=1))
+    return {"step_time": result}
+
+
 def gt_poses(ds) -> np.ndarray:
     """``T21`` of every pair of a :class:`~vision3d.pose.data.PairDataset` ``[N, 4, 4]``, without loading images."""
     return np.stack([ds.pose21(k) for k in range(len(ds))])
@@ -174,13 +257,13 @@ def gt_poses(ds) -> np.ndarray:
 def print_table(results: dict, test_names: list[str], matcher: str) -> None:
     b = results["budget"]
     m = b["model"]
-    print(f"\nGeLoc3r benchmark: {b['steps']} steps x batch {b['batch_size']}, seeds {b['seeds']}, "
+    print(f"\nGeLoc3r benchmark ({b.get('protocol', 'unseen-scenes')}): {b['steps']} steps x batch {b['batch_size']}, seeds {b['seeds']}, "
           f"{b['train_pairs']} training pairs ({b.get('train_rooms', '?')} rooms), model {b.get('preset', 'tiny')} "
           f"{tuple(m['image_size'])} patch {m['patch_size']} embed {m.get('patch_embed', 'conv')}"
           f"{' + abs pos' if m.get('abs_pos_embed') else ''}; "
           f"total {results['total_seconds']:.0f} s with {results['threads']} torch thread(s)")
     header = (f"{'test set':14s} {'method':28s} {'AUC@5':>13s} {'AUC@10':>13s} {'AUC@20':>13s} {'med rot°':>13s} "
-              f"{'med trans°':>13s} {'ms/pair':>8s} {'train s':>8s}")
+              f"{'med trans°':>13s} {'ms/pair':>8s} {'train s':>8s} {'ms/step':>8s}")
     print(header)
     print("-" * len(header))
     for name in test_names:
@@ -196,16 +279,17 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
             auc5[arm] = np.mean([r[name]["auc@5"] for r in runs])
             ms = 1000 * np.mean([r[name]["seconds"] for r in runs])
             ts = np.mean([r["train_seconds"] for r in runs])
-            print(f"{name:14s} {arm:28s} " + " ".join(f"{c:>13s}" for c in cells) + f" {ms:8.1f} {ts:8.1f}")
+            print(f"{name:14s} {arm:28s} " + " ".join(f"{c:>13s}" for c in cells)
+                  + f" {ms:8.1f} {ts:8.1f} {1000 * ts / b['steps']:8.1f}")
         if name in results.get("prior", {}):
             pr = results["prior"][name]
             print(f"{name:14s} {'prior (identity R, mean t)':28s} " + " ".join(
                 f"{100 * pr[k]:13.2f}" for k in ("auc@5", "auc@10", "auc@20"))
-                + f" {pr['median_rot']:13.2f} {pr['median_trans']:13.2f} {'-':>8s} {'-':>8s}")
+                + f" {pr['median_rot']:13.2f} {pr['median_trans']:13.2f} {'-':>8s} {'-':>8s} {'-':>8s}")
         base = results["baseline"][name]
         print(f"{name:14s} {matcher + ' + essential (OpenCV)':28s} {100 * base['auc@5']:13.2f} {100 * base['auc@10']:13.2f} "
               f"{100 * base['auc@20']:13.2f} {base['median_rot']:13.2f} {base['median_trans']:13.2f} "
-              f"{1000 * base['seconds']:8.1f} {'-':>8s}")
+              f"{1000 * base['seconds']:8.1f} {'-':>8s} {'-':>8s}")
         if len(auc5) == 2:
             plain, ours = auc5["regression"], auc5["regression + GCR"]
             rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
