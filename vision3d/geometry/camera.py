@@ -1,12 +1,9 @@
 """Pinhole cameras: the one camera type, pixel grids, unprojection of depth, projection, intrinsics scaling.
 
-Pixel-centre convention, used everywhere in vision3d (nerfstudio, gsplat and Blender use it too): pixel
-``(column u, row v)`` covers ``[u, u + 1) x [v, v + 1)`` and its centre is at ``(u + 0.5, v + 0.5)``, so a
-principal point in the middle of a ``W x H`` image is ``(W / 2, H / 2)`` (``pixel_offset=0.5``). OpenCV, ROS,
-ViSP and calibration files put the centre of pixel ``(u, v)`` at ``(u, v)``: their ``cx, cy`` and keypoints
-need ``+0.5`` (:meth:`PinholeCamera.from_opencv`). An event's ``(x, y)`` or an array index is a pixel index,
-not a coordinate: :meth:`PinholeCamera.normalize_index` adds the 0.5. Depth is planar z-depth (distance
-along the optical axis), 0 where unknown.
+One pixel-centre convention for all of vision3d, that of nerfstudio, gsplat and Blender: the centre of
+pixel (column u, row v) is at (u + 0.5, v + 0.5) (``PIXEL_CENTRE``); :class:`PinholeCamera` states it in
+full. Values from OpenCV and calibration files (centres at integers) are converted where they enter
+(:meth:`PinholeCamera.from_opencv`). Depth is planar z-depth (distance along the optical axis), 0 where unknown.
 """
 
 from __future__ import annotations
@@ -18,8 +15,8 @@ import torch
 
 from vision3d.geometry._checks import check_shape
 
-__all__ = ["PIXEL_CENTRE", "PinholeCamera", "pixel_grid", "unproject_depth", "unproject_points", "project_points", "scale_intrinsics",
-           "normalize_pixels"]
+__all__ = ["PIXEL_CENTRE", "PinholeCamera", "pixel_grid", "unproject_depth", "unproject_points", "project_points",
+           "scale_intrinsics", "normalize_pixels"]
 
 PIXEL_CENTRE = 0.5
 """Offset from a pixel's index to its centre's coordinate (see the module docstring)."""
@@ -27,10 +24,17 @@ PIXEL_CENTRE = 0.5
 
 @dataclass
 class PinholeCamera:
-    """Pinhole intrinsics in pixels and the image size; pixel centres at index + 0.5 (module docstring).
+    """Pinhole intrinsics in pixels (``fx, fy, cx, cy``) and the image size (``width, height``).
 
-    Camera axes are OpenCV's (x right, y down, z forward): a camera point ``X`` lands on pixel
-    ``(fx X/Z + cx, fy Y/Z + cy)``. ``cx = width / 2`` is a centred principal point.
+    Pixel-centre convention: pixel (column u, row v) covers ``[u, u + 1) x [v, v + 1)`` in pixel
+    coordinates and its centre is at ``(u + 0.5, v + 0.5)``, so a principal point in the middle of the image
+    is ``(width / 2, height / 2)``. This is nerfstudio's, gsplat's and Blender's convention, and what
+    ``transforms.json`` holds. OpenCV, ROS and calibration files put the centre of pixel (u, v) at (u, v):
+    their ``cx, cy`` and keypoints need +0.5 (:meth:`from_opencv`, :meth:`to_opencv`). An event's (x, y) or
+    an array index is a pixel *index*, not a coordinate: :meth:`normalize_index` adds the 0.5.
+
+    Camera axes are OpenCV's (x right, y down, z forward): a camera point ``X`` lands on pixel coordinates
+    ``(fx X/Z + cx, fy Y/Z + cy)``.
     """
 
     fx: float

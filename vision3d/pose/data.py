@@ -12,6 +12,7 @@ Sources, each giving a :class:`FrameSet` (per view: image, optional planar depth
 - :func:`scannet1500_pairs` / :func:`megadepth1500_pairs`: ReLoc3r's evaluation pair lists for users who
   have those data sets (no depth needed for evaluation).
 
+:func:`seen_scene_split` makes the seen-scene protocol's pairs (same scenes, held-out camera positions).
 :class:`PairDataset` resizes images to the network's size (intrinsics scaled, depth sampled nearest),
 computes ``T_21 = inv(c2w_1) @ c2w_2`` (ReLoc3r's ground truth, camera 2 in camera 1) and, with a
 :class:`~vision3d.pose.matching.Matcher`, sparse matches at the source resolution scaled to the network's.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,13 +153,16 @@ def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05,
 
 
 def select_pairs(fs: FrameSet, max_pairs: int | None = None, min_overlap: float = 0.3, max_overlap: float = 0.95,
-                 max_rotation_deg: float = 60.0, seed: int = 0) -> list[tuple[int, int]]:
+                 max_rotation_deg: float = 60.0, seed: int = 0,
+                 views: Iterable[int] | None = None) -> list[tuple[int, int]]:
     """Pairs (i < j) whose depth covisibility lies in ``[min_overlap, max_overlap]`` and whose relative rotation
-    is below ``max_rotation_deg``; a seeded random subset of ``max_pairs``. Without depth, rotation alone."""
+    is below ``max_rotation_deg``; a seeded random subset of ``max_pairs``. Without depth, rotation alone.
+    ``views``: only pairs of these view indices (default: all)."""
     pairs = []
     depths: dict = {}
-    for i in range(len(fs)):
-        for j in range(i + 1, len(fs)):
+    pool = sorted(set(range(len(fs))) if views is None else set(views))
+    for a, i in enumerate(pool):
+        for j in pool[a + 1:]:
             rel = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]
             angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
             if angle > max_rotation_deg or np.linalg.norm(rel[:3, 3]) < 1e-6:
@@ -279,6 +283,32 @@ def build_pair_dataset(framesets: list[FrameSet], image_size, pairs_per_scene: i
     for s, fs in enumerate(framesets):
         pairs += [(s, i, j) for i, j in select_pairs(fs, pairs_per_scene, seed=seed + s, **select_kwargs)]
     return PairDataset(framesets, pairs, image_size, matcher, max_matches, match_cache=match_cache)
+
+
+def seen_scene_split(framesets: list[FrameSet], test_fraction: float = 0.25, train_pairs_per_scene: int | None = 40,
+                     test_pairs_per_scene: int | None = 20, seed: int = 0, **select_kwargs,
+                     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """The seen-scene (relocalization) protocol's ``(train, test)`` pairs ``(scene, i, j)``: same scenes,
+    disjoint camera positions.
+
+    In each scene a seeded random ``test_fraction`` of the views (at least 2) is held out; test pairs join two
+    held-out views, training pairs two of the others, both chosen by :func:`select_pairs` (overlap and
+    baseline, as ReLoc3r samples them) with ``select_kwargs``. So no test image appears in any training pair.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    train, test = [], []
+    for s, fs in enumerate(framesets):
+        n = len(fs)
+        n_test = max(2, int(round(test_fraction * n)))
+        if n - n_test < 2:
+            raise ValueError(f"{fs.name}: {n} views are too few to hold out {n_test} and train on the rest")
+        held = set(np.random.default_rng(seed + s).choice(n, n_test, replace=False).tolist())
+        train += [(s, i, j) for i, j in select_pairs(fs, train_pairs_per_scene, seed=seed + s,
+                                                     views=set(range(n)) - held, **select_kwargs)]
+        test += [(s, i, j) for i, j in select_pairs(fs, test_pairs_per_scene, seed=seed + s, views=held,
+                                                    **select_kwargs)]
+    return train, test
 
 
 def mirror_pairs(batch: dict, which: torch.Tensor) -> dict:

@@ -213,14 +213,9 @@ def write_room_scene(root: str | Path, seed: int, n_views: int = 16, width: int 
 
     ``texture_mapping`` (decision): ``"cells"`` (default) divides every face into square cells of the face's
     ``uv scale`` (0.8-1.6 m on the room, 0.4-1 m on boxes), each showing its own half-size crop of a texture
-    picked by a hash of (object, face, cell): textured everywhere, never periodic. ``"tiled"`` (the renderer
-    before) repeats one texture per face every ``uv scale`` metres, so a 4-7 m wall showed 3-8 identical
-    copies: SIFT matched the copies to one another (only 33% of the matches on the benchmark's 59 held-out
-    pairs agreed with the true epipolar geometry at 256x192, 57% at 128x96) and the 5-point baseline scored
-    AUC@5/10/20 8.2/15.7/25.8 at 256x192 (4.5/9.4/14.8 at 128x96, median translation error 102 degrees),
-    while the same pairs with ``"cells"`` give 82% correct matches and 25.5/36.0/46.5 at 256x192 (Castle-simu
-    at 640x480: 11.1/21.1/32.5). Poses, intrinsics and depth were verified exact: on both mappings, synthetic
-    matches from GT depth give the GT pose to 0.000 degrees through the same baseline code.
+    picked by a hash of (object, face, cell): textured everywhere, never periodic, so features do not match
+    repeated copies of one texture. ``"tiled"`` repeats one texture per face every ``uv scale`` metres
+    (measured against "cells" in docs/geloc3r.md).
     """
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
