@@ -116,6 +116,7 @@ class DetGSModel(SplatModel):
             prior_valid=valid,
             depth_passes=outputs.get("depth_passes"),
             edges=self._edges(batch["image_idx"], gt_rgb) if self.config.losses.use_edge else None,
+            accumulation=outputs["accumulation"],
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
         return loss_dict
