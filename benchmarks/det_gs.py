@@ -141,7 +141,7 @@ def step_cost(scene: Path, views: int, frame: str, repeats: int = 3, steps: int 
     for repeat in range(repeats + 1):  # round 0 warms up (Numba, caches) and is not counted
         for variant in best:
             for key, value in VARIANTS[variant].items():
-                setattr(model.losses, key, value)
+                setattr(model.config.losses, key, value)
             model.config.output_depth_during_training = variant != "base"
             start = time.perf_counter()
             for step in range(steps):
