@@ -19,8 +19,9 @@ scales the cameras into [-1, 1], which divides any unit out exactly, so it runs 
     python benchmarks/det_gs.py --step-cost dragon-360               # base vs det-gs step time only
 
 Results are cached in ``--cache``/results.json under a key that holds the run's settings and a hash of
-the code that produced it (vision3d's sources and this file), so rows of older code are never printed
-as new; an interrupted benchmark resumes, and several processes can fill the same cache.
+the code that produced it (vision3d's sources), so rows of older code are never printed as new; an
+interrupted benchmark resumes, several processes can fill the same cache, and ``--print-only`` prints
+what the cache holds for the current code without training.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ SCENES = {
 
 
 def code_version() -> str:
-    """Hash of every vision3d source file and this script: a cached row is reused only by the same code."""
+    """Hash of every vision3d source file: a cached row is reused only by the same code (what this script
+    sets up for a run is in the row's config hash)."""
     digest = hashlib.sha256()
-    for path in sorted([*(REPO / "vision3d").rglob("*.py"), Path(__file__).resolve()]):
+    for path in sorted((REPO / "vision3d").rglob("*.py")):
         digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -70,14 +72,20 @@ def git_commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def scene_folder(name: str, cache: Path, resolution: int) -> Path:
+    model, overrides, views = SCENES[name]
+    if views == 24:  # the forward scenes' folders from before the 360° ones, so their renders are reused
+        return cache / "scenes" / f"{name}-{overrides['path']}-{resolution}"
+    return cache / "scenes" / f"{model}-{overrides['path']}-{views}v-{resolution}"
+
+
 def scene_path(name: str, cache: Path, resolution: int) -> Path:
+    """The scene ``name`` rendered into ``cache`` (Blender runs only when it is not there yet)."""
     from vision3d.data.render import render_scene
 
     model, overrides, views = SCENES[name]
-    folder = cache / "scenes" / f"{model}-{overrides['path']}-{views}v-{resolution}"
-    if views == 24:  # the forward scenes' folders from before the 360° ones, so their renders are reused
-        folder = cache / "scenes" / f"{name}-{overrides['path']}-{resolution}"
-    return render_scene(model, folder, views=views, width=resolution, height=resolution, spp=32, **overrides)
+    return render_scene(model, scene_folder(name, cache, resolution), views=views, width=resolution,
+                        height=resolution, spp=32, **overrides)
 
 
 def configure(scene: Path, variant: str, views: int, seed: int, steps: int, out: Path, frame: str, scale: float):
@@ -169,6 +177,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("outputs/bench_det_gs"))
     parser.add_argument("--step-cost", metavar="SCENE", choices=list(SCENES),
                         help="only time base and det-gs steps on SCENE (first --views value, first frame)")
+    parser.add_argument("--print-only", action="store_true", help="print the cached rows; train nothing")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch and Numba threads (1 on a machine shared with other jobs: torch's OpenMP "
                              "barriers stall when its threads lose their cores)")  # fmt: skip
@@ -191,9 +200,11 @@ def main() -> None:
     version = code_version()
     results_file = args.cache / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    wanted = {}  # key -> (scene, frame, scale, views, variant) of every run asked for
     for name in args.scenes:
         try:
-            scene = scene_path(name, args.cache, args.resolution)
+            scene = scene_folder(name, args.cache, args.resolution) if args.print_only else scene_path(
+                name, args.cache, args.resolution)
         except BlenderNotFoundError as err:
             print(f"skipping {name}: {err}")
             continue
@@ -208,7 +219,8 @@ def main() -> None:
                                                frame, scale)
                             key = "|".join(map(str, (name, frame, scale, views, seed, variant, args.steps,
                                                      args.resolution, config_hash(config), version)))
-                            if key in results:
+                            wanted[key] = (name, frame, scale, views, variant)
+                            if key in results or args.print_only:
                                 continue
                             print(f"-- {key}", flush=True)
                             row = train_and_evaluate(config)
@@ -218,27 +230,25 @@ def main() -> None:
                             results[key] = row
                             results_file.parent.mkdir(parents=True, exist_ok=True)
                             results_file.write_text(json.dumps(results, indent=1))
-    print_table(json.loads(results_file.read_text()) if results_file.exists() else {}, args, version)
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    print_table({key: results[key] for key in wanted if key in results}, wanted, args, version)
 
 
-def print_table(results: dict, args, version: str) -> None:
+def print_table(results: dict, wanted: dict, args, version: str) -> None:
+    """One line per (scene, frame, scale, views, variant): mean ± std over the seeds found in ``results``."""
     metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "seconds", "gaussians"]
     print(f"\ndet-gs benchmark: {args.steps} steps per run, {args.resolution}px, seeds {args.seeds}, code {version}, "
           f"held-out views of each scene; mean ± std over seeds")
     header = f"{'scene':12s} {'frame':>7s} {'scale':>5s} {'views':>5s} {'variant':20s} " + " ".join(f"{m:>16s}" for m in metrics)
     print(header)
     print("-" * len(header))
-    parsed = [(k.split("|"), r) for k, r in results.items()]
-    parsed = [(k, r) for k, r in parsed if len(k) == 10 and k[9] == version and int(k[4]) in args.seeds
-              and k[6] == str(args.steps) and k[7] == str(args.resolution)]
     for name in args.scenes:
         for frame in args.frames:
             for scale in args.scales if frame == "metric" else [1.0]:
                 for views in args.views:
                     base_psnr = None
                     for variant in args.variants:
-                        rows = [r for k, r in parsed
-                                if k[:4] == [name, frame, str(scale), str(views)] and k[5] == variant]
+                        rows = [r for k, r in results.items() if wanted[k] == (name, frame, scale, views, variant)]
                         if not rows:
                             continue
                         cells = []
