@@ -4,7 +4,7 @@ Simulated (exact flow and motion; none of these sequences is used by the tests):
   rotation            one textured plane (skimage ``astronaut``), ω = (1.5, −2, 1) rad/s, v = 0, 60 ms
   translation         room corner 2 m ahead (walls ``astronaut`` and ``camera``), v = (3, 0.8, 2) m/s, 120 ms
   translation 60 ms   the same over 60 ms: the vertical flow is only ≈ 1.5 px there, below what contrast
-                      maximization resolves on 64×48 (see :mod:`vision3d.events.emoflow`); kept to show it
+                      maximization resolves on 64×48 (see docs/emoflow.md); kept to show it
   mixed               room corner, v = (1.5, 0.3, 1.5) m/s, ω = (0.5, 1, −0.5) rad/s, 120 ms
   Blender walk        a real scene: Debian's Stanford bunny in a textured room, rendered by ``v3d data render``
                       (walk path of 480 views, of which views 200-224 are rendered, 64×48, 256 spp; ~3 min
@@ -40,7 +40,8 @@ before and after the warp with the fitted and the exact flow, and E-MoFlow's vel
 
 CPU scale (say so when quoting): E-MoFlow's CPU preset (4×64 MLP, ``--iterations`` per window,
 default 400 simulated / 250 real; the paper uses an 8×256 MLP and 1000), CMax 4×4 patches,
-one torch thread. Run: ``python benchmarks/emoflow.py`` (``--quick`` for fewer iterations).
+one torch thread. Run: ``python benchmarks/emoflow.py`` (``--quick`` for fewer iterations). Measured
+tables: docs/emoflow.md.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ import numpy as np
 import torch
 
 from vision3d.events.cmax import CMaxConfig, fit_cmax
-from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
-from vision3d.events.geometry import PinholeCamera
+from vision3d.events.contrast import contrast_terms
+from vision3d.events.emoflow import EMoFlowConfig, fit_window
 from vision3d.events.imu import fit_axis_map, gravity_axis_map
 from vision3d.events.io import read_events, read_imu
-from vision3d.events.metrics import direction_error_deg, rms, velocity_error_as_emoflow_scores
+from vision3d.events.metrics import rms, velocity_error_as_emoflow_scores
 from vision3d.events.plots import save_velocity_plot, save_window_figure
 from vision3d.events.simulator import (
     Plane,
@@ -69,6 +70,8 @@ from vision3d.events.simulator import (
     simulate_rendered_sequence,
 )
 from vision3d.events.windows import count_windows
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.metrics import direction_error_deg
 from vision3d.metrics import flow_metrics
 
 WINDOW_S = 0.06

@@ -7,14 +7,14 @@
 Scene: ``benchmarks/emoflow.py``'s "mixed" row (room corner 2 m ahead, v = (1.5, 0.3, 1.5) m/s,
 ω = (0.5, 1, −0.5) rad/s). Steps:
 
-1. the direction search (:func:`~vision3d.events.emoflow.search_egomotion`, 2000 directions) on the
+1. the direction search (:func:`~vision3d.events.dec.search_egomotion`, 2000 directions) on the
    exact flow at event pixels (the simulator's instantaneous motion field at mid-window);
 2. E-MoFlow's CPU preset (with the options above) fits the window; its flow at t̃ = 0.5 is compared
    with the exact flow (mean error, least-squares scale per component);
 3. the same search on the *fitted* flow, and the DEC cost of the true and of the searched motion on it.
 
 If (1) is right and the true motion costs more than the searched one in (3), the fitted flow itself is
-consistent with the wrong motion. Results are in the docstring of :mod:`vision3d.events.emoflow`.
+consistent with the wrong motion. Results: docs/emoflow.md.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import argparse
 import numpy as np
 import torch
 
-from vision3d.events.emoflow import EMoFlowConfig, fit_window, search_egomotion
+from vision3d.events.dec import search_egomotion
+from vision3d.events.emoflow import EMoFlowConfig, fit_window
 from vision3d.events.geometry import dec_residual
-from vision3d.events.metrics import direction_error_deg
 from vision3d.events.simulator import corner_scene, simulate_plane_sequence
+from vision3d.geometry.metrics import direction_error_deg
 from vision3d.metrics import flow_metrics
 
 V_TRUE, W_TRUE = np.array([1.5, 0.3, 1.5]), np.array([0.5, 1.0, -0.5])
@@ -65,7 +66,7 @@ def main() -> None:
     f = torch.tensor([cam.fx, cam.fy])
     motion_field = torch.from_numpy(seq.instantaneous_flow(window / 2)).float()  # px/s
     u_true = motion_field[pix[:, 1].long(), pix[:, 0].long()] * window / f  # normalised, per window
-    x = cam.normalize(pix)
+    x = cam.normalize_index(pix)
     print(f"{width}×{height}, {args.window_ms:.0f} ms, {len(seq.events)} events, {len(pix)} event pixels")
     v, w = search_egomotion(x, u_true, 2000)
     print(f"search on the exact flow: {motion_error(v, w.numpy() / window)}")

@@ -2,59 +2,42 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vision3d.offline import refuse_network
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
-def _is_local(address) -> bool:
-    if isinstance(address, (str, bytes)):  # AF_UNIX path
-        return True
-    host = address[0]
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+CHILD_GUARD = Path(__file__).resolve().parent / "offline_children"
+
+
+def pytest_configure(config):
+    """Python processes the tests start import ``offline_children/sitecustomize.py``: the same guard."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(CHILD_GUARD), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
+def no_network():
     """Fail the test on any outbound connection, so a hidden download is caught."""
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def guarded(method):
-        def connect(self, address):
-            if not _is_local(address):
-                raise RuntimeError(f"test tried to open a network connection to {address!r}; nothing may download")
-            return method(self, address)
-
-        return connect
-
-    monkeypatch.setattr(socket.socket, "connect", guarded(real_connect))
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded(real_connect_ex))
-    monkeypatch.setattr(
-        socket, "getaddrinfo", _guarded_getaddrinfo(socket.getaddrinfo)
-    )
-    yield
+    with refuse_network("test"):
+        yield
 
 
-def _guarded_getaddrinfo(real):
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in (None, "localhost", "127.0.0.1", "::1") and not _is_local((host,)):
-            raise RuntimeError(f"test tried to resolve {host!r}; nothing may download")
-        return real(host, *args, **kwargs)
-
-    return getaddrinfo
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """apt downloads (``vision3d.data.apt_data``; apt is no Python process the guard reaches) are refused
+    unless the test is marked ``apt``; those tests skip with the reason when the archive cannot be reached."""
+    if item.get_closest_marker("apt"):
+        os.environ.pop("VISION3D_OFFLINE", None)
+    else:
+        os.environ["VISION3D_OFFLINE"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -8,19 +8,26 @@ Vector-pass flow against flow from depth and poses, the GT mesh against the dept
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from vision3d.data import render
 from vision3d.data.consistency import backproject, flow_from_depth, reprojection_depth_error
 from vision3d.data.render import BlenderNotFoundError, RenderError, render_scene
 
-needs_blender = pytest.mark.skipif(
-    shutil.which("blender") is None, reason="Debian's blender is not installed (apt-get install -y blender python3-numpy)"
-)
+
+def _have_blender() -> bool:
+    try:
+        return bool(render.find_blender())
+    except BlenderNotFoundError:
+        return False
+
+
+BLENDER_MISSING = "Debian's blender is not installed (apt-get install -y blender python3-numpy)"
+needs_blender = pytest.mark.skipif(not _have_blender(), reason=BLENDER_MISSING)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +42,8 @@ def cow_mesh():
 
 @pytest.fixture(scope="module")
 def rendered(cow_mesh, tmp_path_factory):
-    if shutil.which("blender") is None:
-        pytest.skip("Debian's blender is not installed (apt-get install -y blender python3-numpy)")
+    if not _have_blender():
+        pytest.skip(BLENDER_MISSING)
     out = tmp_path_factory.mktemp("cow")
     start = time.time()
     render_scene(cow_mesh, out, path="forward", views=3, width=32, height=32, spp=4, progress=False)
@@ -51,6 +58,7 @@ def _load(out):
     return meta, K, depths, poses
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_transforms_json_follows_nerfstudio(rendered):
@@ -78,6 +86,7 @@ def test_transforms_json_follows_nerfstudio(rendered):
     assert (out / meta["mesh_file_path"]).is_file()
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_depth_reprojects_between_views(rendered):
@@ -88,6 +97,7 @@ def test_depth_reprojects_between_views(rendered):
         assert np.median(errors) < 0.01, (a, b, np.median(errors))
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_flow_matches_depth_and_poses(rendered):
@@ -103,6 +113,7 @@ def test_flow_matches_depth_and_poses(rendered):
         assert np.median(epe) < 0.1, np.median(epe)
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_mesh_is_the_rendered_surface(rendered):
@@ -117,6 +128,7 @@ def test_mesh_is_the_rendered_surface(rendered):
     assert np.median(distance) < 5e-3  # metres, for a 1 m model seen at 32 px
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_same_arguments_return_the_cached_scene(rendered, cow_mesh):
@@ -138,12 +150,40 @@ def test_blender_failure_shows_its_log(tmp_path):
     assert "broken.off" in str(info.value) and "last lines of Blender's log" in str(info.value)
 
 
-def test_missing_blender_says_how_to_install(tmp_path, monkeypatch):
+@pytest.fixture
+def no_blender(tmp_path, monkeypatch):
+    """A machine without Debian's blender nor blender-data, whichever machine runs the test."""
+    monkeypatch.setenv("VISION3D_BLENDER", str(tmp_path / "no-blender-here"))
+    monkeypatch.setattr(render, "HDRI_DIR", tmp_path / "no-blender-data")
+
+
+@pytest.fixture
+def blender_stand_in(tmp_path, monkeypatch):
+    """An executable where Blender is looked for, which fails if it is ever run."""
+    fake = tmp_path / "blender"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("VISION3D_BLENDER", str(fake))
+
+
+def _triangle(tmp_path):
     model = tmp_path / "tri.off"
     model.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
-    monkeypatch.setenv("VISION3D_BLENDER", str(tmp_path / "no-blender-here"))
+    return model
+
+
+def test_missing_blender_says_how_to_install(tmp_path, no_blender):
     with pytest.raises(BlenderNotFoundError, match="apt-get install -y blender python3-numpy"):
-        render_scene(model, tmp_path / "out", views=2, progress=False)
+        render_scene(_triangle(tmp_path), tmp_path / "out", views=2, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_hdri_says_to_install_blender_data(tmp_path, monkeypatch, blender_stand_in):
+    """Blender is there but blender-data's HDRIs are not."""
+    monkeypatch.setattr(render, "HDRI_DIR", tmp_path / "no-blender-data")
+    with pytest.raises(RenderError, match="HDRI 'forest' not found .*install Debian's blender-data"):
+        render_scene(_triangle(tmp_path), tmp_path / "out", views=2, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
@@ -167,6 +207,7 @@ def test_nonsense_render_settings_fail_before_blender_runs(tmp_path, override, p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_model_formats_import_alike(rendered, cow_mesh, tmp_path):
@@ -197,15 +238,18 @@ def test_v3d_data_render_reports_a_missing_model_in_one_line(tmp_path):
     assert result.stderr.startswith("error: model file not found:") and "Traceback" not in result.stderr
 
 
-def test_a_folder_with_other_files_is_not_overwritten(tmp_path):
-    model = tmp_path / "tri.off"
-    model.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+@pytest.mark.parametrize("machine", ["no_blender", "blender_stand_in"])
+def test_a_folder_with_other_files_is_not_overwritten(tmp_path, request, machine):
+    """The folder is checked before Blender and its assets, so the answer is the same on any machine."""
+    request.getfixturevalue(machine)
     out = tmp_path / "my_capture"
     (out / "images").mkdir(parents=True)
     with pytest.raises(RenderError, match="did not write"):
-        render_scene(model, out, views=2, progress=False)
+        render_scene(_triangle(tmp_path), out, views=2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["images"]
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_rendered_scene_loads_through_nerfstudio_dataparsers(rendered):
@@ -223,6 +267,7 @@ def test_rendered_scene_loads_through_nerfstudio_dataparsers(rendered):
         json.loads((out / "transforms.json").read_text())["fl_x"])
 
 
+@pytest.mark.apt
 @pytest.mark.blender
 @needs_blender
 def test_render_writes_sfm_like_seed_points(rendered, cow_mesh):

@@ -70,12 +70,12 @@ def test_simulate_then_fit(tmp_path):
 
 
 def test_fit_interrupted_keeps_the_windows_already_fitted(tmp_path, monkeypatch):
-    import vision3d.events.emoflow as emoflow
+    import vision3d.events.recording as recording
 
     sim = tmp_path / "sim"
     args = ["--duration", "0.04", "--width", "32", "--height", "24", "--w", "0,3,0"]
     assert runner.invoke(app, ["simulate", str(sim), *args]).exit_code == 0
-    real, calls = emoflow.fit_window, []
+    real, calls = recording.fit_window, []
 
     def fit_then_ctrl_c(*a, **k):
         calls.append(1)
@@ -83,7 +83,7 @@ def test_fit_interrupted_keeps_the_windows_already_fitted(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(emoflow, "fit_window", fit_then_ctrl_c)
+    monkeypatch.setattr(recording, "fit_window", fit_then_ctrl_c)
     out = tmp_path / "fit"
     r = runner.invoke(app, ["fit", str(sim / "events.npz"), "--camera", str(sim / "camera.yaml"), "--output", str(out),
                             "--window-ms", "10", "--iterations", "20", "--max-windows", "3"])  # fmt: skip
@@ -119,7 +119,7 @@ def test_simulate_rejects_nonsense_options(tmp_path, args):
 @pytest.mark.parametrize(
     "args",
     [["--iterations", "0"], ["--window-ms", "-5"], ["--downscale", "0"], ["--window-events", "0"],
-     ["--max-windows", "-1"], ["--start-s", "-1"], ["--preset", "foo"]],
+     ["--max-windows", "-1"], ["--start-s", "-1"], ["--preset", "foo"], ["--device", "gpu0"], ["--device", "meta"]],
 )  # fmt: skip
 def test_fit_rejects_nonsense_options_before_reading_events(tmp_path, args):
     r = runner.invoke(app, ["fit", str(tmp_path / "missing.npz"), "--camera", str(tmp_path / "cam.yaml"), *args])

@@ -7,24 +7,11 @@ import pytest
 import torch
 
 from vision3d.events.cmax import CMaxConfig, fit_cmax
-from vision3d.events.emoflow import (
-    EMoFlowConfig,
-    FlowINRConfig,
-    SplineConfig,
-    VelocitySpline,
-    blur,
-    contrast_terms,
-    cubic_bspline_basis,
-    dec_loss,
-    dense_flow,
-    fit_egomotion,
-    fit_window,
-    focus_loss,
-    image_of_warped_events,
-    warp_events,
-)
-from vision3d.events.geometry import PinholeCamera, dec_residual, motion_field, skew
-from vision3d.events.metrics import direction_error_deg
+from vision3d.events.contrast import blur, contrast_terms, focus_loss, image_of_warped_events
+from vision3d.events.dec import dec_loss
+from vision3d.events.emoflow import EMoFlowConfig, fit_egomotion, fit_window
+from vision3d.events.flow_inr import FlowINRConfig, PixelFlow, dense_flow, warp_events
+from vision3d.events.geometry import dec_residual, motion_field
 from vision3d.events.simulator import (
     Plane,
     PlaneSceneConfig,
@@ -32,6 +19,10 @@ from vision3d.events.simulator import (
     corner_scene,
     simulate_plane_sequence,
 )
+from vision3d.events.velocity_spline import SplineConfig, VelocitySpline, cubic_bspline_basis
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.metrics import direction_error_deg
+from vision3d.geometry.so3 import skew
 from vision3d.metrics import flow_metrics
 
 W_ROT = np.array([1.5, -2.0, 1.0])  # rad/s
@@ -300,14 +291,14 @@ def test_emoflow_pure_translation_recovers_direction_of_v():
 
 def test_dec_loss_and_dense_flow_shapes():
     cam = PinholeCamera.default_for(16, 12)
-    from vision3d.events.emoflow import PixelFlow
 
     flow = PixelFlow(FlowINRConfig(depth=3, width=16, skip_layer=1, pos_enc_freqs=2).setup(), 16, 12)
     xy = torch.rand(50, 2) * torch.tensor([15.0, 11.0])
     t = torch.rand(50)
     warped = warp_events(flow, xy, t, 0.5, steps=3)
     assert warped.shape == (50, 2)
-    loss = dec_loss(flow, VelocitySpline(SplineConfig()), cam, warped, 0.5, EMoFlowConfig().loss)
+    lc = EMoFlowConfig().loss
+    loss = dec_loss(flow, VelocitySpline(SplineConfig()), cam, warped, 0.5, lc.max_dec_points, lc.huber_delta)
     loss.backward()
     assert loss.ndim == 0 and flow.inr.out.weight.grad is not None
     assert dense_flow(flow, 16, 12).shape == (12, 16, 2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vision3d.events.metrics import direction_error_deg, velocity_error_as_emoflow_scores
+from vision3d.events.metrics import velocity_error_as_emoflow_scores
+from vision3d.geometry.metrics import direction_error_deg
 
 
 def test_emoflow_scoring_forgives_component_signs_and_scale_but_not_magnitude_ratios():

@@ -19,6 +19,7 @@ from vision3d.pose.data import (
     megadepth1500_pairs,
     mirror_pairs,
     scannet1500_pairs,
+    seen_scene_split,
     select_pairs,
 )
 from vision3d.pose.gcr import depth_correspondences
@@ -87,6 +88,7 @@ def castle():
         pytest.skip(f"Castle-simu not available: {err}")
 
 
+@pytest.mark.apt
 def test_castle_simu_depth_and_poses(castle):
     assert len(castle) == 40 and castle.sizes[0] == (480, 640)
     # depth re-projected into the colour camera agrees across views (it would not with the 5 cm offset ignored)
@@ -172,3 +174,24 @@ def test_mirrored_pairs_keep_their_geometry_exact(room):
     twice = mirror_pairs(out, torch.tensor([True, False]))
     for key in ("img1", "depth2", "T21", "K2", "matches"):
         torch.testing.assert_close(twice[key], batch[key])
+
+
+def test_seen_scene_split_leaks_no_view(tmp_path_factory):
+    """Same scenes on both sides, but no image of a test pair appears in any training pair."""
+    scenes = [frames_from_nerfstudio(small_room(tmp_path_factory, seed=s, width=64, height=48, n_views=12))
+              for s in (11, 12)]
+    kw = dict(min_overlap=0.1, max_rotation_deg=90.0)
+    train, test = seen_scene_split(scenes, test_fraction=0.4, train_pairs_per_scene=None, test_pairs_per_scene=None, **kw)
+    assert train and test
+    assert {s for s, _, _ in test} == {s for s, _, _ in train} == {0, 1}
+    for s in (0, 1):
+        train_views = {v for sc, i, j in train if sc == s for v in (i, j)}
+        test_views = {v for sc, i, j in test if sc == s for v in (i, j)}
+        assert test_views and not train_views & test_views
+        assert len(test_views) <= 5  # round(0.4 * 12) held out
+    # the pairs joining a held-out and a training view are the ones the split drops
+    assert len(train) + len(test) < sum(len(select_pairs(fs, None, **kw)) for fs in scenes)
+    assert seen_scene_split(scenes, 0.4, None, None, **kw) == (train, test)  # seeded
+    assert seen_scene_split(scenes, 0.4, None, None, seed=1, **kw)[1] != test
+    with pytest.raises(ValueError, match="test_fraction"):
+        seen_scene_split(scenes, 1.0)

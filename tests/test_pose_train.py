@@ -258,3 +258,43 @@ def test_data_config_renders_rooms_once(tmp_path):
     mtime = next(tmp_path.glob("room*/transforms.json")).stat().st_mtime
     dc.framesets()
     assert next(tmp_path.glob("room*/transforms.json")).stat().st_mtime == mtime
+
+
+def _geloc3r_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "geloc3r.py"
+    spec = importlib.util.spec_from_file_location("geloc3r_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_gpu_command_wires_up_its_config():
+    """The GPU-scale command's flags reach the TrainConfig it trains with (parsed on the CPU, not run)."""
+    bench = _geloc3r_benchmark()
+    args = bench.parse_args(["--protocol", "unseen-scenes", "--device", "cuda", "--preset", "gpu-small",
+                             "--init", "/x/reloc3r.pth", "--steps", "7"])
+    model_cfg = bench.model_config(args)
+    assert model_cfg.to_dict() == PoseRegressorConfig.preset("gpu-small").to_dict()
+    plain, ours = (bench.train_config(args, model_cfg, arm, seed=2) for arm in ("regression", "regression + GCR"))
+    assert (plain.device, plain.init, plain.steps, plain.seed) == ("cuda", "/x/reloc3r.pth", 7, 2)
+    assert not plain.gcr.enabled and ours.gcr.enabled
+    assert plain.to_dict() | {"gcr": None} == ours.to_dict() | {"gcr": None}  # the arms differ only in GCR
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--protocol", "both"])
+
+
+def test_benchmark_seen_scene_protocol_runs_tiny(tmp_path):
+    """``--protocol seen-scenes`` end to end at toy size: both arms train and are scored on held-out views."""
+    bench = _geloc3r_benchmark()
+    res = bench.main(["--protocol", "seen-scenes", "--steps", "2", "--seeds", "0", "--train-rooms", "1",
+                      "--room-views", "8", "--train-render-size", "48", "64", "--pairs-per-room", "6",
+                      "--test-pairs", "3", "--test-fraction", "0.4", "--batch-size", "2", "--no-castle",
+                      "--device", "cpu", "--cache", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert res["budget"]["protocol"] == "seen-scenes"
+    assert [r["arm"] for r in res["runs"]] == ["regression", "regression + GCR"]
+    held = res["runs"][0]["held-out-views"]
+    assert np.isfinite(held["median_rot"]) and "held-out-views" in res["baseline"]
+    assert json.loads((tmp_path / "r.json").read_text())["budget"]["protocol"] == "seen-scenes"

@@ -1,4 +1,4 @@
-"""The ``v3d`` command: demo, data, bench, and the geometry modules (pose, flow).
+"""The ``v3d`` command: demo, data, bench, export, and the geometry modules (pose, flow).
 
 Each subcommand group lives beside the code it drives (``vision3d/<part>/cli.py``) and
 imports its heavy dependencies inside the command, so ``v3d --help`` starts fast.
@@ -10,9 +10,14 @@ from pathlib import Path
 
 import typer
 
-from vision3d.data.cli import app as data_app
-from vision3d.events.cli import app as flow_app
-from vision3d.pose.cli import app as pose_app
+from vision3d.known_warnings import hide_in_our_commands
+
+hide_in_our_commands()  # before the subcommands import nerfstudio (v3d only; a test importing this sees all)
+
+from vision3d.data.cli import app as data_app  # noqa: E402
+from vision3d.events.cli import app as flow_app  # noqa: E402
+from vision3d.export.cli import app as export_app  # noqa: E402
+from vision3d.pose.cli import app as pose_app  # noqa: E402
 
 app = typer.Typer(
     name="v3d",
@@ -22,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data", help="Render, import and inspect scenes (nerfstudio transforms.json).")
 app.add_typer(flow_app, name="flow", help="Egomotion and optical flow from events (E-MoFlow), event simulator, event files.")
+app.add_typer(export_app, name="export", help="Meshes from trained runs: marching cubes of SDFs, TSDF fusion of rendered depth.")
 app.add_typer(pose_app, name="pose", help="GeLoc3r relative pose: train, eval (AUC@5/10/20 as ReLoc3r), predict.")
 
 

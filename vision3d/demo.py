@@ -129,8 +129,8 @@ def _side_by_side(render_dir: Path, renders: dict[str, list[Path]], path: Path, 
 def demo_config(method: str, steps: int, output_dir: Path, train_views: int | None = None):
     """The method's ``ns-train`` config on the bundled scene, its schedules fit to ``steps`` (splat methods:
     :func:`vision3d.methods.splat.config.fit_schedule`, i.e. densify over the middle of the run, then
-    optimise; the same config is ``ns-train vision3d-splat --data <scene>`` with the flags printed in the
-    README)."""
+    optimise; the same config is ``ns-train vision3d-splat --data <scene>`` with the flags printed in
+    docs/splat.md)."""
     from vision3d.methods import run
     from vision3d.methods.splat.config import fit_schedule
     from vision3d.methods.splat.model import SplatModelConfig

@@ -108,6 +108,25 @@ def chamfer_fscore(
     }
 
 
+def mesh_chamfer_fscore(
+    pred_mesh, gt_mesh, threshold: float, n_points: int = 100_000, seed: int = 0, gt_keep=None
+) -> dict[str, float]:
+    """:func:`chamfer_fscore` of two trimesh meshes, each sampled uniformly by area with ``n_points`` points.
+
+    ``gt_keep`` (points [N, 3] -> bool [N]) drops ground-truth samples outside the region a reconstruction
+    can cover (e.g. outside the scene box), so an unbounded ground plane does not count as missing.
+    """
+    import trimesh
+
+    if len(pred_mesh.faces) == 0 or len(gt_mesh.faces) == 0:
+        raise ValueError("mesh_chamfer_fscore: both meshes need faces")
+    pred = np.asarray(trimesh.sample.sample_surface(pred_mesh, n_points, seed=seed)[0])
+    gt = np.asarray(trimesh.sample.sample_surface(gt_mesh, n_points, seed=seed + 1)[0])
+    if gt_keep is not None:
+        gt = gt[np.asarray(gt_keep(gt), bool)]
+    return chamfer_fscore(pred, gt, threshold)
+
+
 def flow_metrics(est: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
     """Optical-flow errors of flows [H, W, 2] in pixels on ``mask``: mean end-point error ``epe``, the share of
     pixels with EPE > 3 px ``pct3`` (%), and the mean angular error ``ae`` (degrees, Barron's (u, v, 1) form)."""

@@ -1,12 +1,15 @@
 """Real data that only Debian's apt provides, fetched without a root install.
 
-``apt-get download PKG`` puts the package's ``.deb`` into our cache (``$VISION3D_CACHE/apt``, default
-``~/.cache/vision3d/apt``) and ``dpkg-deb --fsys-tarfile PKG.deb | tar x`` extracts only the folder we
-need. Nothing is installed, no dependency is pulled in, no root is needed (apt only needs its package
+``apt-get download PKG`` puts the package's ``.deb`` into our cache (``apt/`` under
+:func:`vision3d.cache.cache_root`, by default ``~/.cache/vision3d/apt``) and
+``dpkg-deb --fsys-tarfile PKG.deb | tar x`` extracts only the folder we need. Nothing is installed, no dependency is pulled in, no root is needed (apt only needs its package
 lists, i.e. one ``apt-get update`` on the machine). Every step is cached: a second call reads the disk.
 
-When apt is missing or cannot reach its archive, :class:`AptUnavailableError` says why, so tests can skip
-with the reason.
+This is the one place where vision3d fetches anything, and only when a command asks for one of these
+data sets (``v3d data render`` / ``fetch-mesh`` with a mesh name, ``v3d pose eval --data castle`` and
+``v3d data import-visp``, :func:`vision3d.data.stereo.aloe`). With ``VISION3D_OFFLINE=1`` (the tests set it unless a test is marked
+``apt``) only what is already cached is used. When apt is missing, cannot reach its archive or is told not
+to, :class:`AptUnavailableError` says why, so tests can skip with the reason.
 
 Real meshes (:data:`MESHES`, fetched by :func:`fetch_mesh`), each with its origin and licence:
 
@@ -24,6 +27,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vision3d.cache import cache_root
 from vision3d.errors import Vision3DError
 
 
@@ -37,12 +41,6 @@ class NotInPackageError(Vision3DError, FileNotFoundError):
 
 class UnknownMeshError(Vision3DError, ValueError):
     """A mesh name that :data:`MESHES` does not know."""
-
-
-def cache_root() -> Path:
-    """``$VISION3D_CACHE`` or ``~/.cache/vision3d``."""
-    root = os.environ.get("VISION3D_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "vision3d"
 
 
 def apt_cache_dir() -> Path:
@@ -65,6 +63,9 @@ def download_deb(package: str) -> Path:
     found = sorted(folder.glob(f"{package}_*.deb"))
     if found:
         return found[-1]
+    if os.environ.get("VISION3D_OFFLINE", "") not in ("", "0"):
+        raise AptUnavailableError(f"VISION3D_OFFLINE is set: not downloading Debian package {package!r} "
+                                  f"(not in {folder})")
     folder.mkdir(parents=True, exist_ok=True)
     if shutil.which("apt-get") is None:
         raise AptUnavailableError(f"apt-get is not installed here; cannot download Debian package {package!r}")

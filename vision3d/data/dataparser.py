@@ -27,6 +27,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 
 from vision3d.data.scene import load_scene, sparse_view_split
+from vision3d.geometry.se3 import opengl_to_opencv
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _points_seen_by(outputs: DataparserOutputs, points: np.ndarray, min_views: i
     Ks[:, 1] *= height / cameras.height.numpy()
     c2w = np.tile(np.eye(4), (len(cameras), 1, 1))
     c2w[:, :3, :4] = cameras.camera_to_worlds.numpy()
-    world_to_cams = np.linalg.inv(c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))  # OpenGL -> OpenCV camera axes
+    world_to_cams = np.linalg.inv(opengl_to_opencv(c2w))
     return visible_points(points, world_to_cams, Ks, depths, np.stack(images), min_views=min_views)
 
 

@@ -152,11 +152,17 @@ def _dpkg_owner(path: Path) -> str | None:
     return out.stdout.split(":", 1)[0] if out.returncode == 0 else None
 
 
-def resolve_hdri(hdri: str) -> Path:
+def hdri_file(hdri: str) -> Path:
+    """Where the HDRI ``hdri`` (a name from Debian's blender-data, or an .exr/.hdr path) is; not checked."""
     path = Path(hdri).expanduser()
     if path.suffix.lower() in (".exr", ".hdr") and path.is_file():
         return path.resolve()
-    path = HDRI_DIR / f"{hdri}.exr"
+    return HDRI_DIR / f"{hdri}.exr"
+
+
+def resolve_hdri(hdri: str) -> Path:
+    """:func:`hdri_file`, which must exist."""
+    path = hdri_file(hdri)
     if not path.is_file():
         have = sorted(p.stem for p in HDRI_DIR.glob("*.exr"))
         raise RenderError(f"HDRI {hdri!r} not found (looked for {path}); "
@@ -241,18 +247,15 @@ def render_scene(
         cfg.view_range = (int(first), int(stop))
     if cfg.up not in (None, "y", "z"):
         raise RenderError(f"up axis must be 'y' or 'z', got {cfg.up!r}")
-    out = Path(out).expanduser()
-    model_path, source, registry_up = resolve_model(model)
-    up = cfg.up or registry_up or "y"
-    hdri = resolve_hdri(cfg.hdri)
-    ground, texture, walls = (resolve_texture(t) for t in (cfg.ground, cfg.texture, cfg.walls))
+    # Checks in the order a user needs them: the arguments (a model file of theirs must exist), the output
+    # folder, Blender, then the assets (a known mesh fetched with apt, the HDRI, the textures). A folder that
+    # holds our render with the same key is returned without Blender.
+    from vision3d.data.apt_data import MESHES
 
-    key_config = asdict(cfg)
-    if cfg.view_range is None:  # unset: left out of the key, as before the field existed
-        del key_config["view_range"]
-    key_data = {"config": key_config, "model": _file_hash(model_path), "script": _code_hash(SCRIPT),
-                "format": FORMAT_VERSION, "hdri": str(hdri)}
-    cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
+    known_mesh = isinstance(model, str) and model in MESHES
+    if not known_mesh:
+        model_path, source, registry_up = resolve_model(model)
+    out = Path(out).expanduser()
     transforms_path = out / "transforms.json"
     old: dict = {}
     if transforms_path.is_file():
@@ -261,15 +264,28 @@ def render_scene(
         except (OSError, ValueError):
             old = {}
     ours = isinstance(old.get("render"), dict) and "cache_key" in old["render"]
+    if not ours and not force and out.is_dir() and any(not p.name.startswith(".render-") for p in out.iterdir()):
+        raise RenderError(f"{out} holds files that `v3d data render` did not write; render into an empty or new "
+                          "folder (or pass --force to overwrite its images/, depths/, normals/, flows/)")
+    exe = find_blender() if force or not ours else None  # nothing cached here: Blender must run
+    if known_mesh:
+        model_path, source, registry_up = resolve_model(model)
+    up = cfg.up or registry_up or "y"
+
+    key_config = asdict(cfg)
+    if cfg.view_range is None:  # unset: left out of the key, as before the field existed
+        del key_config["view_range"]
+    key_data = {"config": key_config, "model": _file_hash(model_path), "script": _code_hash(SCRIPT),
+                "format": FORMAT_VERSION, "hdri": str(hdri_file(cfg.hdri))}
+    cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     if ours and old["render"]["cache_key"] == cache_key and not force:
         if sparse_points > 0 and old.get("sparse_points", {}).get("requested") != sparse_points:
             _add_sparse_points(out, sparse_points)
         return out
-    if not ours and not force and out.is_dir() and any(not p.name.startswith(".render-") for p in out.iterdir()):
-        raise RenderError(f"{out} holds files that `v3d data render` did not write; render into an empty or new "
-                          "folder (or pass --force to overwrite its images/, depths/, normals/, flows/)")
 
-    exe = find_blender()
+    exe = exe or find_blender()
+    hdri = resolve_hdri(cfg.hdri)
+    ground, texture, walls = (resolve_texture(t) for t in (cfg.ground, cfg.texture, cfg.walls))
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
     try:

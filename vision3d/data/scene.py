@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vision3d.errors import Vision3DError
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.se3 import opengl_to_opencv
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
@@ -31,29 +33,25 @@ class SceneError(Vision3DError, ValueError):
 
 @dataclass
 class Frame:
-    """One view. ``c2w`` is camera-to-world [4, 4] in OpenGL axes (camera looks down -Z, +Y up)."""
+    """One view. ``c2w`` is camera-to-world [4, 4] in OpenGL axes (camera looks down -Z, +Y up); ``camera``
+    holds the intrinsics and size, with ``transforms.json``'s (and nerfstudio's) pixel centres at +0.5."""
 
     image_path: Path
     c2w: np.ndarray  # [4, 4]
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
+    camera: PinholeCamera
     depth_path: Path | None = None
     normal_path: Path | None = None
     flow_path: Path | None = None
 
     @property
-    def K(self) -> np.ndarray:  # noqa: N802  (the usual name of the intrinsics matrix)
-        """Intrinsics [3, 3] in pixels (pixel centres at +0.5, OpenCV convention)."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+    def c2w_opencv(self) -> np.ndarray:
+        """Camera-to-world [4, 4] in OpenCV axes (x right, y down, z forward)."""
+        return opengl_to_opencv(self.c2w)
 
     @property
     def w2c_opencv(self) -> np.ndarray:
-        """World-to-camera [4, 4] in OpenCV axes (x right, y down, z forward), as gsplat's viewmats."""
-        return np.linalg.inv(self.c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))
+        """World-to-camera [4, 4] in OpenCV axes, as gsplat's viewmats."""
+        return np.linalg.inv(self.c2w_opencv)
 
 
 @dataclass
@@ -78,10 +76,11 @@ class Scene:
         """RGB image [H, W, 3] float32 in [0, 1] (alpha composited over white if present)."""
         frame = self.frames[index]
         image = read_image(frame.image_path)
-        if image.shape[:2] != (frame.height, frame.width):
+        cam = frame.camera
+        if image.shape[:2] != (cam.height, cam.width):
             raise SceneError(
                 f"{frame.image_path}: image is {image.shape[1]}x{image.shape[0]} but "
-                f"{self.transforms_path.name} says {frame.width}x{frame.height}"
+                f"{self.transforms_path.name} says {cam.width}x{cam.height}"
             )
         return image
 
@@ -91,15 +90,16 @@ class Scene:
         if frame.depth_path is None:
             raise SceneError(f"{self.transforms_path}: frame {index} has no depth_file_path")
         depth = read_depth(frame.depth_path, self.depth_unit_scale_factor)
-        if depth.shape != (frame.height, frame.width):
+        cam = frame.camera
+        if depth.shape != (cam.height, cam.width):
             raise SceneError(
                 f"{frame.depth_path}: depth is {depth.shape[1]}x{depth.shape[0]} but the image is "
-                f"{frame.width}x{frame.height}"
+                f"{cam.width}x{cam.height}"
             )
         return depth
 
     def summary(self) -> str:
-        f0 = self.frames[0]
+        f0 = self.frames[0].camera
         lines = [
             f"scene {self.root}",
             f"  views       {len(self)} at {f0.width}x{f0.height}, fx={f0.fx:.1f} fy={f0.fy:.1f}",
@@ -225,8 +225,9 @@ def _check_image_header(frame: Frame) -> None:
             im.verify()  # PNG: checks chunk checksums without decoding
     except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
         raise SceneError(f"{path}: corrupt or unreadable image ({err})") from err
-    if size != (frame.width, frame.height):
-        raise SceneError(f"{path}: image is {size[0]}x{size[1]} but the intrinsics say {frame.width}x{frame.height}")
+    cam = frame.camera
+    if size != (cam.width, cam.height):
+        raise SceneError(f"{path}: image is {size[0]}x{size[1]} but the intrinsics say {cam.width}x{cam.height}")
 
 
 def _read_json(path: Path) -> dict:
@@ -282,12 +283,7 @@ def _parse_frame(meta: dict, frame, index: int, root: Path, transforms_path: Pat
     return Frame(
         image_path=image_path,
         c2w=c2w,
-        fx=fx,
-        fy=fy,
-        cx=cx,
-        cy=cy,
-        width=int(w),
-        height=int(h),
+        camera=PinholeCamera(fx, fy, cx, cy, int(w), int(h)),
         depth_path=optional("depth_file_path"),
         normal_path=optional("normal_file_path"),
         flow_path=optional("flow_file_path"),

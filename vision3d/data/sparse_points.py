@@ -134,7 +134,7 @@ def sample_sparse_points(
     keep, rgb, footprint = visible_points(
         candidates,
         np.stack([f.w2c_opencv for f in scene.frames]),
-        np.stack([f.K for f in scene.frames]),
+        np.stack([f.camera.K for f in scene.frames]),
         np.stack([scene.load_depth(i) for i in range(len(scene))]),
         np.stack([np.round(scene.load_image(i) * 255).astype(np.uint8) for i in range(len(scene))]),
         min_views=min_views,

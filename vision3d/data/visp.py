@@ -6,7 +6,7 @@ Castle-simu is 40 rendered 640×480 frames of a castle model with exact poses, d
 
 * ``images/frame_00001.png``: the 8-bit grey images, written as RGB PNGs (nerfstudio expects 3 channels).
 * ``transform_matrix``: the files give ``cMo`` (object/world → colour camera, OpenCV axes: x right,
-  y down, z forward). We write ``inv(cMo) @ diag(1, -1, -1, 1)``: camera-to-world in OpenGL axes.
+  y down, z forward). We write ``opencv_to_opengl(inv(cMo))``: camera-to-world in OpenGL axes.
 * intrinsics: ``px = py = 700``, ``u0 = 320``, ``v0 = 240`` from ``Config/chateau.xml``, no distortion.
   ViSP puts pixel centres at integer coordinates while ``transforms.json`` (like nerfstudio's ray
   generator) puts them at +0.5, which would suggest ``cx = u0 + 0.5``. The renderer that made the
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from vision3d.errors import Vision3DError
+from vision3d.geometry.se3 import opencv_to_opengl
 
 
 class VispFormatError(Vision3DError, ValueError):
@@ -46,7 +47,6 @@ VISP_PACKAGE = "visp-images-data"
 CASTLE_DIR = "/usr/share/visp-images-data/ViSP-images/mbt-depth/Castle-simu"
 DEPTH_SCALE = 0.000030518  # metres per unit of the .bin depth maps
 DEPTH_T_COLOR = np.array([-0.05, 0.0, 0.0])  # translation of depth_M_color (metres)
-_GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def castle_simu_dir() -> Path:
@@ -140,7 +140,7 @@ def import_castle_simu(out: str | Path, source: str | Path | None = None, frames
         depth_mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
         Image.fromarray(depth_mm).save(out / "depths" / f"{name}.png")
         c_m_o = np.loadtxt(src / "CameraPose" / f"Camera_{i:03d}.txt")
-        c2w = np.linalg.inv(c_m_o) @ _GL_FROM_CV
+        c2w = opencv_to_opengl(np.linalg.inv(c_m_o))
         records.append({"file_path": f"images/{name}.png", "transform_matrix": c2w.tolist(),
                         "depth_file_path": f"depths/{name}.png", "visp_frame": i})
     meta = {

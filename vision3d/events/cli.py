@@ -143,7 +143,8 @@ def _vector3(option: str, text: str):
 def fit(
     events: Path = typer.Argument(..., help="An event file (any format `v3d flow show` reads)."),
     camera: Path = typer.Option(
-        ..., "--camera", help="Intrinsics YAML: fx fy cx cy width height (or K / camera_matrix)."
+        ..., "--camera", help="Intrinsics YAML as calibration tools write it (OpenCV pixel centres): fx fy cx cy width "
+        "height (or K / camera_matrix)."
     ),
     output: Path = typer.Option(Path("outputs/flow"), help="Folder for flow, velocities and pictures."),
     window_ms: float = typer.Option(0.0, min=0.0, help="Window length in ms (0: use --window-events)."),
@@ -166,136 +167,56 @@ def fit(
     cmax: bool = typer.Option(False, help="Also run the CMax baseline per window and report its sharpness."),
     imu: bool = typer.Option(True, help="For AEDAT 4 files, plot the IMU gyroscope beside the estimated ω."),
     threads: int = typer.Option(0, min=0, help="torch threads (0: leave torch's default)."),
+    device: str = typer.Option("auto", help="auto (CUDA when torch sees a GPU, else CPU) | cpu | cuda[:N]."),
 ) -> None:
-    """Fit E-MoFlow per window: dense flow (.npy), velocities (.csv), pictures, summary.json."""
-    import json
+    """Fit E-MoFlow per window: dense flow (.npy), velocities (.csv), pictures, summary.json.
 
+    The same as :func:`vision3d.events.recording.fit_recording` in Python.
+    """
     import numpy as np
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vision3d.events.cmax import CMaxConfig, fit_cmax
-    from vision3d.events.emoflow import EMoFlowConfig, contrast_terms, fit_window
-    from vision3d.events.geometry import load_camera
-    from vision3d.events.io import read_events, read_imu
-    from vision3d.events.plots import save_velocity_plot, save_window_figure
-    from vision3d.events.windows import count_windows, time_windows
+    from vision3d.backends import resolve_device
+    from vision3d.events.emoflow import EMoFlowConfig
+    from vision3d.events.recording import fit_recording
 
     if preset not in ("cpu", "paper"):
         raise typer.BadParameter(f"unknown preset {preset!r} (cpu or paper)", param_hint="--preset")
+    try:
+        resolve_device(device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--device") from None
     if threads:
         torch.set_num_threads(threads)
-    console = Console()
-    stream = read_events(events)
-    cam = load_camera(camera)
-    if (cam.width, cam.height) != stream.sensor_size:
-        console.print(
-            f"[yellow]note: camera.yaml says {cam.width}×{cam.height}, the file {stream.width}×{stream.height}"
-        )
-    if downscale > 1:
-        stream = stream.downscale(downscale)
-        cam = cam.scaled(downscale)
-    if start_s > 0:
-        stream = stream[int(np.searchsorted(stream.t, stream.t[0] + int(start_s * 1e6))) :]
-    if window_ms > 0:
-        wins = time_windows(stream, int(window_ms * 1000))
-    else:
-        wins = count_windows(stream, window_events)
-    if max_windows:
-        wins = wins[:max_windows]
-    if preset == "cpu":
-        cfg = EMoFlowConfig.cpu(iterations)
-    else:
-        cfg = EMoFlowConfig()
-        cfg.schedule.iterations = iterations
+    cfg = EMoFlowConfig.cpu(iterations) if preset == "cpu" else EMoFlowConfig()
+    cfg.schedule.iterations = iterations
+    cfg.device = device
     if search:
         cfg.spline.init = "dec_search"
-    output.mkdir(parents=True, exist_ok=True)
-    xy_all, t_all, p_all = stream.to_torch()
-    t0 = int(stream.t[0])
-    rows, summary = [], {"file": str(events), "camera": cam.to_dict(), "preset": preset, "windows": []}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("E-MoFlow", total=len(wins) * cfg.schedule.iterations)
-        try:  # Ctrl-C keeps the windows already fitted: their outputs are written below
-            for k, win in enumerate(wins):
-                progress.update(task, description=f"window {k + 1}/{len(wins)}")
-                ta, tb = (win.t_start_us - t0) * 1e-6, (win.t_end_us - t0) * 1e-6
-                sl = win.slice
-                res = fit_window(
-                    xy_all[sl],
-                    t_all[sl],
-                    cam,
-                    cfg,
-                    (ta, tb),
-                    p_all[sl],
-                    progress=lambda _i: progress.advance(task),
-                )
-                abs_times = res.times_s + t0 * 1e-6
-                np.save(output / f"flow_{k:03d}.npy", res.flow.numpy())
-                sharp = res.sharpness()
-                entry = {
-                    "window": k,
-                    "t_start_s": win.t_start_us * 1e-6,
-                    "t_end_s": win.t_end_us * 1e-6,
-                    "events": len(win),
-                    "seconds": res.seconds,
-                    **sharp,
-                    "v_mid": res.v[len(res.v) // 2].tolist(),
-                    "w_mid_rad_s": res.w[len(res.w) // 2].tolist(),
-                }
-                if cmax:
-                    cm = fit_cmax(xy_all[sl], t_all[sl], cam.width, cam.height, CMaxConfig(), (ta, tb))
-                    entry["cmax_var_after"] = float(contrast_terms(cm.iwe_after)[0])
-                    entry["cmax_seconds"] = cm.seconds
-                save_window_figure(
-                    output / f"window_{k:03d}.png",
-                    res.iwe_before,
-                    res.iwe_after,
-                    res.flow.numpy(),
-                    title=f"window {k}: {len(win)} events, IWE variance {sharp['var_before']:.2f} -> "
-                    f"{sharp['var_after']:.2f}",
-                )
-                for ti, vi, wi in zip(abs_times, res.v, res.w, strict=True):
-                    rows.append([ti, *vi, *wi])
-                summary["windows"].append(entry)  # last: the summary lists only windows whose outputs are whole
-        except KeyboardInterrupt:
-            summary["interrupted"] = True
-    if not rows:
+    console = Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("E-MoFlow", total=None)
+
+        def progress(window: int, n_windows: int, _iteration: int) -> None:
+            bar.update(task, total=n_windows * iterations, description=f"window {window + 1}/{n_windows}", advance=1)
+
+        fit = fit_recording(events, camera, output, cfg, window_ms=window_ms, window_events=window_events,
+                            max_windows=max_windows, start_s=start_s, downscale=downscale, cmax=cmax, imu=imu,
+                            progress=progress, log=lambda note: console.print(f"[yellow]{note}"))  # fmt: skip
+    if not fit.summary["windows"]:
         console.print("[yellow]interrupted before the first window was fitted: nothing written")
         raise typer.Exit(130)
-    rows = np.array(rows)
-    np.savetxt(
-        output / "velocities.csv",
-        rows,
-        delimiter=",",
-        fmt="%.6f",
-        header="t_s,vx_unit,vy_unit,vz_unit,wx_rad_s,wy_rad_s,wz_rad_s",
-        comments="",
-    )
-    w_ref = None
-    if imu and events.suffix.lower() == ".aedat4":
-        try:
-            m = read_imu(events)
-            keep = (m["t"] >= rows[0, 0] * 1e6) & (m["t"] <= rows[-1, 0] * 1e6)
-            w_ref = (m["t"][keep] * 1e-6, m["gyro"][keep])
-            summary["imu_gyro_mean_rad_s"] = m["gyro"][keep].mean(0).tolist()
-        except Exception as err:
-            console.print(f"[yellow]no IMU: {err}")
-    save_velocity_plot(output / "velocities.png", rows[:, 0], rows[:, 1:4], rows[:, 4:7], w_ref=w_ref)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    for e in summary["windows"]:
+    for e in fit.summary["windows"]:
         console.print(
             f"window {e['window']}: {e['events']} events, IWE variance {e['var_before']:.3f} -> "
             f"{e['var_after']:.3f}, ω {np.round(e['w_mid_rad_s'], 3)} rad/s, {e['seconds']:.1f} s"
         )
     console.print(f"wrote {output}/ (flow_*.npy, velocities.csv, window_*.png, velocities.png, summary.json)")
-    if summary.get("interrupted"):
-        console.print(f"[yellow]interrupted: {len(summary['windows'])} of {len(wins)} windows fitted and written")
+    if fit.interrupted:
+        console.print(f"[yellow]interrupted: {len(fit.summary['windows'])} of {fit.windows_planned} windows fitted "
+                      "and written")  # fmt: skip
         raise typer.Exit(130)

@@ -9,7 +9,7 @@ optical flow" (pyramidal patch CMax), but ours and small:
   steps) starts the 1×1 level, which starts the next level (doubling the grid) up to
   ``patches``;
 * the objective is E-MoFlow's own contrast, ``−(L_grad + L_var)`` of the blurred IWE at
-  ``t_ref`` (see :func:`vision3d.events.emoflow.focus_loss`), plus ``tv_weight`` times the
+  ``t_ref`` (:func:`vision3d.events.contrast.focus_loss`), plus ``tv_weight`` times the
   total variation of the patch grid (Secrets uses 0.01); Adam per level.
 
 It recovers flow only: no ``v`` or ``ω``.
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vision3d.events.emoflow import LossConfig, check_window, focus_loss
+from vision3d.events.contrast import ContrastConfig, focus_loss
+from vision3d.events.windows import check_window
 
 
 @dataclass
@@ -36,7 +37,7 @@ class CMaxConfig:
     lr: float = 0.1
     tv_weight: float = 0.01
     t_ref: float = 0.5
-    loss: LossConfig = field(default_factory=lambda: LossConfig(iwe_density_ref=None))
+    contrast: ContrastConfig = field(default_factory=lambda: ContrastConfig(iwe_density_ref=None))
     """Raw event counts (no density rescaling): ``tv_weight`` is balanced against raw contrast."""
 
 
@@ -77,7 +78,7 @@ def fit_cmax(
     ta, tb = (float(t_s.min()), float(t_s.max())) if t_window is None else t_window
     xy = xy.float()
     tn = ((t_s.double() - ta) / max(tb - ta, 1e-9)).float()
-    lc = config.loss
+    lc = config.contrast
 
     def cost(grid):
         loss, iwe = focus_loss(_warp(grid, xy, tn, config.t_ref, width, height), height, width, lc)

@@ -1,7 +1,9 @@
-"""Camera intrinsics and the instantaneous-motion geometry E-MoFlow needs.
+"""Camera YAML files and the instantaneous-motion geometry E-MoFlow needs.
 
 Conventions (used by the simulator, E-MoFlow and the tests alike):
 
+* Cameras are :class:`vision3d.geometry.camera.PinholeCamera` (pixel centres at index + 0.5); camera
+  YAML files hold OpenCV/ROS calibration values (centres at integers), converted on load and save.
 * Camera frame x right, y down, z forward; normalised coordinates ``x = K⁻¹[p; 1]``.
 * ``v`` and ``ω`` are the **camera's** linear and angular velocity expressed in its own
   frame. A static scene point then moves in the camera frame as ``Ẋ = −ω × X − v``, and its
@@ -13,7 +15,6 @@ Conventions (used by the simulator, E-MoFlow and the tests alike):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,47 +22,7 @@ import torch
 from torch import Tensor
 
 from vision3d.errors import Vision3DError
-
-
-@dataclass
-class PinholeCamera:
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
-
-    def scaled(self, factor: float) -> PinholeCamera:
-        """The camera seen through pixel binning by ``factor`` (events ``x // factor``)."""
-        return PinholeCamera(
-            self.fx / factor,
-            self.fy / factor,
-            (self.cx + 0.5) / factor - 0.5,
-            (self.cy + 0.5) / factor - 0.5,
-            int(-(-self.width // factor)),
-            int(-(-self.height // factor)),
-        )
-
-    def cropped(self, x0: int, y0: int, width: int, height: int) -> PinholeCamera:
-        return PinholeCamera(self.fx, self.fy, self.cx - x0, self.cy - y0, width, height)
-
-    def normalize(self, xy: Tensor) -> Tensor:
-        """Pixels [..., 2] -> normalised image coordinates [..., 2]."""
-        return torch.stack([(xy[..., 0] - self.cx) / self.fx, (xy[..., 1] - self.cy) / self.fy], -1)
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("fx", "fy", "cx", "cy", "width", "height")}
-
-    @classmethod
-    def default_for(cls, width: int, height: int, fov_deg: float = 70.0) -> PinholeCamera:
-        """A guess when no calibration exists: principal point at the centre, horizontal field of view."""
-        f = 0.5 * width / np.tan(np.deg2rad(fov_deg) / 2)
-        return cls(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
+from vision3d.geometry.camera import PinholeCamera
 
 
 class CameraFileError(Vision3DError, ValueError):
@@ -71,7 +32,9 @@ class CameraFileError(Vision3DError, ValueError):
 def load_camera(path: str | Path) -> PinholeCamera:
     """Read intrinsics from YAML: ``fx fy cx cy width height`` keys, or ``K`` (3×3 list, or
     ``camera_matrix: {data: [9 numbers]}`` as ROS/OpenCV calibration files write it) with
-    ``width``/``height`` (``image_width``/``image_height``). Raises :class:`CameraFileError`."""
+    ``width``/``height`` (``image_width``/``image_height``). The values are OpenCV's (pixel centres at
+    integers), as every calibration tool writes them; the camera returned has ``cx, cy`` 0.5 larger.
+    Raises :class:`CameraFileError`."""
     import yaml
 
     path = Path(path)
@@ -112,27 +75,17 @@ def load_camera(path: str | Path) -> PinholeCamera:
     if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0 and width > 0 and height > 0):
         raise CameraFileError(f"{path}: needs finite fx, fy > 0 and width, height > 0, got fx={fx} fy={fy} "
                               f"{width}×{height}")  # fmt: skip
-    return PinholeCamera(fx, fy, cx, cy, width, height)
+    return PinholeCamera.from_opencv(float(fx), float(fy), float(cx), float(cy), width, height)
 
 
 def save_camera(path: str | Path, camera: PinholeCamera) -> None:
+    """Write ``camera`` as :func:`load_camera` reads it (OpenCV's ``cx, cy``: 0.5 smaller than ours)."""
     import yaml
 
+    fx, fy, cx, cy = (float(v) for v in camera.to_opencv())
     with open(path, "w") as f:
-        yaml.safe_dump({k: float(v) if k[0] in "fc" else int(v) for k, v in camera.to_dict().items()}, f)
-
-
-def skew(w: Tensor) -> Tensor:
-    """[..., 3] -> [..., 3, 3] with ``skew(a) @ b = a × b``."""
-    zero = torch.zeros_like(w[..., 0])
-    return torch.stack(
-        [
-            torch.stack([zero, -w[..., 2], w[..., 1]], -1),
-            torch.stack([w[..., 2], zero, -w[..., 0]], -1),
-            torch.stack([-w[..., 1], w[..., 0], zero], -1),
-        ],
-        -2,
-    )
+        yaml.safe_dump({"fx": fx, "fy": fy, "cx": cx, "cy": cy, "width": int(camera.width),
+                        "height": int(camera.height)}, f)
 
 
 def motion_field(

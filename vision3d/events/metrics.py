@@ -1,20 +1,11 @@
-"""Scores for event egomotion (ω RMS, v direction error); flow scores are :func:`vision3d.metrics.flow_metrics`."""
+"""Scores for event egomotion (ω RMS, E-MoFlow's v scoring); the v direction error is
+:func:`vision3d.geometry.metrics.direction_error_deg`, flow scores :func:`vision3d.metrics.flow_metrics`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def direction_error_deg(v_est: np.ndarray, v_gt: np.ndarray, up_to_sign: bool = False) -> np.ndarray:
-    """Angle (deg) between unit directions [..., 3]; ``up_to_sign`` takes the smaller of v and −v."""
-    a = np.asarray(v_est, np.float64)
-    b = np.asarray(v_gt, np.float64)
-    a = a / np.linalg.norm(a, axis=-1, keepdims=True).clip(1e-12)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True).clip(1e-12)
-    c = (a * b).sum(-1)
-    if up_to_sign:
-        c = np.abs(c)
-    return np.degrees(np.arccos(np.clip(c, -1, 1)))
+from vision3d.geometry.metrics import direction_error_deg
 
 
 def rms(err: np.ndarray) -> float:

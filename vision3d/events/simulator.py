@@ -35,8 +35,10 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from vision3d.events.geometry import PinholeCamera, motion_field
+from vision3d.events.geometry import motion_field
 from vision3d.events.stream import EventStream, make_events
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.se3 import opengl_to_opencv
 
 
 @dataclass
@@ -232,14 +234,6 @@ class _PlaneScene:
             i + 1
         ]
 
-    def _rays(self, ss: int = 1) -> np.ndarray:
-        cam = self.camera
-        off = (np.arange(ss) + 0.5) / ss - 0.5
-        xs = (np.arange(cam.width)[:, None] + off[None]).reshape(-1)
-        ys = (np.arange(cam.height)[:, None] + off[None]).reshape(-1)
-        gx, gy = np.meshgrid(xs, ys)
-        return np.stack([(gx - cam.cx) / cam.fx, (gy - cam.cy) / cam.fy, np.ones_like(gx)], -1)
-
     def cast(self, t: float, rays_cam: np.ndarray):
         """World hit point, camera depth and plane index of each ray (nearest plane in front)."""
         r, c = self.pose(t)
@@ -267,7 +261,7 @@ class _PlaneScene:
 
     def render(self, t: float) -> np.ndarray:
         ss = self.config.supersample
-        hit, _, which = self.cast(t, self._rays(ss))
+        hit, _, which = self.cast(t, self.camera.rays(ss))
         img = np.zeros(which.shape)
         for k, pl in enumerate(self.config.planes):
             m = which == k
@@ -277,7 +271,7 @@ class _PlaneScene:
         return img.reshape(h, ss, w, ss).mean(axis=(1, 3))
 
     def instantaneous_flow(self, t: float) -> np.ndarray:
-        rays = self._rays(1)
+        rays = self.camera.rays()
         _, depth, _ = self.cast(t, rays)
         x = torch.from_numpy(rays[..., :2].reshape(-1, 2))
         u = motion_field(
@@ -290,15 +284,10 @@ class _PlaneScene:
         return (u * np.array([cam.fx, cam.fy])).reshape(cam.height, cam.width, 2)
 
     def displacement(self, t0: float, t1: float) -> np.ndarray:
-        rays = self._rays(1)
-        hit, _, _ = self.cast(t0, rays)
+        hit, _, _ = self.cast(t0, self.camera.rays())
         r, c = self.pose(t1)
         xc = (hit - c) @ r  # world -> camera at t1
-        cam = self.camera
-        px = cam.fx * xc[..., 0] / xc[..., 2] + cam.cx
-        py = cam.fy * xc[..., 1] / xc[..., 2] + cam.cy
-        gx, gy = np.meshgrid(np.arange(cam.width), np.arange(cam.height))
-        return np.stack([px - gx, py - gy], -1)
+        return self.camera.project(xc) - self.camera.pixel_centres()
 
 
 def _plane_basis(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -358,7 +347,6 @@ def corner_scene(
 
 
 # --- scenes rendered by Blender (``v3d data render``) -------------------------------------
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0])  # Blender/OpenGL camera axes (y up, looking down −z) -> ours
 
 
 @dataclass
@@ -451,28 +439,27 @@ def simulate_rendered_sequence(
     (19.8k vs 7.5k from noise-free frames warped with the GT) were noise: no method beat zero flow. A
     ``UserWarning`` says so when the residual left by the GT flow exceeds a quarter of the threshold C.
     """
-    import json
     import warnings
-    from pathlib import Path
 
     from PIL import Image
 
-    scene_dir = Path(scene_dir)
-    meta = json.loads((scene_dir / "transforms.json").read_text())
-    frames = meta["frames"][first : first + n_frames]
-    if len(frames) < n_frames or any("flow_file_path" not in f for f in frames[:-1]):
-        raise ValueError(f"{scene_dir}: needs {n_frames} views with flow from view {first}")
-    cam = PinholeCamera(meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"], int(meta["w"]), int(meta["h"]))
+    from vision3d.data.scene import load_scene
+
+    scene = load_scene(scene_dir, check_images=False)
+    frames = scene.frames[first : first + n_frames]
+    if len(frames) < n_frames or any(f.flow_path is None for f in frames[:-1]):
+        raise ValueError(f"{scene.transforms_path}: needs {n_frames} views with flow from view {first}")
+    cam = frames[0].camera
     imgs = []
     for f in frames:
-        s = np.asarray(Image.open(scene_dir / f["file_path"]).convert("RGB"), np.float64) / 255.0
+        s = np.asarray(Image.open(f.image_path).convert("RGB"), np.float64) / 255.0
         lin = np.where(s <= 0.04045, s / 12.92, ((s + 0.055) / 1.055) ** 2.4)
         imgs.append(lin @ np.array([0.2126, 0.7152, 0.0722]))
     config = config or SimulatorConfig()
     times = np.arange(n_frames) / fps
     imgs = np.stack(imgs)
     events = events_from_frames(imgs, times, config, source=str(scene_dir))
-    flows = np.stack([np.load(scene_dir / f["flow_file_path"]) for f in frames[:-1]]).astype(np.float64)
+    flows = np.stack([np.load(f.flow_path) for f in frames[:-1]]).astype(np.float64)
     residual, change = photometric_residual(np.log(imgs + config.log_eps), flows)
     if residual > config.threshold / 4:
         warnings.warn(
@@ -481,10 +468,10 @@ def simulate_rendered_sequence(
             "will be render noise or interpolation, not motion (render more spp, or views closer together)",
             stacklevel=2,
         )
-    poses = [np.asarray(f["transform_matrix"], np.float64) for f in frames]
+    poses = [opengl_to_opencv(f.c2w) for f in frames]
     vs, ws = [], []
     for p0, p1 in zip(poses[:-1], poses[1:], strict=True):
-        r0, r1 = p0[:3, :3] @ _GL_TO_CV, p1[:3, :3] @ _GL_TO_CV
+        r0, r1 = p0[:3, :3], p1[:3, :3]
         vs.append(r0.T @ (p1[:3, 3] - p0[:3, 3]) * fps)
         ws.append(Rotation.from_matrix(r0.T @ r1).as_rotvec() * fps)
     return RenderedSequence(

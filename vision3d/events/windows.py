@@ -3,7 +3,8 @@
 Both return a list of :class:`Window` (index range plus time range) so callers can slice
 lazily with ``stream[w.slice]``. An empty time window is an error that names the file and
 the window (``skip_empty=True`` drops them instead); a count window shorter than asked at
-the end of the stream is dropped unless ``keep_partial=True``.
+the end of the stream is dropped unless ``keep_partial=True``. :func:`check_window` refuses
+a window of event tensors that no fit can use.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from vision3d.events.stream import EventFileError, EventStream
 
@@ -97,3 +100,18 @@ def count_windows(
         if b == n:
             break
     return out
+
+
+def check_window(xy: Tensor, t_s: Tensor, weights: Tensor | None = None) -> None:
+    """Refuse a window that cannot be fitted (:class:`EventFileError`): wrong shapes, no events, non-finite values.
+
+    NaN coordinates would otherwise give NaN flow silently, or index out of bounds in CMax's patch grid.
+    """
+    if xy.ndim != 2 or xy.shape[1] != 2 or t_s.shape != xy.shape[:1]:
+        raise EventFileError(None, f"xy must be [N, 2] and t_s [N], got {tuple(xy.shape)} and {tuple(t_s.shape)}")
+    if xy.shape[0] == 0:
+        raise EventFileError(None, "cannot fit an empty window")
+    for name, values in (("coordinates", xy), ("timestamps", t_s), ("weights", weights)):
+        if values is not None and not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).reshape(len(values), -1).any(-1).sum())
+            raise EventFileError(None, f"{bad} of {len(values)} events have NaN or infinite {name}")

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+
+from vision3d.geometry.so3 import vector_angle
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
 
-__all__ = ["rotation_error_deg", "translation_angle_error_deg", "relative_pose_errors", "error_auc"]
+__all__ = ["rotation_error_deg", "direction_error_deg", "translation_angle_error_deg", "relative_pose_errors", "error_auc"]
 
 
 def rotation_error_deg(R_pred: np.ndarray, R_gt: np.ndarray) -> np.ndarray:  # noqa: N803
@@ -31,16 +34,24 @@ def rotation_error_deg(R_pred: np.ndarray, R_gt: np.ndarray) -> np.ndarray:  # n
     return out.reshape(R_pred.shape[:-2])
 
 
+def direction_error_deg(a: np.ndarray, b: np.ndarray, up_to_sign: bool = False) -> np.ndarray:
+    """Angle in degrees ``[...]`` between directions ``[..., D]`` (scale-free, cosine clipped to [-1, 1]);
+    ``up_to_sign`` takes the smaller of ``b`` and ``-b``. A zero-length or non-finite vector scores 180."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"directions must have the same length, got shapes {a.shape} and {b.shape}")
+    a, b = np.broadcast_arrays(a, b)
+    err = np.degrees(vector_angle(torch.from_numpy(a), torch.from_numpy(b), eps=0.0, up_to_sign=up_to_sign).numpy())
+    degenerate = (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) == 0) | ~np.isfinite(err)
+    return np.where(degenerate, 180.0, err)
+
+
 def translation_angle_error_deg(t_pred: np.ndarray, t_gt: np.ndarray) -> np.ndarray:
     """``[..., 3]`` pairs to ``[...]`` angles in degrees, unfolded (a reversed direction is 180)."""
     t_pred, t_gt = np.asarray(t_pred, np.float64), np.asarray(t_gt, np.float64)
     if t_pred.shape[-1] != 3 or t_pred.shape != t_gt.shape:
         raise ValueError(f"t_pred and t_gt must both be [..., 3], got {t_pred.shape} and {t_gt.shape}")
-    norm = np.linalg.norm(t_pred, axis=-1) * np.linalg.norm(t_gt, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.clip((t_pred * t_gt).sum(-1) / norm, -1.0, 1.0)
-    err = np.degrees(np.arccos(cos))
-    return np.where(np.isfinite(err), err, 180.0)
+    return direction_error_deg(t_pred, t_gt)
 
 
 def relative_pose_errors(T_pred: np.ndarray, T_gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803

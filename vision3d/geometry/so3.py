@@ -58,12 +58,18 @@ def rotation_angle(R1: torch.Tensor, R2: torch.Tensor, eps: float = 1e-6) -> tor
     return torch.acos(cos)
 
 
-def vector_angle(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Angle (radians) between vectors ``[..., 3]``; scale-free, no sign folding; cosine clamped to ``±(1 - eps)``."""
+def vector_angle(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6, up_to_sign: bool = False) -> torch.Tensor:
+    """Angle (radians) between vectors ``[..., D]``: the one implementation (losses and metrics call it).
+
+    Scale-free; the cosine is clamped to ``±(1 - eps)`` (``eps > 0`` keeps the gradient finite; metrics
+    pass 0). ``up_to_sign`` takes the smaller angle of ``b`` and ``-b``. A zero vector gives ``pi / 2``.
+    """
     check_shape("a", a, "...", "*")
     check_shape("b", b, "...", "*")
-    cos = F.cosine_similarity(a, b, dim=-1, eps=1e-12).clamp(-1.0 + eps, 1.0 - eps)
-    return torch.acos(cos)
+    cos = F.cosine_similarity(a, b, dim=-1, eps=1e-12)
+    if up_to_sign:
+        cos = cos.abs()
+    return torch.acos(cos.clamp(-1.0 + eps, 1.0 - eps))
 
 
 def svd_orthogonalize(m: torch.Tensor, normalize_rows: bool = True) -> torch.Tensor:

@@ -150,6 +150,7 @@ def predict(
     import torch
 
     from vision3d.data.scene import SceneError, read_image
+    from vision3d.geometry.camera import PinholeCamera
     from vision3d.pose.data import _resize_image
     from vision3d.pose.evaluate import epipolar_picture
     from vision3d.pose.matching import Matcher
@@ -170,11 +171,7 @@ def predict(
     angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
     np.set_printoptions(precision=4, suppress=True)
     typer.echo(f"R (camera 2 in camera 1):\n{R}\nt direction: {t}\nrotation angle: {angle:.2f} deg")
-    Ks = []  # noqa: N806
-    for im in imgs:
-        h, w = im.shape[:2]
-        f = w / (2 * np.tan(np.radians(fov) / 2))
-        Ks.append(np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]))
+    Ks = [PinholeCamera.default_for(im.shape[1], im.shape[0], fov).K for im in imgs]  # noqa: N806
     k1, _, _ = Matcher("sift").match(imgs[0], imgs[1])
     save_png(output, epipolar_picture(imgs[0], imgs[1], Ks[0], Ks[1], T, None, points=k1[::max(1, len(k1) // 12)]))
     typer.echo(f"wrote {output}")

@@ -1,7 +1,7 @@
 """Image pairs with depth, intrinsics and relative pose: sources, pair selection and a torch ``Dataset``.
 
-Sources, each giving a :class:`FrameSet` (per view: image, optional planar depth in metres, ``K``, and
-camera-to-world in **OpenCV** axes):
+Sources, each giving a :class:`FrameSet` (per view: image, optional planar depth in metres, a
+:class:`~vision3d.geometry.camera.PinholeCamera` (pixel centres at +0.5), and camera-to-world in **OpenCV** axes):
 
 - :func:`frames_from_nerfstudio`: a nerfstudio scene (``transforms.json`` with ``fl_x, fl_y, cx, cy, w, h``,
   OpenGL ``transform_matrix``, ``depth_file_path`` 16-bit PNG in millimetres), read through
@@ -12,6 +12,7 @@ camera-to-world in **OpenCV** axes):
 - :func:`scannet1500_pairs` / :func:`megadepth1500_pairs`: ReLoc3r's evaluation pair lists for users who
   have those data sets (no depth needed for evaluation).
 
+:func:`seen_scene_split` makes the seen-scene protocol's pairs (same scenes, held-out camera positions).
 :class:`PairDataset` resizes images to the network's size (intrinsics scaled, depth sampled nearest),
 computes ``T_21 = inv(c2w_1) @ c2w_2`` (ReLoc3r's ground truth, camera 2 in camera 1) and, with a
 :class:`~vision3d.pose.matching.Matcher`, sparse matches at the source resolution scaled to the network's.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vision3d.errors import Vision3DError
+from vision3d.geometry.camera import PinholeCamera
 
 
 class DataUnavailable(Vision3DError, RuntimeError):
@@ -43,9 +45,8 @@ class FrameSet:
     """Views of one scene. ``load_image(i) -> [H, W, 3]`` float in [0, 1]; ``load_depth(i) -> [H, W]`` metres or None."""
 
     name: str
-    K: list[np.ndarray]  # [3, 3] each, at the source resolution
+    cameras: list[PinholeCamera]  # at the source resolution
     c2w: list[np.ndarray]  # [4, 4] each, OpenCV axes
-    sizes: list[tuple[int, int]]  # (H, W)
     load_image: Callable[[int], np.ndarray]
     load_depth: Callable[[int], np.ndarray | None]
     meta: dict = field(default_factory=dict)
@@ -53,18 +54,26 @@ class FrameSet:
     def __len__(self) -> int:
         return len(self.c2w)
 
+    @property
+    def K(self) -> list[np.ndarray]:  # noqa: N802
+        """Intrinsics [3, 3] of each view (the cameras' ``K``)."""
+        return [c.K for c in self.cameras]
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """``(H, W)`` of each view."""
+        return [(c.height, c.width) for c in self.cameras]
+
 
 def frames_from_nerfstudio(path: str | Path) -> FrameSet:
     """A nerfstudio scene folder (or its transforms.json) as a :class:`FrameSet`."""
     from vision3d.data.scene import load_scene
 
     scene = load_scene(path, check_images=False)
-    gl_to_cv = np.diag([1.0, -1.0, -1.0, 1.0])
     return FrameSet(
         name=str(scene.root.name),
-        K=[f.K for f in scene.frames],
-        c2w=[f.c2w @ gl_to_cv for f in scene.frames],
-        sizes=[(f.height, f.width) for f in scene.frames],
+        cameras=[f.camera for f in scene.frames],
+        c2w=[f.c2w_opencv for f in scene.frames],
         load_image=scene.load_image,
         load_depth=(lambda i: scene.load_depth(i)) if scene.has_depth else (lambda i: None),
         meta={"root": str(scene.root)},
@@ -129,13 +138,12 @@ def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05,
     ok = z > 0
     if not ok.any():
         return 0.0
-    K1, K2 = fs.K[i], fs.K[j]  # noqa: N806
-    X = np.stack([(u[ok] + 0.5 - K1[0, 2]) / K1[0, 0] * z[ok], (v[ok] + 0.5 - K1[1, 2]) / K1[1, 1] * z[ok], z[ok]], -1)  # noqa: N806
+    xy = fs.cameras[i].normalize_index(np.stack([u[ok], v[ok]], -1))
+    X = np.concatenate([xy, np.ones_like(xy[:, :1])], -1) * z[ok, None]  # noqa: N806
     T = np.linalg.inv(fs.c2w[j]) @ fs.c2w[i]  # noqa: N806
     Y = X @ T[:3, :3].T + T[:3, 3]  # noqa: N806
     front = Y[:, 2] > 1e-6
-    x = np.floor(Y[:, 0] / np.maximum(Y[:, 2], 1e-6) * K2[0, 0] + K2[0, 2]).astype(int)
-    y = np.floor(Y[:, 1] / np.maximum(Y[:, 2], 1e-6) * K2[1, 1] + K2[1, 2]).astype(int)
+    x, y = np.floor(fs.cameras[j].project(np.concatenate([Y[:, :2], np.maximum(Y[:, 2:], 1e-6)], -1))).astype(int).T
     h, w = d2.shape
     inb = front & (x >= 0) & (x < w) & (y >= 0) & (y < h)
     seen = np.zeros(len(Y), bool)
@@ -145,13 +153,16 @@ def covisibility(fs: FrameSet, i: int, j: int, step: int = 8, tol: float = 0.05,
 
 
 def select_pairs(fs: FrameSet, max_pairs: int | None = None, min_overlap: float = 0.3, max_overlap: float = 0.95,
-                 max_rotation_deg: float = 60.0, seed: int = 0) -> list[tuple[int, int]]:
+                 max_rotation_deg: float = 60.0, seed: int = 0,
+                 views: Iterable[int] | None = None) -> list[tuple[int, int]]:
     """Pairs (i < j) whose depth covisibility lies in ``[min_overlap, max_overlap]`` and whose relative rotation
-    is below ``max_rotation_deg``; a seeded random subset of ``max_pairs``. Without depth, rotation alone."""
+    is below ``max_rotation_deg``; a seeded random subset of ``max_pairs``. Without depth, rotation alone.
+    ``views``: only pairs of these view indices (default: all)."""
     pairs = []
     depths: dict = {}
-    for i in range(len(fs)):
-        for j in range(i + 1, len(fs)):
+    pool = sorted(set(range(len(fs))) if views is None else set(views))
+    for a, i in enumerate(pool):
+        for j in pool[a + 1:]:
             rel = np.linalg.inv(fs.c2w[i]) @ fs.c2w[j]
             angle = np.degrees(np.arccos(np.clip((np.trace(rel[:3, :3]) - 1) / 2, -1, 1)))
             if angle > max_rotation_deg or np.linalg.norm(rel[:3, 3]) < 1e-6:
@@ -274,6 +285,32 @@ def build_pair_dataset(framesets: list[FrameSet], image_size, pairs_per_scene: i
     return PairDataset(framesets, pairs, image_size, matcher, max_matches, match_cache=match_cache)
 
 
+def seen_scene_split(framesets: list[FrameSet], test_fraction: float = 0.25, train_pairs_per_scene: int | None = 40,
+                     test_pairs_per_scene: int | None = 20, seed: int = 0, **select_kwargs,
+                     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """The seen-scene (relocalization) protocol's ``(train, test)`` pairs ``(scene, i, j)``: same scenes,
+    disjoint camera positions.
+
+    In each scene a seeded random ``test_fraction`` of the views (at least 2) is held out; test pairs join two
+    held-out views, training pairs two of the others, both chosen by :func:`select_pairs` (overlap and
+    baseline, as ReLoc3r samples them) with ``select_kwargs``. So no test image appears in any training pair.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    train, test = [], []
+    for s, fs in enumerate(framesets):
+        n = len(fs)
+        n_test = max(2, int(round(test_fraction * n)))
+        if n - n_test < 2:
+            raise ValueError(f"{fs.name}: {n} views are too few to hold out {n_test} and train on the rest")
+        held = set(np.random.default_rng(seed + s).choice(n, n_test, replace=False).tolist())
+        train += [(s, i, j) for i, j in select_pairs(fs, train_pairs_per_scene, seed=seed + s,
+                                                     views=set(range(n)) - held, **select_kwargs)]
+        test += [(s, i, j) for i, j in select_pairs(fs, test_pairs_per_scene, seed=seed + s, views=held,
+                                                    **select_kwargs)]
+    return train, test
+
+
 def mirror_pairs(batch: dict, which: torch.Tensor) -> dict:
     """Mirror the pairs ``which`` ``[B]`` (bool) of a collated batch left-right, images and geometry together.
 
@@ -351,7 +388,8 @@ def scannet1500_pairs(root: str | Path) -> tuple[FrameSet, list[tuple[int, int, 
                 depths.append(d / "depth" / f"{frame}.png")
             ids.append(views[key])
         pairs.append((0, ids[0], ids[1]))
-    return FrameSet("scannet1500", K, c2w, [(480, 640)] * len(c2w), _image_loader(paths, (480, 640)),
+    cameras = [PinholeCamera.from_K(k, 640, 480) for k in K]
+    return FrameSet("scannet1500", cameras, c2w, _image_loader(paths, (480, 640)),
                     _png_depth_loader(depths, 1e-3)), pairs
 
 
@@ -384,7 +422,8 @@ def megadepth1500_pairs(root: str | Path) -> tuple[FrameSet, list[tuple[int, int
     for p in paths:
         with Image.open(p) if p.is_file() else _missing(p) as im:
             sizes.append((im.height, im.width))
-    return FrameSet("megadepth1500", K, c2w, sizes, _image_loader(paths, None), lambda i: None), pairs
+    cameras = [PinholeCamera.from_K(k, w, h) for k, (h, w) in zip(K, sizes, strict=True)]
+    return FrameSet("megadepth1500", cameras, c2w, _image_loader(paths, None), lambda i: None), pairs
 
 
 def _missing(path: Path):

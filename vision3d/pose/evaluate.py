@@ -51,8 +51,10 @@ def essential_pose(k1: np.ndarray, k2: np.ndarray, K1: np.ndarray, K2: np.ndarra
     """OpenCV 5-point RANSAC + ``recoverPose`` on matches (pixel centres at +0.5); returns ``T21`` or None."""
     if len(k1) < 5:
         return None
-    n1 = cv2.undistortPoints((k1 - 0.5).reshape(-1, 1, 2).astype(np.float64), _cv_K(K1), None).reshape(-1, 2)
-    n2 = cv2.undistortPoints((k2 - 0.5).reshape(-1, 1, 2).astype(np.float64), _cv_K(K2), None).reshape(-1, 2)
+    # normalised coordinates (p - c) / f do not depend on where pixel centres sit, as long as the keypoints
+    # and K share the convention: OpenCV needs no shift of either
+    n1 = cv2.undistortPoints(k1.reshape(-1, 1, 2).astype(np.float64), np.asarray(K1, np.float64), None).reshape(-1, 2)
+    n2 = cv2.undistortPoints(k2.reshape(-1, 1, 2).astype(np.float64), np.asarray(K2, np.float64), None).reshape(-1, 2)
     f = (K1[0, 0] + K1[1, 1] + K2[0, 0] + K2[1, 1]) / 4
     E, mask = cv2.findEssentialMat(n1, n2, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=threshold_px / f)  # noqa: N806
     if E is None or E.shape != (3, 3):
@@ -61,14 +63,6 @@ def essential_pose(k1: np.ndarray, k2: np.ndarray, K1: np.ndarray, K2: np.ndarra
     T12 = np.eye(4)  # noqa: N806
     T12[:3, :3], T12[:3, 3] = R, t[:, 0]
     return np.linalg.inv(T12)
-
-
-def _cv_K(K):  # noqa: N802, N803
-    """Our intrinsics (pixel centre at +0.5) in OpenCV's convention (centre at integer coordinates)."""
-    K = np.array(K, dtype=np.float64)  # noqa: N806
-    K[0, 2] -= 0.5
-    K[1, 2] -= 0.5
-    return K
 
 
 def evaluate_essential(dataset: PairDataset, matcher) -> tuple[np.ndarray, np.ndarray, float, int]:

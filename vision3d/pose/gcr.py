@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vision3d.geometry.camera import project_points, unproject_points
-from vision3d.geometry.ransac import ransac_pnp
+from vision3d.geometry.ransac import ransac_pnp_batch
 from vision3d.geometry.se3 import invert_pose, make_pose, transform_points
 from vision3d.geometry.so3 import rotation_angle, skew, vector_angle
 
@@ -143,20 +143,22 @@ def match_correspondences(matches, mask, depth1, K1):  # noqa: N803
 
 
 def sampson_distance(p1, q2, K1, K2, T21):  # noqa: N803
-    """Sampson epipolar distance (pixels of view 2 scale) of ``p1 <-> q2`` under ``T21`` (camera 2 in 1)."""
+    """Sampson epipolar distance ``[..., M]`` (pixels of view 2 scale) of ``p1 <-> q2 [..., M, 2]`` under ``T21``
+    ``[..., 4, 4]`` (camera 2 in 1), intrinsics ``[..., 3, 3]``; any leading batch shape."""
     T12 = invert_pose(T21)  # noqa: N806
-    E = skew(F.normalize(T12[:3, 3], dim=0)) @ T12[:3, :3]  # noqa: N806
-    Fm = torch.linalg.inv(K2).T @ E @ torch.linalg.inv(K1)  # noqa: N806
-    x1 = torch.cat([p1, torch.ones_like(p1[:, :1])], -1)
-    x2 = torch.cat([q2, torch.ones_like(q2[:, :1])], -1)
-    Fx1, Ftx2 = x1 @ Fm.T, x2 @ Fm  # noqa: N806
+    E = skew(F.normalize(T12[..., :3, 3], dim=-1)) @ T12[..., :3, :3]  # noqa: N806
+    Fm = torch.linalg.inv(K2).mT @ E @ torch.linalg.inv(K1)  # noqa: N806
+    x1 = torch.cat([p1, torch.ones_like(p1[..., :1])], -1)
+    x2 = torch.cat([q2, torch.ones_like(q2[..., :1])], -1)
+    Fx1, Ftx2 = x1 @ Fm.mT, x2 @ Fm  # noqa: N806
     num = (x2 * Fx1).sum(-1) ** 2
-    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    den = Fx1[..., 0] ** 2 + Fx1[..., 1] ** 2 + Ftx2[..., 0] ** 2 + Ftx2[..., 1] ** 2
     return (num / den.clamp_min(1e-12)).sqrt()
 
 
 class FusionTransformer(nn.Module):
-    """Weights ``[M]`` in (0, 1) for the ``M`` correspondences of one pair, attending over all of them."""
+    """Weights ``[B, M]`` in (0, 1) for the ``M`` correspondences of each of ``B`` pairs, attending over all of
+    a pair's correspondences; ``valid [B, M]`` masks the padding out of the attention."""
 
     GEOM_DIM = 8  # p1 (2), q2 (2), source one-hot (2), score (1), log Sampson (1)
 
@@ -171,21 +173,31 @@ class FusionTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.fusion_depth, enable_nested_tensor=False)
         self.out = nn.Linear(d, 1)
 
-    def forward(self, geom: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, geom: torch.Tensor, feats: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         x = self.geom(geom)
         if self.use_feat and feats is not None:
             x = x + self.feat(feats)
-        return torch.sigmoid(self.out(self.encoder(x[None]))[0, :, 0])
+        pad = None if valid is None else ~valid
+        return torch.sigmoid(self.out(self.encoder(x, src_key_padding_mask=pad))[..., 0])
 
 
 def _sample(fmap: torch.Tensor, pix: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Bilinear samples ``[M, C]`` of a feature map ``[C, h', w']`` at pixels ``[M, 2]`` of an ``h x w`` image."""
-    grid = torch.stack([pix[:, 0] / w * 2 - 1, pix[:, 1] / h * 2 - 1], -1)[None, None]
-    return F.grid_sample(fmap[None], grid, align_corners=False)[0, :, 0].T
+    """Bilinear samples ``[B, M, C]`` of feature maps ``[B, C, h', w']`` at pixels ``[B, M, 2]`` of ``h x w`` images."""
+    grid = torch.stack([pix[..., 0] / w * 2 - 1, pix[..., 1] / h * 2 - 1], -1)[:, None]
+    return F.grid_sample(fmap, grid, align_corners=False)[:, :, 0].mT
+
+
+def _pad(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Per-pair tensors ``[M_b, ...]`` stacked into ``[B, length, ...]``, zero-padded."""
+    return torch.stack([F.pad(r, (0, 0) * (r.dim() - 1) + (0, length - len(r))) for r in rows])
 
 
 class GCR(nn.Module):
-    """The training-only branch: builds correspondences, weights them, solves, and returns the two GCR losses."""
+    """The training-only branch: builds correspondences, weights them, solves, and returns the two GCR losses.
+
+    The correspondences are drawn per pair (their number differs), then padded to one ``[B, M]`` batch: the
+    weighting, the weighted RANSAC-PnP and the refit run once for all pairs of the step."""
 
     def __init__(self, cfg: GCRConfig, feat_dim: int):
         super().__init__()
@@ -210,43 +222,37 @@ class GCR(nn.Module):
     def forward(self, batch: dict, out: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         h, w = batch["img1"].shape[-2:]
-        cons, wloss, geos, ok = [], [], [], []
-        n_inl = []
-        for b in range(min(batch["img1"].shape[0], cfg.max_pairs_per_step)):
-            p1, X1, q2, src, score = self.correspondences(batch, b, generator)  # noqa: N806
-            if len(p1) < max(cfg.min_inliers, 6):
-                ok.append(False)
-                continue
-            K1, K2 = batch["K1"][b], batch["K2"][b]  # noqa: N806
-            with torch.no_grad():
-                samp = sampson_distance(p1, q2, K1, K2, out["pose2to1"][b].detach())
-            geom = torch.stack([p1[:, 0] / w * 2 - 1, p1[:, 1] / h * 2 - 1, q2[:, 0] / w * 2 - 1, q2[:, 1] / h * 2 - 1,
-                                1 - src, src, score, torch.log1p(samp.clamp(max=1e3))], -1)
-            feats = None
-            if cfg.use_encoder_features:
-                feats = torch.cat([_sample(out["feat1"][b], p1, h, w), _sample(out["feat2"][b], q2, h, w)], -1)
-            weights = self.fusion(geom, feats)
-            res = ransac_pnp(X1, q2, K2, weights, cfg.ransac_threshold_px, cfg.ransac_hypotheses,
-                             cfg.refine_iterations, generator=generator)
-            n_in = int(res.inliers.sum())
-            if not res.success or n_in < cfg.min_inliers or not torch.isfinite(res.R).all():
-                ok.append(False)
-                continue
-            geo12 = make_pose(res.R, res.t)  # camera 1 in camera 2
-            geo21 = invert_pose(geo12)
-            r_w, t_w = angular_pose_loss(geo21[None], batch["T21"][b][None])
-            wloss.append((r_w + t_w)[0])
-            cons.append(gcr_consistency_loss(out["pose2to1"][b][None], out["pose1to2"][b][None], geo21[None])[0])
-            geos.append(geo21.detach())
-            ok.append(True)
-            n_inl.append(n_in)
+        n_pairs = min(batch["img1"].shape[0], cfg.max_pairs_per_step)
+        corr = [self.correspondences(batch, b, generator) for b in range(n_pairs)]
+        use = [b for b in range(n_pairs) if len(corr[b][0]) >= max(cfg.min_inliers, 6)]
         zero = batch["img1"].new_zeros(())
-        return {
-            "consistency": torch.stack(cons).mean() if cons else zero,
-            "weights": torch.stack(wloss).mean() if wloss else zero,
-            "solved": torch.tensor(float(sum(ok)) / max(len(ok), 1)),
-            "inliers": torch.tensor(float(sum(n_inl)) / max(len(n_inl), 1)),
-            "geo2to1": torch.stack(geos) if geos else batch["T21"].new_zeros(0, 4, 4),
-        }
-
-
+        result = {"consistency": zero, "weights": zero, "solved": torch.tensor(0.0), "inliers": torch.tensor(0.0),
+                  "geo2to1": batch["T21"].new_zeros(0, 4, 4)}
+        if not use:
+            return result
+        m = max(len(corr[b][0]) for b in use)
+        p1, X1, q2, src, score = (_pad([corr[b][k] for b in use], m) for k in range(5))  # noqa: N806
+        valid = _pad([torch.ones_like(corr[b][3], dtype=torch.bool) for b in use], m)
+        sel = torch.tensor(use, device=p1.device)
+        K1, K2, T21 = batch["K1"][sel], batch["K2"][sel], batch["T21"][sel]  # noqa: N806
+        pose2to1, pose1to2 = out["pose2to1"][sel], out["pose1to2"][sel]
+        with torch.no_grad():
+            samp = sampson_distance(p1, q2, K1, K2, pose2to1.detach())
+        geom = torch.stack([p1[..., 0] / w * 2 - 1, p1[..., 1] / h * 2 - 1, q2[..., 0] / w * 2 - 1,
+                            q2[..., 1] / h * 2 - 1, 1 - src, src, score, torch.log1p(samp.clamp(max=1e3))], -1)
+        feats = None
+        if cfg.use_encoder_features:
+            feats = torch.cat([_sample(out["feat1"][sel], p1, h, w), _sample(out["feat2"][sel], q2, h, w)], -1)
+        weights = self.fusion(geom, feats, valid) * valid
+        res = ransac_pnp_batch(X1, q2, K2, weights, cfg.ransac_threshold_px, cfg.ransac_hypotheses,
+                               cfg.refine_iterations, generator=generator, valid=valid)
+        n_in = res.inliers.sum(1)
+        ok = res.success & (n_in >= cfg.min_inliers) & torch.isfinite(res.R).flatten(1).all(1)
+        result["solved"] = ok.sum().float().cpu() / n_pairs
+        if not bool(ok.any()):
+            return result
+        geo21 = invert_pose(make_pose(res.R[ok], res.t[ok]))  # the solver gives camera 1 in camera 2
+        r_w, t_w = angular_pose_loss(geo21, T21[ok])
+        result.update(consistency=gcr_consistency_loss(pose2to1[ok], pose1to2[ok], geo21).mean(),
+                      weights=(r_w + t_w).mean(), inliers=n_in[ok].float().mean().cpu(), geo2to1=geo21.detach())
+        return result

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.se3 import opengl_to_opencv
+
 TEXTURES = ("brick", "gravel", "grass", "astronaut", "coffee", "chelsea", "rocket", "moon", "camera", "coins",
             "hubble_deep_field", "immunohistochemistry", "retina", "cell", "clock", "page", "text")
 
@@ -165,19 +168,17 @@ class RoomScene:
             best_t[idx] = t[idx]
         return color, best_t
 
-    def render(self, c2w: np.ndarray, K: np.ndarray, height: int, width: int, supersample: int = 2):  # noqa: N803
+    def render(self, c2w: np.ndarray, camera: PinholeCamera, supersample: int = 2):
         """RGB [H, W, 3] in [0, 1] (box-filtered ``supersample``^2 rays per pixel) and planar depth [H, W]."""
-        s = supersample
-        ys, xs = np.meshgrid((np.arange(height * s) + 0.5) / s, (np.arange(width * s) + 0.5) / s, indexing="ij")
-        rgb, _ = self._cast_pixels(c2w, K, xs.ravel(), ys.ravel())
-        rgb = rgb.reshape(height, s, width, s, 3).mean((1, 3))
-        ys, xs = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-        _, z = self._cast_pixels(c2w, K, xs.ravel(), ys.ravel())
-        return np.clip(rgb, 0, 1), z.reshape(height, width)
+        s, h, w = supersample, camera.height, camera.width
+        rgb, _ = self._cast_rays(c2w, camera.rays(s))
+        rgb = rgb.reshape(h, s, w, s, 3).mean((1, 3))
+        _, z = self._cast_rays(c2w, camera.rays())
+        return np.clip(rgb, 0, 1), z.reshape(h, w)
 
-    def _cast_pixels(self, c2w, K, xs, ys):  # noqa: N803
-        cam = np.stack([(xs - K[0, 2]) / K[0, 0], -(ys - K[1, 2]) / K[1, 1], -np.ones_like(xs)], -1)  # OpenGL
-        dirs = cam @ c2w[:3, :3].T
+    def _cast_rays(self, c2w, rays):
+        """Colour and z-depth along camera rays [..., 3] (OpenCV axes, unit z) from the OpenGL pose ``c2w``."""
+        dirs = rays.reshape(-1, 3) @ opengl_to_opencv(c2w)[:3, :3].T
         origins = np.broadcast_to(c2w[:3, 3], dirs.shape)
         rgb, t = self.cast(origins, dirs)
         z = np.where(np.isfinite(t), t, 0.0)  # dirs have unit z-component in the camera, so t is z-depth
@@ -212,29 +213,23 @@ def write_room_scene(root: str | Path, seed: int, n_views: int = 16, width: int 
 
     ``texture_mapping`` (decision): ``"cells"`` (default) divides every face into square cells of the face's
     ``uv scale`` (0.8-1.6 m on the room, 0.4-1 m on boxes), each showing its own half-size crop of a texture
-    picked by a hash of (object, face, cell): textured everywhere, never periodic. ``"tiled"`` (the renderer
-    before) repeats one texture per face every ``uv scale`` metres, so a 4-7 m wall showed 3-8 identical
-    copies: SIFT matched the copies to one another (only 33% of the matches on the benchmark's 59 held-out
-    pairs agreed with the true epipolar geometry at 256x192, 57% at 128x96) and the 5-point baseline scored
-    AUC@5/10/20 8.2/15.7/25.8 at 256x192 (4.5/9.4/14.8 at 128x96, median translation error 102 degrees),
-    while the same pairs with ``"cells"`` give 82% correct matches and 25.5/36.0/46.5 at 256x192 (Castle-simu
-    at 640x480: 11.1/21.1/32.5). Poses, intrinsics and depth were verified exact: on both mappings, synthetic
-    matches from GT depth give the GT pose to 0.000 degrees through the same baseline code.
+    picked by a hash of (object, face, cell): textured everywhere, never periodic, so features do not match
+    repeated copies of one texture. ``"tiled"`` repeats one texture per face every ``uv scale`` metres
+    (measured against "cells" in docs/geloc3r.md).
     """
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "depth").mkdir(exist_ok=True)
     scene = RoomScene(seed, texture_mapping)
-    fx = width / (2 * np.tan(np.radians(fov_deg) / 2))
-    K = np.array([[fx, 0, width / 2], [0, fx, height / 2], [0, 0, 1.0]])  # noqa: N806
+    camera = PinholeCamera.default_for(width, height, fov_deg)
     frames = []
     for i, c2w in enumerate(scene.sample_views(n_views)):
-        rgb, depth = scene.render(c2w, K, height, width, supersample)
+        rgb, depth = scene.render(c2w, camera, supersample)
         Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(root / f"images/{i:04d}.png")
         Image.fromarray(np.clip(depth * 1000.0 + 0.5, 0, 65535).astype(np.uint16)).save(root / f"depth/{i:04d}.png")
         frames.append({"file_path": f"images/{i:04d}.png", "depth_file_path": f"depth/{i:04d}.png",
                        "transform_matrix": c2w.tolist()})
-    meta = {"fl_x": fx, "fl_y": fx, "cx": width / 2, "cy": height / 2, "w": width, "h": height,
+    meta = {"fl_x": camera.fx, "fl_y": camera.fy, "cx": camera.cx, "cy": camera.cy, "w": width, "h": height,
             "camera_model": "OPENCV", "depth_unit_scale_factor": 1e-3, "source": f"vision3d.pose.scenes room seed {seed}",
             "texture_mapping": texture_mapping,
             "frames": frames}

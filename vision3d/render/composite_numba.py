@@ -44,9 +44,12 @@ import torch
 from torch import Tensor
 
 from .cpu_threads import torch_single_threaded
+from .numba_cache import use_user_cache
 from .projection_numba import float64_numpy
 from .thresholds import ALPHA_MAX, ALPHA_MIN, T_MIN
 from .tiles import TileBins, ellipse_cut
+
+use_user_cache(__file__)  # before the first @numba.njit(cache=True): Numba fixes the cache folder there
 
 # The walker (exp(−σ) by products, see the module docstring) is used while every conic entry is at most
 # this (px⁻²); the default eps2d = 0.3 blur bounds them by 1/0.3. Sharper conics get exp(−σ) per pixel:

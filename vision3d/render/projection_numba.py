@@ -28,6 +28,9 @@ import torch
 from torch import Tensor
 
 from .cpu_threads import torch_single_threaded
+from .numba_cache import use_user_cache
+
+use_user_cache(__file__)  # before the first @numba.njit(cache=True): Numba fixes the cache folder there
 
 # Gaussians per parallel work item (each allocates its scratch space once).
 _CHUNK = 512

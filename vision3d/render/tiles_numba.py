@@ -18,8 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .numba_cache import use_user_cache
 from .projection_numba import float64_numpy
 from .tiles import TileBins, ellipse_cut, tile_grid, tile_rects
+
+use_user_cache(__file__)  # before the first @numba.njit(cache=True): Numba fixes the cache folder there
 
 _DIGIT_BITS = 16
 

@@ -19,10 +19,8 @@ Sparse-view protocols (3, 6, 9 training views, fixed seed) use :func:`vision3d.d
 
 from __future__ import annotations
 
-import socket
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from vision3d.data.scene import SceneError, read_depth
+from vision3d.offline import refuse_network
 
 DepthKind = Literal["depth", "disparity"]
 
@@ -107,33 +106,6 @@ class MonocularDepthNetworkConfig:
     """where the network runs."""
 
 
-@contextmanager
-def _no_downloads(what: str):
-    """Refuse any non-loopback connection while loading a local model (a hubconf may try to download)."""
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-    local = (None, "localhost", "127.0.0.1", "::1")
-
-    def refuse(host):
-        raise DepthPriorError(f"{what}: tried to download from {host!r}; vision3d loads depth networks from disk only")
-
-    def connect(sock, address):
-        host = address[0] if isinstance(address, tuple) else None
-        if host not in local:
-            refuse(host)
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in local:
-            refuse(host)
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
-    try:
-        yield
-    finally:
-        socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo
-
-
 class MonocularDepthNetwork:
     """A monocular depth estimator on disk, called on RGB images.
 
@@ -151,7 +123,8 @@ class MonocularDepthNetwork:
                 "weights: give a .pt2 / TorchScript file or a local torch.hub directory, or use depth_file_path priors"
             )
         try:
-            with _no_downloads(str(path)):
+            with refuse_network(f"monocular depth network {path}", DepthPriorError,
+                                "vision3d loads depth networks from disk only"):
                 if path.is_dir():
                     if not (path / "hubconf.py").is_file() or not config.hub_entrypoint:
                         raise DepthPriorError(

@@ -13,8 +13,11 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from vision3d.backends import default_device_type
 from vision3d.data.dataparser import Vision3DDataParserConfig
+from vision3d.known_warnings import hide_in_our_commands
 from vision3d.methods.splat.model import SplatModelConfig
 from vision3d.methods.trainer import Vision3DTrainerConfig
+
+hide_in_our_commands()  # ns-train loads this (and det-gs's config, which imports it) through its entry points
 
 
 def gaussian_optimizers(max_steps: int) -> dict:

@@ -33,6 +33,7 @@ from pytorch_msssim import SSIM
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from vision3d import backends, metrics
+from vision3d.geometry.se3 import invert_pose, make_pose, opengl_to_opencv
 from vision3d.render import rasterize_gaussians
 
 
@@ -76,14 +77,8 @@ class SplatModelConfig(SplatfactoModelConfig):
 
 def camera_to_viewmat(camera_to_world: torch.Tensor) -> torch.Tensor:
     """World-to-camera [C, 4, 4] in OpenCV axes (gsplat's ``viewmats``) from nerfstudio's c2w [C, 3, 4] (OpenGL)."""
-    rotation = camera_to_world[:, :3, :3] * torch.tensor([1.0, -1.0, -1.0], device=camera_to_world.device)
-    translation = camera_to_world[:, :3, 3:4]
-    rotation_inv = rotation.transpose(1, 2)
-    viewmat = torch.zeros(camera_to_world.shape[0], 4, 4, device=camera_to_world.device, dtype=camera_to_world.dtype)
-    viewmat[:, :3, :3] = rotation_inv
-    viewmat[:, :3, 3:4] = -rotation_inv @ translation
-    viewmat[:, 3, 3] = 1.0
-    return viewmat
+    c2w = make_pose(camera_to_world[:, :3, :3], camera_to_world[:, :3, 3])
+    return invert_pose(opengl_to_opencv(c2w))
 
 
 class SplatModel(SplatfactoModel):

@@ -1,0 +1,291 @@
+"""Mesh a trained nerfstudio run: load it as ``ns-export`` does (``eval_setup``), then pick what the model offers.
+
+- A model that offers an SDF — a ``mesh_sdf()`` method returning ``(sdf, colour or None)``, the callables of
+  :func:`vision3d.export.marching_cubes.sdf_to_mesh` — is meshed by marching cubes inside the scene box.
+- Otherwise every training camera is rendered and its depth and colour are fused in a TSDF
+  (:mod:`vision3d.export.tsdf`). Splat models render planar (z) depth; nerfstudio's ray-marched models render
+  distance along unit rays, which is divided by each pixel's ``directions_norm`` to make it planar. Pixels whose
+  accumulation is below ``min_accumulation`` are background and not fused.
+- Voxel size, truncation and the SDF grid are in the run's scene-box units (the dataparser frame the model
+  sees). The written mesh is mapped back to the scene's own frame (``transforms.json``'s, undoing
+  ``dataparser_transform`` and ``dataparser_scale``) so it overlays the input and its ground-truth mesh;
+  ``frame="dataparser"`` keeps the model's frame, as ``ns-export`` does.
+- Bad input fails in one line naming the file: no config, a config written by another version (missing or
+  unknown fields, classes that no longer exist, a method not installed), no or a corrupt checkpoint, a model
+  that renders no depth and offers no SDF, an empty TSDF or level set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import trimesh
+
+from vision3d.errors import CheckpointError, CheckpointNotFoundError, Vision3DError
+from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
+from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf
+from vision3d.geometry.camera import PinholeCamera
+
+
+class RunError(Vision3DError):
+    """A run folder or config.yml that cannot be loaded or meshed."""
+
+
+@dataclass
+class MeshExportConfig:
+    """Options of :func:`export_run_mesh` (``v3d export mesh``)."""
+
+    resolution: int | None = None
+    """Along the scene box's longest side: marching-cubes grid points (SDF runs, default 256), or TSDF voxels
+    when ``voxel_size`` is not given (default 512)."""
+    voxel_size: float | None = None
+    """TSDF voxel edge in scene-box units (overrides ``resolution``)."""
+    truncation: float | None = None
+    """TSDF truncation distance in scene-box units (default: 4 voxels)."""
+    min_accumulation: float = 0.5
+    """TSDF: pixels whose rendered opacity is below this are background, not fused."""
+    slab_size: int = 32
+    """SDF: grid planes per marching-cubes slab (memory ~ slab_size * resolution**2 values)."""
+    frame: Literal["world", "dataparser"] = "world"
+    """Frame of the written mesh: the scene's own (transforms.json) or the model's (dataparser, as ns-export)."""
+
+
+@dataclass
+class LoadedRun:
+    """A run loaded for export: its config path, nerfstudio config, pipeline and checkpoint."""
+
+    config_path: Path
+    config: object
+    pipeline: object
+    checkpoint: Path
+
+    @property
+    def scene_box(self) -> np.ndarray:
+        """The scene box [2, 3] in the model's (dataparser) frame."""
+        return self.pipeline.datamanager.train_dataparser_outputs.scene_box.aabb.cpu().numpy().astype(np.float64)
+
+    def to_scene_frame(self, points: np.ndarray) -> np.ndarray:
+        """Points [N, 3] from the model's frame to the scene's own frame (undo the dataparser's transform)."""
+        outputs = self.pipeline.datamanager.train_dataparser_outputs
+        transform = outputs.dataparser_transform.double().cpu().numpy()  # [3, 4]: p_model = s (R p + t)
+        return (np.asarray(points, np.float64) / float(outputs.dataparser_scale) - transform[:, 3]) @ transform[:, :3]
+
+    def to_model_frame(self, points: np.ndarray) -> np.ndarray:
+        """Points [N, 3] from the scene's own frame to the model's frame."""
+        outputs = self.pipeline.datamanager.train_dataparser_outputs
+        transform = outputs.dataparser_transform.double().cpu().numpy()
+        return (np.asarray(points, np.float64) @ transform[:, :3].T + transform[:, 3]) * float(outputs.dataparser_scale)
+
+
+def resolve_config_path(run: Path | str) -> Path:
+    """A run folder (holding ``config.yml``) or the ``config.yml`` itself."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "config.yml"
+    if not path.is_file():
+        raise RunError(f"{path}: no such run config (give a run folder with a config.yml, or the config.yml)")
+    return path
+
+
+def _version_mismatches(obj, prefix: str = "", seen: set | None = None) -> list[str]:
+    """Fields that the current classes have and the loaded config lacks (or the other way), recursively."""
+    seen = set() if seen is None else seen
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type) or id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    present = set(vars(obj))
+    problems = [f"{prefix}{n} missing" for n in sorted(names - present)]
+    problems += [f"{prefix}{n} unknown" for n in sorted(present - names)]
+    for name in sorted(names & present):
+        value = getattr(obj, name)
+        children = value.items() if isinstance(value, dict) else [(name, value)]
+        for key, child in children:
+            label = f"{prefix}{name}.{key}." if isinstance(value, dict) else f"{prefix}{key}."
+            problems += _version_mismatches(child, label, seen)
+    return problems
+
+
+def read_run_config(config_path: Path):
+    """The TrainerConfig saved in ``config.yml``, checked against the installed classes."""
+    import yaml
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    try:
+        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    except (yaml.YAMLError, ImportError, AttributeError, TypeError) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(f"{config_path}: not a config this version can read ({problem})") from None
+    if not isinstance(config, TrainerConfig):
+        raise RunError(f"{config_path}: not a nerfstudio run config (holds {type(config).__name__})")
+    mismatches = _version_mismatches(config)
+    if mismatches:
+        shown = ", ".join(mismatches[:4]) + (f" and {len(mismatches) - 4} more" if len(mismatches) > 4 else "")
+        raise RunError(f"{config_path}: written by another version of nerfstudio/vision3d (fields {shown})")
+    if config.method_name not in all_methods:
+        raise RunError(f"{config_path}: method {config.method_name!r} is not installed here")
+    return config
+
+
+def latest_checkpoint(config_path: Path, config) -> Path:
+    """The newest ``step-*.ckpt`` of the run, checked to be a whole torch archive (not truncated or corrupt)."""
+    checkpoint_dir = config_path.parent / config.relative_model_dir
+    checkpoints = sorted(checkpoint_dir.glob("step-*.ckpt")) if checkpoint_dir.is_dir() else []
+    if not checkpoints:
+        raise CheckpointNotFoundError(f"{checkpoint_dir}: no checkpoint (step-*.ckpt) in the run")
+    checkpoint = checkpoints[-1]
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{checkpoint}: corrupt checkpoint ({err})") from None
+    if broken is not None:
+        raise CheckpointError(f"{checkpoint}: corrupt checkpoint (bad data in {broken})")
+    return checkpoint
+
+
+def load_run(run: Path | str) -> LoadedRun:
+    """Load a trained run for export as ``ns-export`` does (nerfstudio's ``eval_setup``, inference mode).
+
+    The checkpoint is read from the run folder itself (not from the ``output_dir`` recorded at training time),
+    so a run that was moved, or is loaded from another working directory, still loads.
+    """
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    import vision3d.methods.trainer  # noqa: F401  (lets torch.load read nerfstudio's numpy scheduler state)
+
+    config_path = resolve_config_path(run)
+    config = read_run_config(config_path)
+    checkpoint = latest_checkpoint(config_path, config)
+
+    def from_run_folder(cfg):
+        cfg.relative_model_dir = checkpoint.parent.resolve()  # absolute: get_checkpoint_dir() returns it as is
+        cfg.load_step = int(checkpoint.stem.split("-")[1])
+        return cfg
+
+    try:
+        config, pipeline, _, _ = eval_setup(config_path, test_mode="inference", update_config_callback=from_run_folder)
+    except Exception as err:  # noqa: BLE001 - anything nerfstudio raises while building and loading is bad input here
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(f"{checkpoint}: cannot be loaded into {config.method_name} ({type(err).__name__}: {problem})") from None
+    return LoadedRun(config_path, config, pipeline, checkpoint)
+
+
+def model_sdf(model):
+    """``(sdf, colour or None)`` when the model offers an SDF (a ``mesh_sdf()`` method), else None."""
+    offer = getattr(model, "mesh_sdf", None)
+    return offer() if callable(offer) else None
+
+
+def directions_norm(camera: PinholeCamera) -> np.ndarray:
+    """[H, W] length of each pixel-centre ray with unit z (nerfstudio's ``directions_norm``): ray distance / it = z."""
+    return np.linalg.norm(camera.rays(), axis=-1)
+
+
+@torch.no_grad()
+def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> Iterator[RenderedView]:
+    """Render each training camera of the run: colour, planar depth (0 where background), K and c2w."""
+    from nerfstudio.models.splatfacto import SplatfactoModel
+
+    model = loaded.pipeline.model
+    cameras = loaded.pipeline.datamanager.train_dataparser_outputs.cameras
+    planar = isinstance(model, SplatfactoModel)
+    for index in range(len(cameras)):
+        camera = cameras[index : index + 1].to(model.device)
+        outputs = model.get_outputs_for_camera(camera)
+        if outputs.get("depth") is None:
+            raise RunError(f"{loaded.config_path}: {loaded.config.method_name} renders no depth and offers no SDF "
+                           "(mesh_sdf): nothing to mesh")
+        depth = outputs["depth"][..., 0].float()
+        intrinsics = PinholeCamera.from_K(camera.get_intrinsics_matrices()[0].cpu().numpy(), depth.shape[1], depth.shape[0])
+        if not planar:
+            depth = depth / torch.as_tensor(directions_norm(intrinsics), dtype=depth.dtype, device=depth.device)
+        if outputs.get("accumulation") is not None:
+            depth = torch.where(outputs["accumulation"][..., 0] >= min_accumulation, depth, torch.zeros_like(depth))
+        yield RenderedView(
+            rgb=outputs["rgb"].float().cpu().numpy(), depth=depth.cpu().numpy(),
+            camera=intrinsics, c2w=camera.camera_to_worlds[0].cpu().numpy(),
+        )
+
+
+def mesh_run(loaded: LoadedRun, options: MeshExportConfig | None = None) -> trimesh.Trimesh:
+    """The run's mesh in the frame ``options.frame``: marching cubes of its SDF, else TSDF of its renders."""
+    options = options or MeshExportConfig()
+    box = loaded.scene_box
+    offer = model_sdf(loaded.pipeline.model)
+    try:
+        if offer is not None:
+            sdf, color = offer
+            mesh = sdf_to_mesh(sdf, box, resolution=options.resolution or 256, slab_size=options.slab_size,
+                               color=color)
+        else:
+            voxel = options.voxel_size
+            if voxel is None and options.resolution is not None:
+                voxel = default_voxel_size(box, options.resolution)
+            views = render_training_views(loaded, options.min_accumulation)
+            mesh = fuse_tsdf(views, box, voxel_size=voxel, truncation=options.truncation)
+    except EmptyMeshError as err:
+        raise EmptyMeshError(f"{loaded.config_path}: {err}") from None
+    if options.frame == "world":
+        mesh.vertices = loaded.to_scene_frame(mesh.vertices)
+    return mesh
+
+
+@dataclass
+class MeshExportResult:
+    """What :func:`export_run_mesh` wrote and measured."""
+
+    path: Path
+    summary: dict
+    scores: dict | None = None
+
+
+def export_run_mesh(
+    run: Path | str,
+    output: Path | str | None = None,
+    options: MeshExportConfig | None = None,
+    gt_mesh: Path | str | None = None,
+    threshold: float = 0.05,
+    n_points: int = 100_000,
+) -> MeshExportResult:
+    """Load ``run``, mesh it, write ``output`` (default ``RUN/mesh.ply``) and, with ``gt_mesh``, score it.
+
+    The scores (:func:`vision3d.metrics.mesh_chamfer_fscore`, ``threshold`` in the ground truth's units) are
+    measured in the scene's own frame, with ground-truth samples outside the scene box left out: the model
+    cannot reconstruct what lies outside it.
+    """
+    from vision3d.export.mesh_io import mesh_summary, write_mesh
+    from vision3d.metrics import mesh_chamfer_fscore
+
+    options = options or MeshExportConfig()
+    loaded = load_run(run)
+    output = Path(output) if output is not None else loaded.config_path.parent / "mesh.ply"
+    gt = None
+    if gt_mesh is not None:
+        gt = trimesh.load(gt_mesh, force="mesh", process=False)
+        if not isinstance(gt, trimesh.Trimesh) or len(gt.faces) == 0:
+            raise RunError(f"{gt_mesh}: not a mesh with faces")
+    mesh = mesh_run(loaded, options)
+    path = write_mesh(mesh, output)
+    scores = None
+    if gt is not None:
+        pred = mesh.copy()
+        if options.frame == "dataparser":
+            pred.vertices = loaded.to_scene_frame(pred.vertices)
+        box = loaded.scene_box
+
+        def inside_box(points: np.ndarray) -> np.ndarray:
+            model_points = loaded.to_model_frame(points)
+            return np.all((model_points >= box[0]) & (model_points <= box[1]), axis=1)
+
+        scores = mesh_chamfer_fscore(pred, gt, threshold, n_points=n_points, gt_keep=inside_box)
+        scores["threshold"] = threshold
+    return MeshExportResult(path, mesh_summary(mesh), scores)

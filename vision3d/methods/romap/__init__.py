@@ -1,0 +1,1 @@
+"""RoMaP: part-level editing of Gaussian splats (3D-GALP part labels; editing to come, see docs/romap.md)."""
