@@ -1,64 +1,106 @@
-"""det-gs vs base splats vs each regularizer alone, on rendered real scenes, sparse views.
+"""det-gs vs base splats vs each regularizer alone, on rendered real scenes; and a det-gs step's cost.
 
-For each scene (real meshes from Debian's libcgal-demo and assimp-testmodels, rendered with Blender;
-none is the bundled test scene), each number of training views (seeded split, the rest held out) and
-each seed, trains every variant with the same iteration budget and prints held-out PSNR / SSIM (LPIPS
-when its weights are on disk) and depth AbsRel against the ground-truth depth, as mean ± std over seeds.
-The depth prior is the monocular-like prior (ground-truth depth with per-region affine distortion, blur
-and noise), since no monocular network can be downloaded here.
+Scenes are real meshes (Debian's libcgal-demo) rendered with Blender; none is the bundled test scene.
+Two families: forward-facing paths (the LLFF-like sparse-view protocol) and 360° orbits of 32 views
+whose background is a textured ground and an HDRI (far content). Each run trains one variant for
+``--steps`` on a seeded split of ``--views`` training views and reports held-out PSNR / SSIM (LPIPS when
+its weights are on disk), depth AbsRel against ground-truth depth, wall seconds and the final number of
+Gaussians; the table gives mean ± std over seeds and each variant's PSNR against base. The depth prior
+is the monocular-like prior (ground truth with per-region affine distortion, blur and noise): no
+monocular network can be downloaded here.
 
-    python benchmarks/det_gs.py                      # full protocol (long on CPU)
-    python benchmarks/det_gs.py --scenes bunny --seeds 0 --steps 500   # a quick look
+Frames (``--frames``): ``metric`` keeps the render's own frame (orientation, centring, auto-scale off)
+with its units multiplied by each ``--scales`` value (the dataparser's ``scale_factor``: the same images
+in other units); ``default`` is what ``ns-train det-gs --data X`` does (nerfstudio orients, centres and
+scales the cameras into [-1, 1], which divides any unit out exactly, so it runs at scale 1 only).
 
-Results are cached per run in --cache (JSON), so an interrupted benchmark resumes, and several processes
-(say one per --seeds value) can fill the same cache.
+    python benchmarks/det_gs.py                                      # forward-facing, 3 and 6 views
+    python benchmarks/det_gs.py --scenes dragon-360 --views 8 24 --frames metric default --scales 1 100
+    python benchmarks/det_gs.py --step-cost dragon-360               # base vs det-gs step time only
+
+Results are cached in ``--cache``/results.json under a key that holds the run's settings and a hash of
+the code that produced it (vision3d's sources), so rows of older code are never printed as new; an
+interrupted benchmark resumes, several processes can fill the same cache, and ``--print-only`` prints
+what the cache holds for the current code without training.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "base": {"use_depth": False, "use_edge": False, "use_tv": False},
     "depth only": {"use_depth": True, "use_edge": False, "use_tv": False},
     "edge only": {"use_depth": False, "use_edge": True, "use_tv": False},
     "tv only": {"use_depth": False, "use_edge": False, "use_tv": True},
     "det-gs": {"use_depth": True, "use_edge": True, "use_tv": True},
+    "det-gs edge-in-depth": {"use_depth": True, "use_edge": True, "use_tv": True, "edge_space": "depth"},
 }
-# name -> (model, render overrides). Forward-facing camera paths, as LLFF (the standard sparse-view
-# protocol): with 3 views of a 360-degree orbit most held-out content is never seen, which measures
-# hallucination rather than regularization.
+# name -> (model, render overrides, views rendered). Forward-facing paths as LLFF (with 3 views of an orbit
+# most held-out content is never seen); 360° orbits for the dense-view direction of the paper.
 SCENES = {
-    "bunny": ("bunny", {"hdri": "courtyard", "ground": "brick", "path": "forward"}),
-    "dragon": ("dragon", {"hdri": "sunset", "ground": "brick", "path": "forward"}),
-    "elephant": ("elephant", {"hdri": "city", "ground": "brick", "path": "forward"}),
+    "bunny": ("bunny", {"hdri": "courtyard", "ground": "brick", "path": "forward"}, 24),
+    "dragon": ("dragon", {"hdri": "sunset", "ground": "brick", "path": "forward"}, 24),
+    "elephant": ("elephant", {"hdri": "city", "ground": "brick", "path": "forward"}, 24),
+    "dragon-360": ("dragon", {"hdri": "sunset", "ground": "brick", "path": "orbit"}, 32),
+    "elephant-360": ("elephant", {"hdri": "forest", "ground": "grass", "path": "orbit"}, 32),
 }
+
+
+def code_version() -> str:
+    """Hash of every vision3d source file: a cached row is reused only by the same code (what this script
+    sets up for a run is in the row's config hash)."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "vision3d").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "vision3d", "benchmarks"],
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def scene_folder(name: str, cache: Path, resolution: int) -> Path:
+    model, overrides, views = SCENES[name]
+    if views == 24:  # the forward scenes' folders from before the 360° ones, so their renders are reused
+        return cache / "scenes" / f"{name}-{overrides['path']}-{resolution}"
+    return cache / "scenes" / f"{model}-{overrides['path']}-{views}v-{resolution}"
 
 
 def scene_path(name: str, cache: Path, resolution: int) -> Path:
+    """The scene ``name`` rendered into ``cache`` (Blender runs only when it is not there yet)."""
     from vision3d.data.render import render_scene
 
-    model, overrides = SCENES[name]
-    return render_scene(model, cache / "scenes" / f"{name}-{overrides['path']}-{resolution}", views=24, width=resolution,
+    model, overrides, views = SCENES[name]
+    return render_scene(model, scene_folder(name, cache, resolution), views=views, width=resolution,
                         height=resolution, spp=32, **overrides)
 
 
-def train_and_evaluate(scene: Path, variant: str, views: int, seed: int, steps: int, out: Path) -> dict:
+def configure(scene: Path, variant: str, views: int, seed: int, steps: int, out: Path, frame: str, scale: float):
+    """The det-gs TrainerConfig of one run (regularizers switched as ``variant`` says)."""
     from vision3d.methods import run
     from vision3d.methods.det_gs.config import det_gs
 
     config = run.configure(det_gs.config, scene, out, max_steps=steps, num_train_views=views, split_seed=seed,
-                           seed=seed, experiment_name=f"{variant}-{views}v-s{seed}".replace(" ", "_"))
-    # Our renders are metric with the object at the origin: keep that frame. nerfstudio's default centring
-    # and scaling by the camera span (~0.6 on a forward path) would push the object far outside the
-    # random-initialisation cube.
+                           seed=seed, experiment_name=f"{variant}-{views}v-s{seed}-{frame}-x{scale:g}".replace(" ", "_"))
     parser = config.pipeline.datamanager.dataparser
-    parser.orientation_method, parser.center_method, parser.auto_scale_poses = "none", "none", False
+    if frame == "metric":
+        parser.orientation_method, parser.center_method, parser.auto_scale_poses = "none", "none", False
+        parser.scale_factor = scale
+    elif scale != 1:
+        raise ValueError("the default frame divides the scene's units out; use scale 1")
     config.pipeline.datamanager.depth_prior.source = "monocular_like"
     config.pipeline.datamanager.depth_prior.monocular_like.seed = seed
     model = config.pipeline.model
@@ -66,23 +108,76 @@ def train_and_evaluate(scene: Path, variant: str, views: int, seed: int, steps: 
     model.resolution_schedule = max(steps // 3, 1)
     for key, value in VARIANTS[variant].items():
         setattr(model.losses, key, value)
+    model.output_depth_during_training = variant != "base"  # base renders what vision3d-splat renders
+    return config
+
+
+def train_and_evaluate(config) -> dict:
+    from vision3d.methods import run
+
     start = time.perf_counter()
     trainer = run.train(config)
     seconds = time.perf_counter() - start
     row = run.mean_metrics(run.evaluate(trainer))
-    row["seconds"] = seconds
+    row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]))
     return row
+
+
+def config_hash(config) -> str:
+    import re
+
+    text = re.sub(r" at 0x[0-9a-f]+", "", repr(config))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def step_cost(scene: Path, views: int, frame: str, repeats: int = 3, steps: int = 20) -> dict[str, float]:
+    """Seconds per training step (forward, losses, backward) of base and det-gs on the same Gaussians.
+
+    One model is set up; each repeat times ``steps`` consecutive steps (so L_depth's every-5th-step passes
+    are included in proportion) of base and then det-gs, without optimizer steps or densification, so
+    both see the same Gaussians. Returns the best repeat of each.
+    """
+
+    config = configure(scene, "det-gs", views, 0, 1, scene.parent.parent / "runs" / "step-cost", frame, 1.0)
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    pipeline, model = trainer.pipeline, trainer.pipeline.model
+    pipeline.train()
+    model.optimizers = trainer.optimizers.optimizers
+    best = {"base": float("inf"), "det-gs": float("inf")}
+    for repeat in range(repeats + 1):  # round 0 warms up (Numba, caches) and is not counted
+        for variant in best:
+            for key, value in VARIANTS[variant].items():
+                setattr(model.config.losses, key, value)
+            model.config.output_depth_during_training = variant != "base"
+            start = time.perf_counter()
+            for step in range(steps):
+                model.step = step
+                _, losses, _ = pipeline.get_train_loss_dict(step)
+                sum(losses.values()).backward()
+                for parameter in model.parameters():
+                    parameter.grad = None
+            if repeat:
+                best[variant] = min(best[variant], (time.perf_counter() - start) / steps)
+    return {**best, "gaussians": int(model.means.shape[0])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--scenes", nargs="+", default=["bunny", "dragon", "elephant"], choices=list(SCENES))
     parser.add_argument("--views", nargs="+", type=int, default=[3, 6])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS)[:5], choices=list(VARIANTS))
+    parser.add_argument("--frames", nargs="+", default=["metric"], choices=["metric", "default"])
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0],
+                        help="multiply the scene's units (metric frame only)")
     parser.add_argument("--steps", type=int, default=1500, help="iteration budget of every run")
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--cache", type=Path, default=Path("outputs/bench_det_gs"))
+    parser.add_argument("--step-cost", metavar="SCENE", choices=list(SCENES),
+                        help="only time base and det-gs steps on SCENE (first --views value, first frame)")
+    parser.add_argument("--print-only", action="store_true", help="print the cached rows; train nothing")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch and Numba threads (1 on a machine shared with other jobs: torch's OpenMP "
                              "barriers stall when its threads lose their cores)")  # fmt: skip
@@ -95,54 +190,75 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
+    if args.step_cost:
+        cost = step_cost(scene_path(args.step_cost, args.cache, args.resolution), args.views[0], args.frames[0])
+        print(f"\nstep cost on {args.step_cost}, {args.views[0]} views, {args.resolution}px, {cost['gaussians']} Gaussians "
+              f"(same Gaussians for both; best of 3 x 20 steps)\n"
+              f"base {1000 * cost['base']:.1f} ms/step   det-gs {1000 * cost['det-gs']:.1f} ms/step   "
+              f"ratio {cost['det-gs'] / cost['base']:.2f}")
+        return
+    version = code_version()
     results_file = args.cache / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    wanted = {}  # key -> (scene, frame, scale, views, variant) of every run asked for
     for name in args.scenes:
         try:
-            scene = scene_path(name, args.cache, args.resolution)
+            scene = scene_folder(name, args.cache, args.resolution) if args.print_only else scene_path(
+                name, args.cache, args.resolution)
         except BlenderNotFoundError as err:
             print(f"skipping {name}: {err}")
             continue
-        for views in args.views:
-            for seed in args.seeds:
-                for variant in args.variants:
-                    key = f"{name}|{views}|{seed}|{variant}|{args.steps}|{args.resolution}"
-                    if key not in results:
-                        print(f"-- {key}", flush=True)
-                        row = train_and_evaluate(scene, variant, views, seed, args.steps, args.cache / "runs" / name)
-                        # Re-read before writing: several processes may fill the same cache (one per seed).
-                        results = json.loads(results_file.read_text()) if results_file.exists() else {}
-                        results[key] = row
-                        results_file.parent.mkdir(parents=True, exist_ok=True)
-                        results_file.write_text(json.dumps(results, indent=1))
-    print_table(json.loads(results_file.read_text()) if results_file.exists() else {}, args)
+        for frame in args.frames:
+            for scale in args.scales if frame == "metric" else [1.0]:
+                for views in args.views:
+                    if views >= SCENES[name][2]:
+                        continue
+                    for seed in args.seeds:
+                        for variant in args.variants:
+                            config = configure(scene, variant, views, seed, args.steps, args.cache / "runs" / name,
+                                               frame, scale)
+                            key = "|".join(map(str, (name, frame, scale, views, seed, variant, args.steps,
+                                                     args.resolution, config_hash(config), version)))
+                            wanted[key] = (name, frame, scale, views, variant)
+                            if key in results or args.print_only:
+                                continue
+                            print(f"-- {key}", flush=True)
+                            row = train_and_evaluate(config)
+                            row.update(commit=git_commit(), date=datetime.date.today().isoformat())
+                            # Re-read before writing: several processes may fill the same cache (one per seed).
+                            results = json.loads(results_file.read_text()) if results_file.exists() else {}
+                            results[key] = row
+                            results_file.parent.mkdir(parents=True, exist_ok=True)
+                            results_file.write_text(json.dumps(results, indent=1))
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    print_table({key: results[key] for key in wanted if key in results}, wanted, args, version)
 
 
-def print_table(results: dict, args) -> None:
-    metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "seconds"]
-    print(f"\ndet-gs benchmark: {args.steps} steps per run, {args.resolution}px, seeds {args.seeds}, "
+def print_table(results: dict, wanted: dict, args, version: str) -> None:
+    """One line per (scene, frame, scale, views, variant): mean ± std over the seeds found in ``results``."""
+    metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "seconds", "gaussians"]
+    print(f"\ndet-gs benchmark: {args.steps} steps per run, {args.resolution}px, seeds {args.seeds}, code {version}, "
           f"held-out views of each scene; mean ± std over seeds")
-    header = f"{'scene':10s} {'views':>5s} {'variant':12s} " + " ".join(f"{m:>16s}" for m in metrics)
+    header = f"{'scene':12s} {'frame':>7s} {'scale':>5s} {'views':>5s} {'variant':20s} " + " ".join(f"{m:>16s}" for m in metrics)
     print(header)
     print("-" * len(header))
-    for name in [*args.scenes, "all"]:
-        for views in args.views:
-            base_psnr = None
-            for variant in args.variants:
-                rows = [r for k, r in results.items()
-                        if (k.split("|")[0] == name or name == "all") and k.split("|")[0] in args.scenes
-                        and k.split("|")[1:] == [str(views), k.split("|")[2], variant, str(args.steps), str(args.resolution)]
-                        and int(k.split("|")[2]) in args.seeds]
-                if not rows:
-                    continue
-                cells = []
-                for m in metrics:
-                    values = [r[m] for r in rows if m in r]
-                    cells.append(f"{np.mean(values):8.3f} ± {np.std(values):5.3f}" if values else f"{'n/a':>16s}")
-                psnr = float(np.mean([r["psnr"] for r in rows]))
-                base_psnr = psnr if variant == "base" else base_psnr
-                delta = f"  ({psnr - base_psnr:+.2f} dB vs base)" if base_psnr is not None and variant != "base" else ""
-                print(f"{name:10s} {views:5d} {variant:12s} " + " ".join(cells) + delta)
+    for name in args.scenes:
+        for frame in args.frames:
+            for scale in args.scales if frame == "metric" else [1.0]:
+                for views in args.views:
+                    base_psnr = None
+                    for variant in args.variants:
+                        rows = [r for k, r in results.items() if wanted[k] == (name, frame, scale, views, variant)]
+                        if not rows:
+                            continue
+                        cells = []
+                        for m in metrics:
+                            values = [r[m] for r in rows if m in r]
+                            cells.append(f"{np.mean(values):8.3f} ± {np.std(values):5.3f}" if values else f"{'n/a':>16s}")
+                        psnr = float(np.mean([r["psnr"] for r in rows]))
+                        base_psnr = psnr if variant == "base" else base_psnr
+                        delta = f"  ({psnr - base_psnr:+.2f} dB)" if base_psnr is not None and variant != "base" else ""
+                        print(f"{name:12s} {frame:>7s} {scale:5g} {views:5d} {variant:20s} " + " ".join(cells) + delta)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ from vision3d.methods.det_gs.losses import (
     edge_preserving_tv_loss,
     hierarchical_depth_loss,
     masked_cross_mean,
+    median_depth,
     patch_normalize,
     patchify,
     photometric_loss,
     regularizer_losses,
+    to_comparison_space,
     total_loss,
 )
 
@@ -360,6 +362,50 @@ def test_edge_loss_gradient_and_descent(detach):
         descend(noisy, lr)
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
+
+
+@pytest.mark.parametrize("edge_space", ["disparity", "depth"])
+def test_every_term_is_unchanged_when_the_scene_is_100_times_larger(edge_space):
+    """Scaling every depth (rendered passes and a metric prior) by 100 leaves each weighted term as it was."""
+    cfg = DetGSLossConfig(edge_space=edge_space)
+    g = torch.Generator().manual_seed(0)
+    gt = torch.from_numpy(region_image()[:H, :W]).float() / 255.0
+    rgb = (gt + 0.05 * torch.rand(H, W, 3, generator=g)).clamp(0, 1)
+    depth = smooth_depth(0).float()
+    depth[:6, :9] = 0.0  # an empty corner in the depth passes
+    accumulation = (depth > 0).float()[..., None]
+    prior = smooth_depth(1).float()
+
+    def terms(scale):
+        passes = {"hard": scale * depth, "soft": scale * 1.1 * depth}
+        return regularizer_losses(cfg, 10, rgb, gt, depth=scale * smooth_depth(0).float(), prior=scale * prior,
+                                  prior_kind="depth", depth_passes=passes, edges=canny_edges(gt), accumulation=accumulation)
+
+    small, large = terms(1.0), terms(100.0)
+    assert set(small) == {"depth_hard", "depth_soft", "edge", "tv"}
+    for key, value in small.items():
+        assert value.item() > 0, key
+        assert large[key].item() == pytest.approx(value.item(), rel=1e-5), key
+
+
+def test_median_depth_ignores_invalid_and_empty_pixels():
+    depth = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, float("inf")]])
+    valid = torch.tensor([[True, True, True], [True, False, True]])
+    assert median_depth(depth, valid).item() == 2.0  # over 1, 2, 3 (0 is empty, inf is not a depth)
+    assert median_depth(depth, torch.zeros_like(valid)).item() == 2.0  # too few valid: all usable pixels
+    assert median_depth(torch.zeros(2, 2)).item() == 1.0
+
+
+def test_edge_loss_in_disparity_is_zero_on_a_plane_and_in_depth_is_not():
+    """A tilted plane's disparity is affine in pixels, so L_edge's cross-shaped Laplacian vanishes on it."""
+    yy, xx = torch.meshgrid(torch.arange(40.0, dtype=torch.float64), torch.arange(50.0, dtype=torch.float64), indexing="ij")
+    depth = 1.0 / (0.02 + 0.004 * yy + 0.001 * xx)  # a receding ground plane, depth 5 to 50
+    inside = (slice(1, -1), slice(1, -1))  # the image border has fewer neighbours
+    ones = torch.ones_like(depth, dtype=torch.bool)
+    for space, vanishes in (("disparity", True), ("depth", False)):
+        x = to_comparison_space(depth, "depth", space)
+        residual = (x - masked_cross_mean(x, ones))[inside].abs().max().item() / x.abs().max().item()
+        assert (residual < 1e-7) == vanishes, (space, residual)
 
 
 # ----------------------------------------------------------------------------- L_tv

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -60,6 +64,65 @@ def test_regularizers_enter_the_loss_and_switch_off(tmp_path):
 
     baseline = run.train(_config(tmp_path / "off", steps=1, use_depth=False, use_edge=False, use_tv=False))
     assert not any(k.startswith("det_gs") for k in _one_step_losses(baseline, step=10))
+
+
+def _metric_config(tmp_path, steps: int, scale: float):
+    """det-gs on the bundled scene in its own metric frame times ``scale``, at 64 px, densifying twice.
+
+    The base splats have three lengths of their own (the means' learning rate and the densify / cull
+    size thresholds, splatfacto's absolute values); they are scaled with the scene here so that the base
+    is scale-equivariant and only det-gs is under test.
+    """
+    config = _config(tmp_path, steps)
+    parser = config.pipeline.datamanager.dataparser
+    parser.orientation_method, parser.center_method, parser.auto_scale_poses = "none", "none", False
+    parser.scale_factor = scale
+    config.pipeline.datamanager.camera_res_scale_factor = 0.5
+    model = config.pipeline.model
+    model.warmup_length, model.refine_every, model.stop_split_at = 20, 20, 50
+    model.densify_size_thresh *= scale
+    model.cull_scale_thresh *= scale
+    means = config.optimizers["means"]
+    means["optimizer"].lr *= scale
+    means["scheduler"].lr_final *= scale
+    return config
+
+
+def _seed_everything(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _scale_scene_in_place(trainer, scale: float) -> None:
+    """Multiply the Gaussians' positions and sizes and the training cameras' positions by ``scale``."""
+    model = trainer.pipeline.model
+    with torch.no_grad():
+        model.gauss_params["means"].mul_(scale)
+        model.gauss_params["scales"].add_(math.log(scale))
+    trainer.pipeline.datamanager.train_dataset.cameras.camera_to_worlds[..., 3] *= scale
+
+
+def test_det_gs_is_unchanged_by_the_scene_units(tmp_path):
+    """Scaling a scene by 100 leaves every det-gs loss term as it was and a short run's held-out PSNR too."""
+    psnr, trainers = {}, {}
+    for scale in (1.0, 100.0):
+        _seed_everything()
+        trainers[scale] = run.train(_metric_config(tmp_path / str(scale), steps=60, scale=scale))
+        psnr[scale] = run.mean_metrics(run.evaluate(trainers[scale], depth_gt=False))["psnr"]
+    assert abs(psnr[1.0] - psnr[100.0]) < 0.1, psnr
+
+    trainer = trainers[1.0]
+    losses = {}
+    for scale in (1.0, 100.0):
+        if scale != 1.0:
+            _scale_scene_in_place(trainer, scale)
+        _seed_everything()
+        trainer.pipeline.datamanager.train_unseen_cameras = [0]  # the same view both times
+        losses[scale] = {k: v.item() for k, v in _one_step_losses(trainer, step=10).items()}
+    assert {"det_gs_depth_hard", "det_gs_depth_soft", "det_gs_edge", "det_gs_tv"} <= losses[1.0].keys()
+    for key, value in losses[1.0].items():
+        assert losses[100.0][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
 
 
 @pytest.mark.slow

@@ -179,6 +179,15 @@ def test_monocular_like_prior_is_deterministic_per_seed_and_view():
     assert not torch.allclose(a, monocular_like_prior(depth, MonocularLikePriorConfig(seed=8), index=2).values)
 
 
+def test_monocular_like_prior_does_not_depend_on_the_scene_units():
+    """Its noise, shifts and blur are relative to the view's disparity range, and the result is rescaled."""
+    depth = scene_depth()
+    metres = monocular_like_prior(depth, MonocularLikePriorConfig(seed=2), index=1)
+    centimetres = monocular_like_prior(100.0 * depth, MonocularLikePriorConfig(seed=2), index=1)
+    assert torch.equal(metres.valid, centimetres.valid)
+    assert torch.allclose(metres.values, centimetres.values, atol=1e-5)
+
+
 def test_depth_loss_sees_the_distortion_but_not_the_global_affine_map():
     depth = torch.from_numpy(scene_depth())
     cfg = DetGSLossConfig(depth_margin=0.0)

@@ -7,10 +7,22 @@ DET-GS (Huang, Xu, Perry, arXiv 2508.04099) trains 3D Gaussian splatting with
 Every weight and threshold lives in :class:`DetGSLossConfig`, and each regularizer can be switched off
 (all three off is the 3DGS baseline; one at a time is the paper's ablation). All functions take
 single images, channels last, as nerfstudio's models produce them: RGB ``[H, W, 3]`` in [0, 1] and depth
-``[H, W]`` or ``[H, W, 1]`` in scene units. They are pure torch (CPU or CUDA) and differentiable in the
+``[H, W]`` or ``[H, W, 1]`` in scene units (any units: see *Scale*). They are pure torch (CPU or CUDA) and differentiable in the
 rendered inputs; only the Canny edge map goes through OpenCV, once per ground-truth image.
 
 Decisions on what the paper leaves open (each is a config field; the reason is given here):
+
+- **Scale** (:func:`to_comparison_space`). Every depth det-gs sees is first divided by a robust statistic
+  of its own view, the median over the view's valid pixels (detached), so no term, threshold or gradient
+  balance depends on the scene's units: a scene in millimetres trains as the same scene in metres (and
+  its Gaussians' screen-space gradients, which drive densification, keep the photometric loss's balance).
+  ``depth_near_fraction`` is relative to that median too. The paper's depths are in COLMAP's arbitrary
+  units, so it fixes no unit; its weights (β = 0.1) are kept for the dimensionless depth.
+- **L_edge's space** (``edge_space="disparity"``). The paper smooths depth. We smooth the normalized
+  disparity ``median/D``: it is affine in pixel coordinates on every plane, so the cross-shaped Laplacian
+  of L_edge is zero on a tilted ground or wall (depth of a receding plane grows like 1/(y - horizon), and
+  the paper's L_edge pulls far ground and background towards the camera); and far content, whose
+  disparity barely changes, no longer dominates the term. ``"depth"`` is the paper's (normalized) choice.
 
 - **Comparison space** (``depth_space="disparity"``). Monocular networks (Depth Anything, MiDaS, DPT)
   predict disparity up to an unknown affine map. Patch normalization removes exactly an affine map, so
@@ -111,8 +123,8 @@ class DetGSLossConfig:
     """σ_I: whole-map std (paper) or pooled within-patch std."""
     depth_detach_global_std: bool = True
     """detach σ_I (DNGaussian does)."""
-    depth_near: float = 1e-2
-    """rendered depth is clamped to at least this (scene units) before 1/D."""
+    depth_near_fraction: float = 1e-2
+    """depths are clamped to at least this fraction of the view's median depth before 1/D."""
     depth_min_valid_fraction: float = 0.5
     """patches with a smaller fraction of valid prior pixels are dropped."""
     constant_opacity: float = 0.95
@@ -137,6 +149,10 @@ class DetGSLossConfig:
     """give OpenCV the colour image (per-pixel strongest channel) or its luma."""
     edge_detach_mean: bool = False
     """detach the masked neighbourhood mean D̄."""
+    edge_space: Literal["disparity", "depth"] = "disparity"
+    """what L_edge smooths: median-normalized disparity (zero on planes) or depth (the paper's); see the docstring."""
+    edge_min_accumulation: float = 0.5
+    """L_edge's median depth is taken over pixels whose rendered opacity is at least this (not the background)."""
 
     # RGB-guided edge-preserving TV
     use_tv: bool = True
@@ -182,25 +198,50 @@ def _check_rgb(image: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be [H, W, 3] (channels last), got shape {tuple(image.shape)}")
 
 
-def to_comparison_space(values: torch.Tensor, kind: DepthKind, space: str, near: float = 1e-2) -> torch.Tensor:
-    """Map a depth or (affine-ambiguous) disparity map into the space L_depth compares in.
+def median_depth(depth: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The view's depth scale: median of ``depth`` [H, W] over ``valid`` pixels that are finite and positive.
+
+    Detached (a unit, not something to optimise). Falls back to all finite positive pixels when fewer than
+    two are valid, and to 1 when there are none.
+    """
+    depth = depth.detach()
+    usable = torch.isfinite(depth) & (depth > 0)
+    chosen = usable & valid.to(depth.device).bool() if valid is not None else usable
+    values = depth[chosen] if chosen.sum() >= 2 else depth[usable]
+    return values.median() if values.numel() else depth.new_ones(())
+
+
+def to_comparison_space(
+    values: torch.Tensor,
+    kind: DepthKind,
+    space: str,
+    near_fraction: float = 1e-2,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Map a depth or (affine-ambiguous) disparity map into a unit-free space for det-gs's losses.
+
+    A depth is divided by its :func:`median_depth` over ``valid`` first, so the result does not depend on
+    the scene's units.
 
     Args:
-        values: [H, W] depth (scene units or metres) or disparity (arbitrary affine units).
+        values: [H, W] depth (any units) or disparity (arbitrary affine units).
         kind: what ``values`` holds.
-        space: ``"disparity"`` (depth -> 1/max(depth, near); disparity unchanged) or ``"depth"`` (depth
-            unchanged; disparity negated, DNGaussian's first-order convention).
-        near: smallest depth inverted, so empty pixels (depth 0) stay finite.
+        space: ``"disparity"`` (depth -> m/max(depth, near_fraction·m) with m the median; disparity
+            unchanged) or ``"depth"`` (depth -> depth/m; disparity negated, DNGaussian's first-order
+            convention).
+        near_fraction: smallest depth inverted, relative to the median, so empty pixels stay finite.
+        valid: [H, W] bool, the pixels the median is taken over (default: all finite positive ones).
     Returns:
         [H, W] map in which a larger value means farther (depth space) or nearer (disparity space).
     """
     if kind not in ("depth", "disparity"):
         raise ValueError(f"kind must be 'depth' or 'disparity', got {kind!r}")
-    if space == "disparity":
-        return 1.0 / values.clamp_min(near) if kind == "depth" else values
-    if space == "depth":
-        return values if kind == "depth" else -values
-    raise ValueError(f"space must be 'disparity' or 'depth', got {space!r}")
+    if space not in ("disparity", "depth"):
+        raise ValueError(f"space must be 'disparity' or 'depth', got {space!r}")
+    if kind == "disparity":
+        return values if space == "disparity" else -values
+    relative = values / median_depth(values, valid)
+    return 1.0 / relative.clamp_min(near_fraction) if space == "disparity" else relative
 
 
 def draw_patch_grid(size_range: tuple[int, int], seed: int, step: int, n: int = 2) -> list[tuple[int, int, int]]:
@@ -345,9 +386,9 @@ def hierarchical_depth_loss(
     valid = prior_valid & torch.isfinite(depth).detach()
     if depth_kind == "depth":
         valid = valid & (depth.detach() > 0)
-    space = config.depth_space
-    rendered = to_comparison_space(depth, depth_kind, space, config.depth_near)
-    target = to_comparison_space(torch.where(prior_valid, prior, torch.ones_like(prior)), prior_kind, space, config.depth_near)
+    space, near = config.depth_space, config.depth_near_fraction
+    rendered = to_comparison_space(depth, depth_kind, space, near, valid)
+    target = to_comparison_space(torch.where(prior_valid, prior, torch.ones_like(prior)), prior_kind, space, near, prior_valid)
     target = torch.where(prior_valid, target, torch.zeros_like(target))
 
     (size_l, oy_l, ox_l), (size_g, oy_g, ox_g) = draw_patch_grid(config.patch_size_range, config.seed, step, n=2)
@@ -470,15 +511,26 @@ def masked_cross_mean(depth: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8
     return (num / (den + eps))[0, 0]
 
 
-def edge_aware_depth_loss(depth: torch.Tensor, edges: torch.Tensor, detach_mean: bool = False) -> torch.Tensor:
+def edge_aware_depth_loss(
+    depth: torch.Tensor,
+    edges: torch.Tensor,
+    detach_mean: bool = False,
+    space: Literal["disparity", "depth"] = "disparity",
+    scale_valid: torch.Tensor | None = None,
+    near_fraction: float = 1e-2,
+) -> torch.Tensor:
     """DET-GS's L_edge = mean(m · (D - D̄)²), m = 1 - E the non-edge mask, D̄ from :func:`masked_cross_mean`.
 
-    Zero exactly when depth is constant on every 4-connected region of non-edge pixels (an 8-connected
-    Canny edge line separates such regions, so depth may jump across it).
+    D is the rendered depth mapped by :func:`to_comparison_space` (median-normalized disparity or depth),
+    so the loss has no units. Zero exactly when D is constant on every 4-connected region of non-edge
+    pixels (an 8-connected Canny edge line separates such regions, so depth may jump across it); in
+    disparity space also (away from masked pixels and the border) where the surface is a plane.
 
     Args:
-        depth: [H, W] or [H, W, 1] rendered depth (scene units; the loss is in squared scene units).
+        depth: [H, W] or [H, W, 1] rendered depth (any units).
         edges: [H, W] bool Canny edges of the ground-truth image (:func:`canny_edges`).
+        space: ``"disparity"`` or ``"depth"`` (see the module docstring).
+        scale_valid: [H, W] bool, pixels whose median depth sets the scale (default: all positive ones).
     Returns:
         scalar, mean over all H·W pixels.
     """
@@ -486,6 +538,9 @@ def edge_aware_depth_loss(depth: torch.Tensor, edges: torch.Tensor, detach_mean:
     edges = _as_depth_map(edges, "edges")
     if edges.shape != depth.shape:
         raise ValueError(f"edges {tuple(edges.shape)} and depth {tuple(depth.shape)} differ in size")
+    if scale_valid is not None:
+        scale_valid = _as_depth_map(scale_valid, "scale_valid")
+    depth = to_comparison_space(depth, "depth", space, near_fraction, scale_valid)
     mask = (~edges.bool()).to(depth)
     mean = masked_cross_mean(depth, mask)
     if detach_mean:
@@ -549,6 +604,7 @@ def regularizer_losses(
     prior_valid: torch.Tensor | None = None,
     depth_passes: Mapping[str, torch.Tensor] | None = None,
     edges: torch.Tensor | None = None,
+    accumulation: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """DET-GS's weighted regularizers for one training image; add them to the photometric loss.
 
@@ -564,6 +620,8 @@ def regularizer_losses(
         depth_passes: depths of the extra passes, e.g. {"hard": D_ω, "soft": D_soft}, rendered with
             :func:`depth_pass_parameters`; each gets the full L_depth.
         edges: [H, W] bool cached Canny edges of ``gt_rgb``; computed here when None.
+        accumulation: [H, W] or [H, W, 1] rendered opacity of the colour pass; where it is at least
+            ``edge_min_accumulation`` sets L_edge's depth scale (None: every pixel with a positive depth).
     Returns:
         dict of weighted scalar losses, with only the active terms: ``depth_<pass>`` (every
         ``depth_every`` steps), ``edge``, ``tv``.
@@ -576,7 +634,10 @@ def regularizer_losses(
     if config.use_edge and config.edge_weight > 0 and depth is not None:
         if edges is None:
             edges = canny_edges(gt_rgb, config.canny_low, config.canny_high, config.canny_l2_gradient, config.canny_input)
-        losses["edge"] = config.edge_weight * edge_aware_depth_loss(depth, edges, config.edge_detach_mean)
+        covered = accumulation >= config.edge_min_accumulation if accumulation is not None else None
+        losses["edge"] = config.edge_weight * edge_aware_depth_loss(
+            depth, edges, config.edge_detach_mean, config.edge_space, covered, config.depth_near_fraction
+        )
     if config.use_tv and config.tv_weight > 0:
         losses["tv"] = config.tv_weight * edge_preserving_tv_loss(
             rgb, gt_rgb, config.tv_tau_edge, config.tv_tau_s, config.tv_channels

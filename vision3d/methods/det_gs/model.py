@@ -13,6 +13,9 @@ Rendering decisions (each documented here, each a config field where it is a cho
   scales, rotations detached: only the opacities learn), rendered as expected depth (``ED``) with the
   camera's current training resolution. The prior is average-pooled to that resolution; a pixel of the
   pooled prior is valid only where all its source pixels were.
+- What does not change during training is computed once per training image and resolution and kept on
+  the training device: the Canny edges of the ground truth and the prior pooled to the render's size
+  (on CUDA this also saves a host-to-device copy per step).
 - The viewer has no ground truth for a novel view, so it shows Canny edges of the *rendered* view
   (``edges``) next to RGB and depth: where L_edge would let depth jump if that render were the target.
 """
@@ -62,6 +65,7 @@ class DetGSModel(SplatModel):
     def populate_modules(self) -> None:
         super().populate_modules()
         self._edge_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._prior_cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def get_outputs(self, camera):
         outputs = super().get_outputs(camera)
@@ -88,12 +92,21 @@ class DetGSModel(SplatModel):
         return passes
 
     def _edges(self, image_idx: int, gt_rgb: torch.Tensor) -> torch.Tensor:
-        """Canny edges [H, W] of a ground-truth image at the current resolution, cached."""
+        """Canny edges [H, W] of a ground-truth image at the current resolution, cached on its device."""
         key = (int(image_idx), gt_rgb.shape[0], gt_rgb.shape[1])
         if key not in self._edge_cache:
             cfg = self.config.losses
-            self._edge_cache[key] = canny_edges(gt_rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, input_mode=cfg.canny_input)
-        return self._edge_cache[key].to(gt_rgb.device)
+            edges = canny_edges(gt_rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, input_mode=cfg.canny_input)
+            self._edge_cache[key] = edges.to(gt_rgb.device)
+        return self._edge_cache[key]
+
+    def _prior(self, batch: dict, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's depth prior and validity pooled to ``size`` (see :func:`pool_to`), cached on the device."""
+        key = (int(batch["image_idx"]), *size)
+        if key not in self._prior_cache:
+            prior, valid = pool_to(batch["depth_prior"].float(), batch["depth_prior_valid"].bool(), size)
+            self._prior_cache[key] = (prior.to(self.device), valid.to(self.device))
+        return self._prior_cache[key]
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None):
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
@@ -103,8 +116,8 @@ class DetGSModel(SplatModel):
         prior = valid = None
         kind = "disparity"
         if "depth_prior" in batch:
-            prior, valid = pool_to(batch["depth_prior"].float(), batch["depth_prior_valid"].bool(), gt_rgb.shape[:2])
-            prior, valid, kind = prior.to(self.device), valid.to(self.device), batch["depth_prior_kind"]
+            prior, valid = self._prior(batch, tuple(gt_rgb.shape[:2]))
+            kind = batch["depth_prior_kind"]
         terms = regularizer_losses(
             self.config.losses,
             self.step,
@@ -116,6 +129,7 @@ class DetGSModel(SplatModel):
             prior_valid=valid,
             depth_passes=outputs.get("depth_passes"),
             edges=self._edges(batch["image_idx"], gt_rgb) if self.config.losses.use_edge else None,
+            accumulation=outputs["accumulation"],
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
         return loss_dict
