@@ -1,4 +1,4 @@
-"""Helpers shared by the pose and geometry-solver tests (import them: ``from pose_helpers import one_thread``).
+"""Helpers shared by the pose, geometry-solver and event-fit tests (import them: ``from pose_helpers import one_thread``).
 
 ``one_thread`` is an autouse fixture: importing it into a test module applies it to every test there.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pose_helpers import one_thread  # noqa: F401  (autouse fixture: importing it applies it here)
 
 from vision3d.events.cmax import CMaxConfig, fit_cmax
 from vision3d.events.contrast import blur, contrast_terms, focus_loss, image_of_warped_events
@@ -26,15 +27,6 @@ from vision3d.geometry.so3 import skew
 from vision3d.metrics import flow_metrics
 
 W_ROT = np.array([1.5, -2.0, 1.0])  # rad/s
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Fits are many small ops: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

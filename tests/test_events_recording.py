@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from pose_helpers import one_thread  # noqa: F401  (autouse fixture: importing it applies it here)
 
 import vision3d.events.recording as recording
 from vision3d.events.emoflow import EMoFlowConfig, fit_window
@@ -15,14 +16,6 @@ from vision3d.events.simulator import Plane, PlaneSceneConfig, simulate_plane_se
 from vision3d.events.windows import time_windows
 
 ITERATIONS = 20
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
