@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
         print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
         return results
-    from vision3d.pose.data import default_cache_dir
+    from vision3d.cache import cache_root
     from vision3d.pose.evaluate import evaluate_essential, predict_poses, summarize
     from vision3d.pose.matching import Matcher
     from vision3d.pose.train import train
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         device = resolve_device(args.device)
     except ValueError as err:
         sys.exit(f"geloc3r.py: --device: {err}")
-    cache = Path(args.cache) if args.cache else default_cache_dir() / "bench-geloc3r"
+    cache = Path(args.cache) if args.cache else cache_root() / "bench-geloc3r"
     model_cfg = model_config(args)
     matcher = Matcher(args.matcher)
     train_ds, tests, notes = datasets(args, model_cfg.image_size, matcher, cache)

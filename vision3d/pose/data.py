@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vision3d.cache import cache_root
 from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import PinholeCamera
 
@@ -80,13 +81,6 @@ def frames_from_nerfstudio(path: str | Path) -> FrameSet:
     )
 
 
-def default_cache_dir() -> Path:
-    """``$VISION3D_CACHE`` or ``~/.cache/vision3d`` (:func:`vision3d.data.apt_data.cache_root`)."""
-    from vision3d.data.apt_data import cache_root
-
-    return cache_root()
-
-
 def frames_from_castle_simu(root: str | Path | None = None) -> FrameSet:
     """ViSP Castle-simu: 40 rendered 640x480 grey frames with exact poses and depth aligned to the colour camera.
 
@@ -96,7 +90,7 @@ def frames_from_castle_simu(root: str | Path | None = None) -> FrameSet:
     folder (``Images/``, ``Depth/``, ``CameraPose/``, ``Config/``); default: fetched with apt.
     Raises :class:`DataUnavailable` with the reason when the data cannot be had.
     """
-    from vision3d.data.apt_data import AptUnavailableError, NotInPackageError, cache_root
+    from vision3d.data.apt_data import AptUnavailableError, NotInPackageError
     from vision3d.data.visp import VispFormatError, import_castle_simu
 
     scenes = cache_root() / "scenes"

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 from vision3d.backends import resolve_device
+from vision3d.cache import cache_root
 from vision3d.errors import CheckpointError
 from vision3d.pose.data import (
     FrameSet,
     PairDataset,
     build_pair_dataset,
     collate,
-    default_cache_dir,
     frames_from_nerfstudio,
     mirror_pairs,
 )
@@ -54,7 +54,7 @@ class DataConfig:
         from vision3d.pose.scenes import write_room_scene
 
         sets = [frames_from_nerfstudio(s) for s in self.scenes]
-        cache = Path(self.cache_dir) if self.cache_dir else default_cache_dir() / "pose-rooms"
+        cache = Path(self.cache_dir) if self.cache_dir else cache_root() / "pose-rooms"
         h, w = self.render_size
         for k in range(self.procedural_rooms):
             seed = self.room_seed + k
