@@ -30,7 +30,7 @@ import trimesh
 
 from vision3d.errors import CheckpointError, CheckpointNotFoundError, Vision3DError
 from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
-from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf
+from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf, inside_box
 from vision3d.geometry.camera import PinholeCamera
 
 
@@ -286,10 +286,9 @@ def export_run_mesh(
             pred.vertices = loaded.to_scene_frame(pred.vertices)
         box = loaded.scene_box
 
-        def inside_box(points: np.ndarray) -> np.ndarray:
-            model_points = loaded.to_model_frame(points)
-            return np.all((model_points >= box[0]) & (model_points <= box[1]), axis=1)
+        def inside_scene_box(points: np.ndarray) -> np.ndarray:
+            return inside_box(loaded.to_model_frame(points), box)
 
-        scores = mesh_chamfer_fscore(pred, gt, threshold, n_points=n_points, gt_keep=inside_box)
+        scores = mesh_chamfer_fscore(pred, gt, threshold, n_points=n_points, gt_keep=inside_scene_box)
         scores["threshold"] = threshold
     return MeshExportResult(path, mesh_summary(mesh), scores)
