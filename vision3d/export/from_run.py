@@ -30,7 +30,7 @@ import trimesh
 
 from vision3d.errors import CheckpointError, CheckpointNotFoundError, Vision3DError
 from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
-from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf
+from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf, inside_box
 from vision3d.geometry.camera import PinholeCamera
 
 
@@ -94,6 +94,12 @@ def resolve_config_path(run: Path | str) -> Path:
     return path
 
 
+def _first_line(err: Exception) -> str:
+    """The first line of an exception's message, or its type name when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _version_mismatches(obj, prefix: str = "", seen: set | None = None) -> list[str]:
     """Fields that the current classes have and the loaded config lacks (or the other way), recursively."""
     seen = set() if seen is None else seen
@@ -122,8 +128,7 @@ def read_run_config(config_path: Path):
     try:
         config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
     except (yaml.YAMLError, ImportError, AttributeError, TypeError) as err:
-        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunError(f"{config_path}: not a config this version can read ({problem})") from None
+        raise RunError(f"{config_path}: not a config this version can read ({_first_line(err)})") from None
     if not isinstance(config, TrainerConfig):
         raise RunError(f"{config_path}: not a nerfstudio run config (holds {type(config).__name__})")
     mismatches = _version_mismatches(config)
@@ -174,8 +179,7 @@ def load_run(run: Path | str) -> LoadedRun:
     try:
         config, pipeline, _, _ = eval_setup(config_path, test_mode="inference", update_config_callback=from_run_folder)
     except Exception as err:  # noqa: BLE001 - anything nerfstudio raises while building and loading is bad input here
-        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunError(f"{checkpoint}: cannot be loaded into {config.method_name} ({type(err).__name__}: {problem})") from None
+        raise RunError(f"{checkpoint}: cannot be loaded into {config.method_name} ({type(err).__name__}: {_first_line(err)})") from None
     return LoadedRun(config_path, config, pipeline, checkpoint)
 
 
@@ -282,10 +286,9 @@ def export_run_mesh(
             pred.vertices = loaded.to_scene_frame(pred.vertices)
         box = loaded.scene_box
 
-        def inside_box(points: np.ndarray) -> np.ndarray:
-            model_points = loaded.to_model_frame(points)
-            return np.all((model_points >= box[0]) & (model_points <= box[1]), axis=1)
+        def inside_scene_box(points: np.ndarray) -> np.ndarray:
+            return inside_box(loaded.to_model_frame(points), box)
 
-        scores = mesh_chamfer_fscore(pred, gt, threshold, n_points=n_points, gt_keep=inside_box)
+        scores = mesh_chamfer_fscore(pred, gt, threshold, n_points=n_points, gt_keep=inside_scene_box)
         scores["threshold"] = threshold
     return MeshExportResult(path, mesh_summary(mesh), scores)

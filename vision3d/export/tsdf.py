@@ -60,10 +60,15 @@ def world_to_camera_opencv(c2w_opengl: np.ndarray) -> np.ndarray:
     return invert_pose(opengl_to_opencv(c2w)).numpy()
 
 
+def inside_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: which ``points [N, 3]`` lie inside ``box [2, 3]`` (faces included)."""
+    box = np.asarray(box, np.float64).reshape(2, 3)
+    return np.all((points >= box[0]) & (points <= box[1]), axis=1)
+
+
 def crop_to_box(mesh: trimesh.Trimesh, box: np.ndarray) -> trimesh.Trimesh:
     """The faces of ``mesh`` whose three vertices lie inside ``box [2, 3]``."""
-    box = np.asarray(box, np.float64).reshape(2, 3)
-    inside = np.all((mesh.vertices >= box[0]) & (mesh.vertices <= box[1]), axis=1)
+    inside = inside_box(mesh.vertices, box)
     keep = inside[mesh.faces].all(axis=1)
     cropped = mesh.submesh([np.flatnonzero(keep)], append=True) if keep.any() else trimesh.Trimesh()
     return cropped

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vision3d.geometry.camera import pixel_grid, project_points, unproject_points
+from vision3d.geometry.camera import pixel_grid, project_points, unproject_depth
 from vision3d.geometry.se3 import invert_pose, transform_points
 
 
@@ -40,9 +40,7 @@ class Consistency:
 def world_points(depth: Tensor, K: Tensor, c2w: Tensor) -> Tensor:  # noqa: N803
     """World points ``[V, H, W, 3]`` of z-depth maps ``[V, H, W]`` (pixel centres at +0.5, OpenCV axes)."""
     v, h, w = depth.shape
-    grid = pixel_grid(h, w, device=depth.device, dtype=depth.dtype).reshape(1, -1, 2).expand(v, -1, -1)
-    cam = unproject_points(grid, depth.reshape(v, -1), K)
-    return transform_points(c2w, cam).reshape(v, h, w, 3)
+    return transform_points(c2w, unproject_depth(depth, K).reshape(v, -1, 3)).reshape(v, h, w, 3)
 
 
 def round_trip(points: Tensor, pixels: Tensor, K_ref: Tensor, w2c_ref: Tensor, K_src: Tensor,  # noqa: N803

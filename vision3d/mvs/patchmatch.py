@@ -102,11 +102,16 @@ def propagation_regions(strip_length: int, v_radius: int) -> list[list[tuple[int
     return strips + vs
 
 
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    """The backend that runs for ``backend`` on tensors on ``device`` (``auto``: numba on CPU, else torch)."""
+    if backend == "auto":
+        return "numba" if device.type == "cpu" else "torch"
+    return backend
+
+
 def plane_costs(ref, srcs, K_ref, K_src, R, t, rows, cols, depth, normal, cfg: PatchMatchConfig) -> Tensor:  # noqa: N803
     """:func:`.cost.plane_costs_torch`'s contract, sent to the backend ``cfg.backend`` picks."""
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "numba" if ref.device.type == "cpu" else "torch"
+    backend = resolve_backend(cfg.backend, ref.device)
     if backend == "numba":
         if ref.device.type != "cpu":
             raise ValueError(f"the numba backend needs CPU tensors, got {ref.device}")
@@ -265,7 +270,7 @@ def patchmatch_view(gray: Tensor, K: Tensor, c2w: Tensor, ref: int, sources: lis
     hypotheses after ``cfg.iterations`` iterations.
     """
     cfg = cfg or PatchMatchConfig()
-    if cfg.backend == "numba" or (cfg.backend == "auto" and gray.device.type == "cpu"):
+    if resolve_backend(cfg.backend, gray.device) == "numba":
         with torch_single_threaded():
             return _patchmatch_view(gray, K, c2w, ref, sources, depth_range, cfg, seed, generator, prior,
                                     first_iteration)
