@@ -95,7 +95,12 @@ class HashGridConfig:
 
 
 def grid_config(
-    n_levels: int, base_resolution: int, max_resolution: int, log2_hashmap_size: int, n_features_per_level: int = 2
+    n_levels: int,
+    base_resolution: int,
+    max_resolution: int,
+    log2_hashmap_size: int,
+    n_features_per_level: int = 2,
+    grad_mode: Literal["autograd", "inplace"] = "autograd",
 ) -> HashGridConfig:
     """A :class:`HashGridConfig` whose levels span ``base_resolution`` to ``max_resolution`` (nerfacto's terms)."""
     return HashGridConfig(
@@ -104,6 +109,7 @@ def grid_config(
         log2_hashmap_size=log2_hashmap_size,
         base_resolution=base_resolution,
         per_level_scale=per_level_scale_for(base_resolution, max_resolution, n_levels),
+        grad_mode=grad_mode,
     )
 
 
