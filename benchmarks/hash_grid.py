@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numba
 import torch
 
-from vision3d.fields import HashGrid, per_level_scale_for
+from vision3d.fields import HashGrid, grid_config
 
 LEVELS, FEATURES, LOG2_T, BASE, MAX_RES = 16, 2, 19, 16, 2048
 
@@ -43,10 +43,7 @@ def nerfstudio_encoding() -> torch.nn.Module:
 
 
 def ours(grad_mode: str) -> HashGrid:
-    return HashGrid(
-        n_levels=LEVELS, n_features_per_level=FEATURES, log2_hashmap_size=LOG2_T, base_resolution=BASE,
-        per_level_scale=per_level_scale_for(BASE, MAX_RES, LEVELS), grad_mode=grad_mode,
-    )
+    return HashGrid(grid_config(LEVELS, BASE, MAX_RES, LOG2_T, FEATURES, grad_mode))
 
 
 def step_functions(encoder: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, inplace: bool):

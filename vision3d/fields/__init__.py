@@ -1,5 +1,5 @@
 """Neural fields: the multiresolution hash grid (tinycudann on CUDA, Numba kernels on CPU)."""
 
-from .hash_grid import HashGrid, HashGridConfig, per_level_scale_for
+from .hash_grid import HashGrid, HashGridConfig, grid_config, per_level_scale_for
 
-__all__ = ["HashGrid", "HashGridConfig", "per_level_scale_for"]
+__all__ = ["HashGrid", "HashGridConfig", "grid_config", "per_level_scale_for"]

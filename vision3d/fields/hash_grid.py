@@ -94,6 +94,25 @@ class HashGridConfig:
         }
 
 
+def grid_config(
+    n_levels: int,
+    base_resolution: int,
+    max_resolution: int,
+    log2_hashmap_size: int,
+    n_features_per_level: int = 2,
+    grad_mode: Literal["autograd", "inplace"] = "autograd",
+) -> HashGridConfig:
+    """A :class:`HashGridConfig` whose levels span ``base_resolution`` to ``max_resolution`` (nerfacto's terms)."""
+    return HashGridConfig(
+        n_levels=n_levels,
+        n_features_per_level=n_features_per_level,
+        log2_hashmap_size=log2_hashmap_size,
+        base_resolution=base_resolution,
+        per_level_scale=per_level_scale_for(base_resolution, max_resolution, n_levels),
+        grad_mode=grad_mode,
+    )
+
+
 # Fields that change which table row a position reads; a checkpoint must agree on all of them.
 _GEOMETRY_FIELDS = ("n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution", "per_level_scale")
 

@@ -29,20 +29,7 @@ from nerfstudio.fields.base_field import Field, FieldConfig
 from nerfstudio.utils.math import components_from_spherical_harmonics
 from torch import Tensor, nn
 
-from vision3d.fields.hash_grid import HashGrid, HashGridConfig, per_level_scale_for
-
-
-def grid_config(
-    n_levels: int, base_resolution: int, max_resolution: int, log2_hashmap_size: int, n_features_per_level: int = 2
-) -> HashGridConfig:
-    """A :class:`HashGridConfig` whose levels span ``base_resolution`` to ``max_resolution`` (nerfacto's terms)."""
-    return HashGridConfig(
-        n_levels=n_levels,
-        n_features_per_level=n_features_per_level,
-        log2_hashmap_size=log2_hashmap_size,
-        base_resolution=base_resolution,
-        per_level_scale=per_level_scale_for(base_resolution, max_resolution, n_levels),
-    )
+from vision3d.fields.hash_grid import HashGrid, HashGridConfig, grid_config
 
 
 class LinfContraction(SceneContraction):

@@ -26,7 +26,7 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.fields.base_field import Field, FieldConfig
 from torch import Tensor, nn
 
-from vision3d.fields.hash_grid import HashGrid, HashGridConfig, per_level_scale_for
+from vision3d.fields.hash_grid import HashGrid, HashGridConfig, grid_config
 from vision3d.fields.hash_grid_reference import encode_reference
 from vision3d.render.sdf_volume import neus_alpha, volsdf_density
 
@@ -52,11 +52,7 @@ class SDFFieldConfig(FieldConfig):
     """Hash-grid SDF with geometric initialisation, a learned sharpness and finite-difference normals."""
 
     _target: type = field(default_factory=lambda: SDFField)
-    grid: HashGridConfig = field(
-        default_factory=lambda: HashGridConfig(
-            n_levels=16, base_resolution=16, per_level_scale=per_level_scale_for(16, 2048, 16), log2_hashmap_size=19
-        )
-    )
+    grid: HashGridConfig = field(default_factory=lambda: grid_config(16, 16, 2048, 19))
     """The hash grid (16 levels, 16 → 2048, 2^19 entries, 2 features per level)."""
     num_layers: int = 2
     """Linear layers of the geometry MLP (2: one hidden layer, as Neuralangelo)."""

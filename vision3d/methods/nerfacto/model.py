@@ -51,8 +51,9 @@ class Vision3DNerfactoModelConfig(NerfactoModelConfig):
 
 def radiance_field_config(config: NerfactoModelConfig) -> RadianceFieldConfig:
     """The main field's config from nerfacto's options."""
-    grid = grid_config(config.num_levels, config.base_res, config.max_res, config.log2_hashmap_size, config.features_per_level)
-    grid.grad_mode = "inplace"
+    grid = grid_config(
+        config.num_levels, config.base_res, config.max_res, config.log2_hashmap_size, config.features_per_level, "inplace"
+    )
     return RadianceFieldConfig(
         grid=grid,
         hidden_dim=config.hidden_dim,
@@ -71,9 +72,8 @@ def density_field_config(args: dict, average_init_density: float) -> DensityFiel
         raise ValueError(f"proposal_net_args_list: unsupported keys {sorted(unknown)} (known: {sorted(known)})")
     grid = grid_config(
         args.get("num_levels", 8), args.get("base_res", 16), args.get("max_res", 1024),
-        args.get("log2_hashmap_size", 18), args.get("features_per_level", 2),
+        args.get("log2_hashmap_size", 18), args.get("features_per_level", 2), "inplace",
     )
-    grid.grad_mode = "inplace"
     return DensityFieldConfig(
         grid=grid,
         num_layers=1 if args.get("use_linear", False) else args.get("num_layers", 2),
