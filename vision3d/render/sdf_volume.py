@@ -40,3 +40,12 @@ def laplace_cdf(x: Tensor, beta: Tensor | float) -> Tensor:
 def volsdf_density(sdf: Tensor, beta: Tensor | float) -> Tensor:
     """VolSDF's density σ = (1/β)·Ψ_β(−f) (eq. 2 with α = 1/β), same shape as ``sdf``."""
     return laplace_cdf(-sdf, beta) / beta
+
+
+def neus_density(sdf: Tensor, inv_s: Tensor | float) -> Tensor:
+    """NeuS's logistic density φ_s(f) = s·σ(s·f)·(1 − σ(s·f)) of signed distances (any shape).
+
+    It peaks at s/4 on the surface (f = 0) and is symmetric in f; HelixSurf's occupancy grid thresholds it.
+    """
+    cdf = torch.sigmoid(sdf * inv_s)
+    return inv_s * cdf * (1.0 - cdf)
