@@ -69,8 +69,29 @@ def _texture(points: np.ndarray, axis: np.ndarray, side: np.ndarray, object_id: 
     return out
 
 
+def camera_poses(n_views: int, layout: str) -> list[np.ndarray]:
+    """OpenGL camera-to-world poses: ``ring`` (see the module docstring) or ``clusters`` (groups of three
+    side by side, 0.3 m apart, looking the same way at one wall each: short baselines that suit MVS)."""
+    poses = []
+    for i in range(n_views):
+        if layout == "clusters":
+            angle = 2 * np.pi * (i // 3) / max(n_views // 3, 1) + 0.35
+            forward = np.array([np.cos(angle), np.sin(angle), -0.35])
+            side = np.array([-np.sin(angle), np.cos(angle), 0.0])
+            eye = np.array([0.0, 0.0, 1.3]) - 0.5 * forward * [1, 1, 0] + 0.3 * (i % 3 - 1) * side
+            poses.append(look_at_opengl(eye, eye + forward))
+            continue
+        angle = 2 * np.pi * i / n_views
+        eye = np.array([0.9 * np.cos(angle), 0.7 * np.sin(angle), 1.3 + 0.2 * np.sin(3 * angle)])
+        target = eye + np.array([np.cos(angle + 0.6), np.sin(angle + 0.6), -0.45])
+        if i % 4 == 3:  # every fourth camera looks across the room, over the table
+            target = np.array([0.0, 0.0, 0.5])
+        poses.append(look_at_opengl(eye, target))
+    return poses
+
+
 def write_room(root: Path, n_views: int = 16, width: int = 64, height: int = 48, focal: float = 40.0,
-               seed: int = 0) -> Path:
+               seed: int = 0, layout: str = "ring") -> Path:
     """Render the room into ``root`` (images, depths, mesh.ply, transforms.json) and return ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "images").mkdir(exist_ok=True)
@@ -79,13 +100,8 @@ def write_room(root: Path, n_views: int = 16, width: int = 64, height: int = 48,
     frames = []
     ys, xs = np.mgrid[0:height, 0:width] + 0.5
     rays_cam = np.stack([(xs - width / 2) / focal, -(ys - height / 2) / focal, -np.ones_like(xs)], -1)  # OpenGL
-    for i in range(n_views):
-        angle = 2 * np.pi * i / n_views
-        eye = np.array([0.9 * np.cos(angle), 0.7 * np.sin(angle), 1.3 + 0.2 * np.sin(3 * angle)])
-        target = eye + np.array([np.cos(angle + 0.6), np.sin(angle + 0.6), -0.45])
-        if i % 4 == 3:  # every fourth camera looks across the room, over the table
-            target = np.array([0.0, 0.0, 0.5])
-        c2w = look_at_opengl(eye, target)
+    for i, c2w in enumerate(camera_poses(n_views, layout)):
+        eye = c2w[:3, 3]
         dirs = rays_cam @ c2w[:3, :3].T
         origins = np.broadcast_to(eye, dirs.shape)
         t_room, ax_room, side_room = _box_hits(origins, dirs, ROOM, inside=True)

@@ -2,8 +2,9 @@
 
 Official training (papers_a.md §2): Adam at 1e-3 with an 800-step warm-up, 12k steps per SDF epoch and two
 epochs (an MVS pass before each), 5000 rays per batch. We decay the rate by a cosine after the warm-up
-(nerfstudio's scheduler). The data parser is ``vision3d-data`` with ``scene_scale=2``: nerfstudio scales the
-poses into [-1, 1]³, and a room's walls lie beyond its cameras, so the box the SDF covers is twice that.
+(nerfstudio's scheduler). The data parser is ``vision3d-data`` with ``scene_scale=4``: nerfstudio scales the
+poses into [-1, 1]³, and a room's walls lie well beyond its cameras (3.5× for cameras grouped near the middle
+of a room), so the box the SDF covers is [-4, 4]³.
 One process (``VanillaDataManager``); Ctrl-C saves a checkpoint (:mod:`vision3d.methods.trainer`).
 """
 
@@ -34,7 +35,7 @@ def helixsurf_trainer_config(max_steps: int = 24000) -> Vision3DTrainerConfig:
         machine=MachineConfig(device_type=default_device_type()),
         pipeline=VanillaPipelineConfig(
             datamanager=VanillaDataManagerConfig(
-                dataparser=Vision3DDataParserConfig(scene_scale=2.0),
+                dataparser=Vision3DDataParserConfig(scene_scale=4.0),
                 train_num_rays_per_batch=5000,
                 eval_num_rays_per_batch=2048,
             ),

@@ -160,13 +160,13 @@ class HelixSurfModel(Model):
         def before_step(step: int) -> None:
             self.step = step
             self.field.set_step(step)
+            if self.config.use_occupancy_grid and step % self.config.occupancy_update_every == 0:
+                self.update_occupancy()
             if self.config.use_mvs and pipeline is not None:
                 if step in self.helix_steps() or self.targets is None:
                     self.run_helix_pass(pipeline.datamanager.train_dataset, step)
                 elif self.config.use_planes and step % self.config.plane_refresh_every == 0:
                     self.refresh_planes(pipeline.datamanager.train_dataset)
-            if self.config.use_occupancy_grid and step % self.config.occupancy_update_every == 0:
-                self.update_occupancy()
 
         return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before_step)]
 
