@@ -1,0 +1,142 @@
+"""HelixSurf on indoor rooms: MVS alone, the SDF alone and HelixSurf, scored against the ground-truth mesh.
+
+Rooms come from ``v3d data render MODEL OUT --path walk`` (a real model in a room, ground-truth mesh); none is
+used in the tests. Per scene, each on the same training views (nerfstudio's default split) and schedule:
+
+- ``mvs``: one MVS pass (random hypotheses) over the training views, the fused points;
+- ``sdf``: the SDF alone (colour + eikonal, ``use_mvs=False``), meshed by marching cubes;
+- ``helixsurf``: the full loop; ``helixsurf-no-grid``: the same with ``use_occupancy_grid=False`` (the
+  grid's speed-up at equal quality).
+
+Scores (ScanNet protocol, :func:`vision3d.metrics.chamfer_fscore`, in the scene's own units — metres for
+our renders): accuracy, completeness, precision, recall and F-score at ``--threshold`` (5 cm), with
+ground-truth samples outside the model's scene box left out; wall time of the run. Meshes and clouds go to
+``--out/SCENE/``, with a picture of them side by side (top-down view, coloured by height).
+
+    nice -n 15 python benchmarks/helixsurf.py --scenes /tmp/roomA /tmp/roomB --steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from vision3d import viz
+from vision3d.export.from_run import MeshExportConfig, export_run_mesh
+from vision3d.methods import presets, run
+from vision3d.methods.helixsurf import helix
+from vision3d.methods.helixsurf.config import helixsurf
+from vision3d.metrics import chamfer_fscore
+
+
+def preset_config(data: Path, out: Path, steps: int, name: str):  # noqa: ANN201
+    """helixsurf's TrainerConfig with the cpu preset's values, ``steps`` long, pointed at ``data``."""
+    import yaml
+
+    config = run.configure(helixsurf.config, data, out, max_steps=steps, experiment_name=name)
+    preset = yaml.safe_load(presets.find_preset("helixsurf", "cpu").read_text())
+    for key, value in preset["trainer"].items():
+        target, *path, leaf = key.replace("-", "_").split(".")
+        obj = config if target != "optimizers" else config.optimizers
+        obj = getattr(config, target) if target != "optimizers" else obj
+        for part in path:
+            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+        if leaf != "max_num_iterations":
+            setattr(obj, leaf, type(getattr(obj, leaf))(value))
+    config.pipeline.datamanager.dataparser.scene_scale = float(preset["dataparser-args"]["scene-scale"])
+    config.pipeline.model.max_steps = steps
+    config.optimizers["fields"]["scheduler"].max_steps = steps
+    return config
+
+
+def score(points: np.ndarray, gt: trimesh.Trimesh, keep, threshold: float) -> dict:  # noqa: ANN001
+    gt_points = np.asarray(trimesh.sample.sample_surface(gt, 100_000, seed=0)[0])
+    gt_points = gt_points[keep(gt_points)]
+    return chamfer_fscore(points, gt_points, threshold)
+
+
+def top_view(points: np.ndarray, size: int = 256, box: np.ndarray | None = None) -> np.ndarray:
+    """A top-down picture [size, size, 3] of points coloured by height (z up)."""
+    box = box if box is not None else np.stack([points.min(0), points.max(0)])
+    uv = (points[:, :2] - box[0, :2]) / (box[1, :2] - box[0, :2]).max()
+    px = np.clip((uv * (size - 1)).astype(int), 0, size - 1)
+    order = np.argsort(points[:, 2])
+    height = np.full((size, size), np.nan)
+    height[size - 1 - px[order, 1], px[order, 0]] = points[order, 2]
+    return viz.colorize(np.nan_to_num(height), valid=np.isfinite(height))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", nargs="+", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--rays", type=int, default=None, help="Rays per batch (default: the cpu preset's).")
+    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--methods", nargs="+", default=["mvs", "sdf", "helixsurf", "helixsurf-no-grid"])
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/helixsurf"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for scene in args.scenes:
+        out = args.out / scene.name
+        gt = trimesh.load(scene / "mesh.ply", force="mesh", process=False)
+        clouds = {}
+        for method in args.methods:
+            config = preset_config(scene, out / "runs", args.steps, method)
+            if args.rays:
+                config.pipeline.datamanager.train_num_rays_per_batch = args.rays
+            model = config.pipeline.model
+            model.use_mvs = method != "sdf"
+            model.use_occupancy_grid = method != "helixsurf-no-grid"
+            start = time.perf_counter()
+            if method == "mvs":
+                pipeline = copy.deepcopy(config.pipeline).setup(device="cpu", test_mode="val")
+                dataset = pipeline.datamanager.train_dataset
+                views = helix.mvs_views([dataset.get_image_float32(i) for i in range(len(dataset))], dataset.cameras,
+                                        model.mvs_max_side)
+                targets = helix.mvs_pass(views, pipeline.model.field.aabb, model.mvs)
+                elapsed = time.perf_counter() - start
+                outputs = pipeline.datamanager.train_dataparser_outputs
+                transform = outputs.dataparser_transform.double().numpy()
+                points = (targets.points.double().numpy() / float(outputs.dataparser_scale) - transform[:, 3]) @ transform[:, :3]
+                box = pipeline.model.field.aabb.double().numpy()
+
+                def keep(p, transform=transform, scale=float(outputs.dataparser_scale), box=box):  # noqa: ANN001, ANN202
+                    q = (p @ transform[:, :3].T + transform[:, 3]) * scale
+                    return np.all((q >= box[0]) & (q <= box[1]), axis=1)
+
+                scores = score(points, gt, keep, args.threshold)
+                trimesh.PointCloud(points).export(out / "mvs.ply")
+            else:
+                trainer = run.train(config)
+                elapsed = time.perf_counter() - start
+                del trainer
+                result = export_run_mesh(out / "runs" / method / "helixsurf" / "run", out / f"{method}.ply",
+                                         MeshExportConfig(resolution=192), gt_mesh=scene / "mesh.ply",
+                                         threshold=args.threshold)
+                scores = result.scores
+                points = np.asarray(trimesh.load(out / f"{method}.ply", force="mesh", process=False).sample(100_000))
+            clouds[method] = points
+            rows.append((scene.name, method, scores, elapsed))
+            print(f"{scene.name:12s} {method:18s} acc {scores['accuracy']:.3f} comp {scores['completeness']:.3f} "
+                  f"P {scores['precision']:.3f} R {scores['recall']:.3f} F {scores['fscore']:.3f} {elapsed:.0f} s", flush=True)
+        gt_points = np.asarray(gt.sample(100_000))
+        box = np.stack([gt_points.min(0), gt_points.max(0)])
+        tiles = [top_view(gt_points, box=box)] + [top_view(clouds[m], box=box) for m in args.methods]
+        viz.save_png(out / "meshes_top.png", viz.contact_sheet(tiles, columns=len(tiles)))
+    print(f"\n| scene | method | acc m | comp m | precision | recall | F@{args.threshold:g} | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, method, s, elapsed in rows:
+        print(f"| {name} | {method} | {s['accuracy']:.3f} | {s['completeness']:.3f} | {s['precision']:.3f} | "
+              f"{s['recall']:.3f} | {s['fscore']:.3f} | {elapsed:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
