@@ -37,19 +37,8 @@ from vision3d.metrics import chamfer_fscore
 
 def preset_config(data: Path, out: Path, steps: int, name: str):  # noqa: ANN201
     """helixsurf's TrainerConfig with the cpu preset's values, ``steps`` long, pointed at ``data``."""
-    import yaml
-
-    config = run.configure(helixsurf.config, data, out, max_steps=steps, experiment_name=name)
-    preset = yaml.safe_load(presets.find_preset("helixsurf", "cpu").read_text())
-    for key, value in preset["trainer"].items():
-        target, *path, leaf = key.replace("-", "_").split(".")
-        obj = config if target != "optimizers" else config.optimizers
-        obj = getattr(config, target) if target != "optimizers" else obj
-        for part in path:
-            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
-        if leaf != "max_num_iterations":
-            setattr(obj, leaf, type(getattr(obj, leaf))(value))
-    config.pipeline.datamanager.dataparser.scene_scale = float(preset["dataparser-args"]["scene-scale"])
+    config = presets.apply_preset(helixsurf.config, presets.find_preset("helixsurf", "cpu"))
+    config = run.configure(config, data, out, max_steps=steps, experiment_name=name)
     config.pipeline.model.max_steps = steps
     config.optimizers["fields"]["scheduler"].max_steps = steps
     return config

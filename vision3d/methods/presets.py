@@ -57,3 +57,25 @@ def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str
         for key, value in (preset.get("dataparser-args") or {}).items():
             command += [f"--{key}", str(value)]
     return command
+
+
+def apply_preset(config, preset_path: Path):  # noqa: ANN001, ANN201
+    """A copy of a method's TrainerConfig with a preset's trainer flags and dataparser flags set in place
+    (``a.b-c: v`` sets ``config.a.b_c = v``, dict entries by key), for in-process runs (benchmarks)."""
+    import copy
+
+    preset = yaml.safe_load(preset_path.read_text())
+    config = copy.deepcopy(config)
+    flags = [(config, key, value) for key, value in (preset.get("trainer") or {}).items()]
+    parser = config.pipeline.datamanager.dataparser
+    flags += [(parser, key, value) for key, value in (preset.get("dataparser-args") or {}).items()]
+    for root, key, value in flags:
+        *path, leaf = key.replace("-", "_").split(".")
+        obj = root
+        for part in path:
+            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part, None)
+        if obj is None or not hasattr(obj, leaf):
+            raise Vision3DError(f"{preset_path}: {key!r} is not a field of the {preset['method']} config")
+        current = getattr(obj, leaf)
+        setattr(obj, leaf, type(current)(value) if isinstance(current, (int, float, str)) and not isinstance(current, bool) else value)
+    return config
