@@ -141,9 +141,22 @@ def test_skipping_empty_cells_leaves_the_render_unchanged():
     assert (a["rgb"] - b["rgb"]).abs().max() < 1e-2  # measured: 3e-4
     # the zero level set is found where the volume-rendered surface is (the random init may leave a few
     # rays without a sign change inside the box)
+    for key, channels in {"normals": 3, "mvs_depth": 1, "mvs_confidence": 1, "sdf_level_set": 1}.items():
+        assert a[key].shape == (24, 32, channels), key  # the viewer's render modes (issue 21)
     found = a["sdf_level_set"] > 0
     assert found.float().mean() > 0.9
     assert torch.allclose(a["sdf_level_set"][found], b["depth"][found], rtol=0.02)
+
+
+def test_mvs_cloud_splatted_into_a_camera_keeps_the_nearest_point():
+    model = small_model()
+    cam = camera(eye=(0.0, 0.0, 0.0))  # OpenGL: looks down -z; the centre ray passes between pixels 15/16, 11/12
+    model.mvs_points = torch.tensor([[0.01, 0.01, -2.0, 0.7], [0.015, 0.015, -3.0, 0.2], [0.0, 0.0, 5.0, 1.0]])
+    depth, confidence = model.splat_mvs_points(cam)
+    # x right, y up in OpenGL -> column 16, row 11 (image y down)
+    assert depth[11, 16, 0] == pytest.approx(float(torch.tensor([0.01, 0.01, 2.0]).norm()), rel=1e-5)
+    assert confidence[11, 16, 0] == pytest.approx(0.7)
+    assert int((depth > 0).sum()) == 1  # the point behind the camera is not drawn
 
 
 # ---------------------------------------------------------------- textureless regions
