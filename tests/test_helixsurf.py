@@ -271,3 +271,10 @@ def test_presets_name_real_config_fields(name):
     assert config.max_num_iterations == config.pipeline.model.max_steps
     assert config.optimizers["fields"]["scheduler"].max_steps == config.max_num_iterations
     assert config.pipeline.datamanager.dataparser.scene_scale == 4.0
+
+
+def test_entry_point_is_in_pyproject():
+    import tomllib
+
+    entry_points = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert entry_points["nerfstudio.method_configs"]["helixsurf"] == ENTRY
