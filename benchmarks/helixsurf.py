@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--rays", type=int, default=None, help="Rays per batch (default: the cpu preset's).")
+    parser.add_argument("--mvs-max-side", type=int, default=None, help="MVS resolution (default: the cpu preset's).")
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--methods", nargs="+", default=["mvs", "sdf", "helixsurf", "helixsurf-no-grid"])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/helixsurf"))
@@ -79,8 +80,11 @@ def main() -> None:
         clouds = {}
         for method in args.methods:
             config = preset_config(scene, out / "runs", args.steps, method)
+            model = config.pipeline.model
             if args.rays:
                 config.pipeline.datamanager.train_num_rays_per_batch = args.rays
+            if args.mvs_max_side:
+                model.mvs_max_side = args.mvs_max_side
             model = config.pipeline.model
             model.use_mvs = method != "sdf"
             model.use_occupancy_grid = method != "helixsurf-no-grid"
