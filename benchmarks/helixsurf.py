@@ -76,6 +76,7 @@ def main() -> None:
     rows = []
     for scene in args.scenes:
         out = args.out / scene.name
+        out.mkdir(parents=True, exist_ok=True)
         gt = trimesh.load(scene / "mesh.ply", force="mesh", process=False)
         clouds = {}
         for method in args.methods:
