@@ -218,7 +218,7 @@ def depth_error(model, dataset, gt_dir: Path) -> float:  # noqa: ANN001
 
 
 def test_ns_train_helixsurf_lowers_depth_error_and_exports_a_mesh(tmp_path):
-    scene = write_room(tmp_path / "room", n_views=6, width=48, height=36, focal=30.0, layout="clusters")
+    scene = write_room(tmp_path / "room", n_views=12, width=48, height=36, focal=30.0, layout="clusters")
     env = {**os.environ, "NERFSTUDIO_METHOD_CONFIGS": f"helixsurf={ENTRY}"}
     flags = ["--max-num-iterations", "40", "--output-dir", str(tmp_path / "out"), "--timestamp", "run", "--vis", "tensorboard",
              "--steps-per-save", "40", "--machine.device-type", "cpu",
@@ -251,7 +251,7 @@ def test_ns_train_helixsurf_lowers_depth_error_and_exports_a_mesh(tmp_path):
         del os.environ["NERFSTUDIO_METHOD_CONFIGS"]
     assert loaded.pipeline.model.mvs_points.shape[0] > 0  # the fused cloud is saved for the viewer
     print(f"median relative depth error: untrained {before:.3f}, trained {trained:.3f}")
-    assert trained < 0.8 * before, (before, trained)  # measured 0.18 -> 0.09 with 12 views, 0.14 -> 0.10 at 30 steps
+    assert trained < 0.7 * before, (before, trained)  # measured 0.180 -> 0.091 (6 views: 0.141 -> 0.111, too close)
 
     mesh_path = tmp_path / "mesh.ply"
     result = subprocess.run([str(BIN / "v3d"), "export", "mesh", str(run_dir), "--output", str(mesh_path),
