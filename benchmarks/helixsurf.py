@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # runs are reloaded for export by method name; name it for a checkout whose installed metadata predates it
+    os.environ.setdefault("NERFSTUDIO_METHOD_CONFIGS", "helixsurf=vision3d.methods.helixsurf.config:helixsurf")
     rows = []
     for scene in args.scenes:
         out = args.out / scene.name
@@ -113,7 +116,7 @@ def main() -> None:
                 elapsed = time.perf_counter() - start
                 del trainer
                 result = export_run_mesh(out / "runs" / method / "helixsurf" / "run", out / f"{method}.ply",
-                                         MeshExportConfig(resolution=192), gt_mesh=scene / "mesh.ply",
+                                         MeshExportConfig(resolution=128), gt_mesh=scene / "mesh.ply",
                                          threshold=args.threshold)
                 scores = result.scores
                 points = np.asarray(trimesh.load(out / f"{method}.ply", force="mesh", process=False).sample(100_000))
