@@ -53,6 +53,18 @@ def slamp_image(
     generator: torch.Generator | None = None,
 ) -> Tensor:  # [1, H, W, 3] in [0, 1], at the input's size
     """The SLaMP-edited image of ``image`` for ``prompt`` inside ``mask2d``."""
+    z, _ = slamp_latents(guidance, image, prompt, mask2d, config, generator)
+    out = guidance.decode_latents(z)
+    return torch.nn.functional.interpolate(out.permute(0, 3, 1, 2), size=image.shape[1:3], mode="bilinear",
+                                           align_corners=False).permute(0, 2, 3, 1).to(image.device)  # fmt: skip
+
+
+@torch.no_grad()
+def slamp_latents(
+    guidance: Guidance, image: Tensor, prompt: str, mask2d: Tensor, config: SlampConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:  # edited and source latents [1, c, h, w]
+    """The latent side of :func:`slamp_image`: the edited latents and the render's own."""
     if guidance.parts.kind != "sd3":
         raise ValueError("SLaMP needs a rectified-flow guidance backend (sd3 or tiny-sd3); with sd, give target images")
     parts = guidance.parts
@@ -77,6 +89,4 @@ def slamp_image(
         z = z + (s_prev - s) * v
         f = config.alpha_last if i <= config.t_s else config.alpha_base
         z = z * (1 - f * keep) + trajectory[i - 1] * f * keep
-    out = guidance.decode_latents(z)
-    return torch.nn.functional.interpolate(out.permute(0, 3, 1, 2), size=image.shape[1:3], mode="bilinear",
-                                           align_corners=False).permute(0, 2, 3, 1).to(image.device)  # fmt: skip
+    return z, z0
