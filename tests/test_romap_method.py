@@ -13,7 +13,9 @@ from romap_scene import write_two_part_scene
 
 from vision3d.methods import run
 from vision3d.methods.romap.config import romap
+from vision3d.methods.romap.guidance import Guidance, GuidanceConfig
 from vision3d.methods.romap.masks import corrupt_part_masks, read_part_ids, resolve_part
+from vision3d.methods.romap.slamp import SlampConfig
 
 LABEL_STEPS, EDIT_STEPS = 60, 120
 
@@ -102,6 +104,17 @@ def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path, mon
     ExportGaussianSplat(load_config=trainer.base_dir / "config.yml", output_dir=tmp_path / "export").main()
     header = (tmp_path / "export" / "splat.ply").read_bytes().split(b"end_header")[0].decode()
     assert f"element vertex {truth.numel()}" in header and "property float f_dc_0" in header
+
+    # the guided path through the model: masked SDS (tiny SD3) plus a SLaMP anchor, gradients on the part only
+    model.train()
+    model.config.prompt, model.config.slamp = "a green blob", SlampConfig(steps=4, t_s=1)
+    model.guidance = Guidance(GuidanceConfig(backend="tiny-sd3", resolution=32))
+    out = model.get_outputs(cameras[:1].to(model.device))
+    losses = model.edit_losses(out["rgb"], out["labels"], {"image_idx": 0})
+    assert set(losses) == {"romap_sds", "romap_anchor"} and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grad = model.gauss_params["features_dc"].grad.abs().sum(-1).cpu()
+    assert grad[unselected].max() == 0 and grad[~unselected].sum() > 0
 
 
 def test_mask_sources_fail_clearly_and_corruption_is_view_inconsistent(tmp_path):
