@@ -64,6 +64,8 @@ class RomapModelConfig(SplatModelConfig):
     grey_input_steps: int = 100
     mask2d_threshold: float = 0.5
     """M2D: L1 distance of the rendered label to the part's one-hot below this (parts are 2 apart)."""
+    confine: bool = True
+    """False: the same edit unconfined (every Gaussian selected, M2D the whole image), the ablation baseline."""
 
 
 class RomapModel(SplatModel):
@@ -142,6 +144,8 @@ class RomapModel(SplatModel):
         cfg = self.config
         self.selected = select_part(self.gauss_params[LABELS], self.means.detach(), self.train_centres, self.part_id,
                                     cfg.galp.sh_degree, cfg.galp.mask_threshold)  # fmt: skip
+        if not cfg.confine:
+            self.selected = torch.ones_like(self.selected)
         count = int(self.selected.sum())
         if count == 0:
             raise RuntimeError(f"romap: no Gaussian carries part {self.part_id}'s label after {cfg.label_steps} label steps "
@@ -203,7 +207,9 @@ class RomapModel(SplatModel):
         return out
 
     def part_mask2d(self, labels: torch.Tensor) -> torch.Tensor:  # [H, W, P] -> [H, W, 1] float
-        """M2D: pixels whose rendered label is within ``mask2d_threshold`` (L1) of the part's one-hot."""
+        """M2D: pixels whose rendered label is within ``mask2d_threshold`` (L1) of the part's one-hot (all when unconfined)."""
+        if not self.config.confine:
+            return torch.ones_like(labels[..., :1])
         target = torch.zeros(self.n_parts, device=labels.device)
         target[self.part_id - 1] = 1.0
         return ((labels.detach() - target).abs().sum(-1, keepdim=True) < self.config.mask2d_threshold).float()
