@@ -126,10 +126,13 @@ def test_mask_sources_fail_clearly_and_corruption_is_view_inconsistent(tmp_path)
     (root / "part_ids").rename(root / "other")
     with pytest.raises(FileNotFoundError, match="mask-dir DIR .* or .*segmenter"):
         config.setup(local_rank=0, world_size=1).setup()
+    (root / "other").rename(root / "part_ids")
+    with pytest.raises(ValueError, match="give --load-checkpoint"):
+        run.train(config)
     config.pipeline.datamanager.masks.mask_dir = root / "images"
     with pytest.raises(ValueError, match="colour mask but no part_colours"):
         config.setup(local_rank=0, world_size=1).setup()
-    ids = torch.stack([read_part_ids(p) for p in sorted((root / "other").glob("*.png"))])
+    ids = torch.stack([read_part_ids(p) for p in sorted((root / "part_ids").glob("*.png"))])
     noisy = corrupt_part_masks(ids.repeat(2, 1, 1), 2, torch.Generator().manual_seed(0))
     wrong = (noisy != ids.repeat(2, 1, 1)).float().mean(dim=(1, 2))
     assert (wrong > 0.01).all() and wrong.std() > 0.005  # every view spoiled, each differently

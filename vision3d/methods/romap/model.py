@@ -90,6 +90,7 @@ class RomapModel(SplatModel):
         self.first_step: int | None = None
         self._hooks: list = []
         self._anchors: dict[int, torch.Tensor] = {}
+        self._loaded = False
 
     # ------------------------------------------------------------------ checkpoints and optimisers
     def load_state_dict(self, state, **kwargs):
@@ -103,6 +104,7 @@ class RomapModel(SplatModel):
         state.setdefault("editing", torch.zeros((), dtype=torch.bool))
         self.selected = torch.zeros_like(state["selected"], device=self.selected.device)
         self.train_centres = torch.zeros_like(state["train_centres"], device=self.train_centres.device)
+        self._loaded = True
         return super().load_state_dict(state, **kwargs)
 
     def get_param_groups(self):
@@ -123,6 +125,8 @@ class RomapModel(SplatModel):
     def before_step(self, step: int) -> None:
         self.step = step
         if self.first_step is None:
+            if not self._loaded:
+                raise ValueError("romap edits a trained splat: give --load-checkpoint SPLAT.ckpt (a vision3d-splat or romap checkpoint)")
             self.first_step = step
             self.restart_optimizers()
             if bool(self.editing):  # a romap checkpoint continues its edit
