@@ -122,7 +122,7 @@ def test_optimisation_on_noisy_masks_recovers_parts():
     masks = part_masks_to_onehot(noisy, 2)
     coeffs = init_label_coeffs(part.shape[0], 2, 3).requires_grad_(True)
     opt = torch.optim.Adam([coeffs], lr=0.05)
-    loss_fn = GalpLoss(GalpConfig(knn_k=8, knn_start_step=10, n_anchors=40, anchor_fraction=1.0, refresh_every=10))
+    loss_fn = GalpLoss(GalpConfig(knn_k=8, knn_start_step=10, n_anchors=40, refresh_every=10))
     centres = camera_centres(scene["viewmats"])
 
     def part_error():

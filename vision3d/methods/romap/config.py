@@ -15,7 +15,7 @@ from vision3d.methods.romap.dataset import RomapDataManagerConfig
 from vision3d.methods.romap.model import LABELS, RomapModelConfig
 from vision3d.methods.splat.config import splat_trainer_config
 
-LABEL_LR = 0.05
+LABEL_LR = 0.025
 """Adam rate of the label SH coefficients: 20x splatfacto's colour rate, since a label's DC term goes
 from 0 to 1/C0 ≈ 3.5 (a colour's moves by far less)."""
 COLOUR_LR = 0.01

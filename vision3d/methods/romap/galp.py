@@ -44,11 +44,11 @@ class GalpConfig:
     """no kNN loss before this step."""
     n_anchors: int = 1000
     """K: the K/2 softest plus the K/2 most certain Gaussians (at most ``anchor_fraction`` of them)."""
-    anchor_fraction: float = 0.005
-    """K is also capped at this share of the Gaussians: the paper's 1000 anchors sit among ~10⁵–10⁶
-    Gaussians; among a few thousand (CPU scenes) 1000 anchors with 50 neighbours each tie most Gaussians
-    to the background's zero label (measured on the 3-slab bunny, 2948 Gaussians, 80 label steps: 6
-    Gaussians reached a label > 0.5 with 1000 anchors, 349 without the kNN term)."""
+    anchor_fraction: float = 1.0
+    """K is also capped at this share of the Gaussians (1.0: no cap). The paper's 1000 anchors sit among
+    ~10⁵–10⁶ Gaussians; whether a CPU scene of a few thousand wants fewer depends on the scene
+    (docs/romap.md): on the 3-slab bunny 0.005 helped (80 steps: 307 instead of 6 Gaussians with a label
+    > 0.5), on the two-blob test scene it cost the 3D mask a quarter of its part."""
     knn_max_points: int = 300_000
     """neighbours are searched among a random subset of at most this many Gaussians."""
     refresh_every: int = 50
