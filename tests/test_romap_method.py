@@ -117,6 +117,20 @@ def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path, mon
     assert grad[unselected].max() == 0 and grad[~unselected].sum() > 0
 
 
+class RedBlue(torch.nn.Module):
+    """A stand-in segmentation network: background where dark, part 1 where red dominates, else part 2."""
+
+    def forward(self, x):  # [1, 3, H, W] -> [1, 3, H, W] logits
+        bright = x.sum(1, keepdim=True) > 0.3
+        red = x[:, :1] > x[:, 2:3]
+        return torch.cat([(~bright).float(), (bright & red).float(), (bright & ~red).float()], 1)
+
+
+def colour_segmenter(path):
+    torch.jit.save(torch.jit.script(RedBlue()), str(path))
+    return path
+
+
 def test_mask_sources_fail_clearly_and_corruption_is_view_inconsistent(tmp_path):
     root, _ = write_two_part_scene(tmp_path / "scene", n_views=3)
     assert resolve_part("right", ["left", "right"], 2) == 2
@@ -126,6 +140,15 @@ def test_mask_sources_fail_clearly_and_corruption_is_view_inconsistent(tmp_path)
     (root / "part_ids").rename(root / "other")
     with pytest.raises(FileNotFoundError, match="mask-dir DIR .* or .*segmenter"):
         config.setup(local_rank=0, world_size=1).setup()
+    config.pipeline.datamanager.masks.segmenter = colour_segmenter(tmp_path / "segmenter.pt")
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    dataset = trainer.pipeline.datamanager.train_dataset
+    assert dataset.metadata["romap_n_parts"] == 2
+    data = dataset[0]
+    truth = read_part_ids(root / "other" / dataset.image_filenames[0].name)
+    assert (data["part_ids"] == truth).float().mean() > 0.9  # silhouettes: brightness vs the renderer's alpha > 0.5
+    config.pipeline.datamanager.masks.segmenter = None
     (root / "other").rename(root / "part_ids")
     with pytest.raises(ValueError, match="give --load-checkpoint"):
         run.train(config)
