@@ -235,7 +235,11 @@ def run_scene(name, args, seed) -> dict:
     for variant, extra in (("masked", {}), ("unmasked", {"confine": False, "prior_removal": False})):
         config = romap_config(scene, work / variant, labelled, masks, 0, args.edit_steps, seed, **extra)
         config.pipeline.datamanager.target_dir = targets
-        trainer = run.train(config)
+        try:
+            trainer = run.train(config)
+        except RuntimeError as error:  # e.g. no Gaussian carries the part's label: the edit cannot start
+            row["edit_error"] = str(error)
+            return row
         afters[variant] = render_all(trainer.pipeline.model, cams)[..., :3]
         row.update({f"{variant}_{k}": v for k, v in edit_rows(before, afters[variant], gt).items()})
         if variant == "masked":
@@ -274,6 +278,9 @@ def main() -> None:
     print("\n| scene | seed | edit | change inside | PSNR inside to target | PSNR outside | SSIM outside |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        if "edit_error" in r:
+            print(f"| {r['scene']} | {r['seed']} | - | {r['edit_error']} | | | |")
+            continue
         for v in ("masked", "unmasked"):
             print(f"| {r['scene']} | {r['seed']} | {v} | {r[f'{v}_change_in']:.3f} | {r[f'{v}_psnr_in_to_target']:.2f} "
                   f"| {r[f'{v}_psnr_out']:.2f} | {r[f'{v}_ssim_out']:.4f} |")  # fmt: skip

@@ -152,7 +152,7 @@ class RomapModel(SplatModel):
             self.selected = torch.ones_like(self.selected)
         count = int(self.selected.sum())
         if count == 0:
-            raise RuntimeError(f"romap: no Gaussian carries part {self.part_id}'s label after {cfg.label_steps} label steps "
+            raise RuntimeError(f"romap: no Gaussian carries part {self.part_id}'s label after the label phase "
                                "(check the part masks, or raise --pipeline.model.label-steps)")  # fmt: skip
         if cfg.prior_removal:
             with torch.no_grad():
