@@ -209,3 +209,58 @@ def test_ns_viewer_in_headless_chromium(runs, tmp_path_factory):
     # depth is colour-mapped (turbo): far more saturated than the dim RGB of a 3-step run
     saturation = lambda im: (im.max(-1).astype(float) - im.min(-1)).mean()  # noqa: E731
     assert saturation(depth) > saturation(rgb) + 20
+
+
+def _broken_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a run whose config.yml records the copy's own place (nerfstudio reads checkpoints from there)."""
+    copy = tmp_path / "outputs" / run_dir.relative_to(run_dir.parents[2])
+    shutil.copytree(run_dir, copy)
+    config = copy / "config.yml"
+    parts = "".join(f"- {part}\n" for part in (tmp_path / "outputs").parts)
+    text = re.sub(r"output_dir: !!python/object/apply:pathlib.PosixPath\n(- .*\n)+",
+                  f"output_dir: !!python/object/apply:pathlib.PosixPath\n{parts}", config.read_text())
+    config.write_text(text)
+    return copy
+
+
+def test_saved_configs_check_version_and_checkpoint_before_nerfstudio_loads_them(runs, tmp_path, monkeypatch):
+    import yaml
+
+    from vision3d.errors import CheckpointError, CheckpointNotFoundError
+    from vision3d.export.from_run import RunError
+
+    copy = _broken_copy(runs["det-gs"], tmp_path)
+    config_file = copy / "config.yml"
+    monkeypatch.setattr(sys, "argv", ["ns-viewer", "--load-config", str(config_file)])
+    read = lambda: yaml.load(config_file.read_text(), Loader=yaml.Loader)  # noqa: E731  (as eval_setup reads it)
+    assert read().get_checkpoint_dir() == copy / "nerfstudio_models"  # a whole run passes
+
+    (checkpoint,) = (copy / "nerfstudio_models").glob("step-*.ckpt")
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt checkpoint") as err:
+        read().get_checkpoint_dir()
+    assert str(err.value).startswith(str(checkpoint)) and "\n" not in str(err.value)
+    config = read()
+    config.set_timestamp()  # ns-train --load-config: a new run, nothing to check yet
+    config.get_checkpoint_dir()
+
+    checkpoint.unlink()
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint"):
+        read().get_checkpoint_dir()
+    config_file.write_text(config_file.read_text().replace("load_scheduler: true\n", ""))
+    with pytest.raises(RunError, match="another version .*load_scheduler missing") as err:
+        read().get_checkpoint_dir()
+    assert str(err.value).startswith(str(config_file))
+
+
+def test_ns_render_on_a_corrupt_checkpoint_is_one_line(runs, tmp_path):
+    copy = _broken_copy(runs["vision3d-splat"], tmp_path)
+    (checkpoint,) = (copy / "nerfstudio_models").glob("step-*.ckpt")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = subprocess.run([str(NS_VIEWER.with_name("ns-render")), "interpolate", "--load-config",
+                             str(copy / "config.yml"), "--output-path", str(tmp_path / "video.mp4")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {checkpoint}: corrupt checkpoint")
