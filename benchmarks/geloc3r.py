@@ -70,7 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lambda-gcr", type=float, default=0.5)
     ap.add_argument("--cache", default=None, help="folder for rendered rooms and matches")
     ap.add_argument("--json", default=None, help="also write the numbers here")
-    ap.add_argument("--from-json", default=None, help="only re-print the table of an earlier --json file")
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                    help="only print the table of earlier --json files; several (e.g. the arms or seeds run as "
+                         "separate processes with the same data and budget) are merged into one table")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
     ap.add_argument("--profile-steps", type=int, default=0, metavar="N",
@@ -111,8 +113,8 @@ def train_config(args: argparse.Namespace, model_cfg, arm: str, seed: int, steps
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
+        results = merge_results([json.loads(Path(f).read_text()) for f in args.from_json], args.from_json)
+        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict) and k != "gcr_diagnostics"]
         print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
         return results
     from vision3d.cache import cache_root
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = time.perf_counter() - t0
             run = {"arm": arm, "seed": seed, "train_seconds": seconds, "final_pose_loss": history[-1].get("pose", float("nan")),
                    "pose_loss_history": [round(h.get("pose", float("nan")), 4) for h in history],
-                   "skipped_steps": history[-1]["skipped"]}
+                   "skipped_steps": history[-1]["skipped"], "gcr_diagnostics": gcr_diagnostics(history)}
             for name, ds in tests.items():
                 T_pred, T_gt, sec = predict_poses(model, ds)  # noqa: N806
                 run[name] = {**summarize(T_pred, T_gt), "seconds": sec}
@@ -226,6 +228,9 @@ def datasets(args: argparse.Namespace, size: tuple[int, int], matcher, cache: Pa
     return train_ds, tests, notes
 
 
+STEP_MS_BEFORE = {"regression": 225.1, "regression + GCR": 529.6}  # ms/step before batching GCR (b14d376)
+
+
 def profile_steps(args, model_cfg, train_ds) -> dict:
     """Median wall time of one training step (batch, forward, losses, backward, optimiser) per arm, the arms
     interleaved over 3 rounds so a changing machine load hits both alike."""
@@ -242,11 +247,40 @@ def profile_steps(args, model_cfg, train_ds) -> dict:
     result = {arm: {"median_ms": 1000 * float(np.median(t)), "steps": len(t)} for arm, t in times.items()}
     print(f"\nstep time, batch {args.batch_size}, model {args.preset} {tuple(model_cfg.image_size)}, device {args.device}, "
           f"{args.threads} torch thread(s):")
+    print(f"  {'arm':18s} {'before (recorded)':>18s} {'now (measured)':>15s}")
     for arm, r in result.items():
-        print(f"  {arm:18s} {r['median_ms']:8.1f} ms/step (median of {r['steps']})")
+        print(f"  {arm:18s} {STEP_MS_BEFORE[arm]:18.1f} {r['median_ms']:15.1f} ms/step (median of {r['steps']})")
+    print("  before: the per-pair GCR loop, commit b14d376, measured 2026-12-05 on this shared CPU with the same "
+          "flags and --train-rooms 2 (docs/geloc3r.md); machine load changes both columns")
     if args.json:
         Path(args.json).write_text(json.dumps({"step_time": result}, indent=1))
     return {"step_time": result}
+
+
+def gcr_diagnostics(history: list[dict]) -> dict:
+    """GCR's solver diagnostics of a training run (empty without GCR): each one's mean over the log rows of the
+    whole run (``all``) and its last log row (``last``, the last ``log_every`` steps)."""
+    from vision3d.pose.gcr import GCR_DIAGNOSTICS
+
+    keys = [k for k in GCR_DIAGNOSTICS if any(k in h for h in history)]
+    return {"all": {k: float(np.mean([h[k] for h in history if k in h])) for k in keys},
+            "last": {k: history[-1].get(k, float("nan")) for k in keys}} if keys else {}
+
+
+def merge_results(parts: list[dict], names: list[str]) -> dict:
+    """One result from several ``--json`` files of the same data and budget (their runs joined; the prior and
+    baseline rows, which do not depend on the arm or seed, from the first file)."""
+    same = ("steps", "batch_size", "model", "train_pairs", "protocol", "matcher", "lr")
+    for part, name in zip(parts[1:], names[1:], strict=True):
+        diff = [k for k in same if part["budget"].get(k) != parts[0]["budget"].get(k)]
+        if diff:
+            sys.exit(f"geloc3r.py: {name}: its {', '.join(diff)} differ from {names[0]}'s; only runs of the same "
+                     "data and budget go in one table")
+    merged = dict(parts[0])
+    merged["runs"] = [r for part in parts for r in part["runs"]]
+    merged["budget"] = {**parts[0]["budget"], "seeds": sorted({r["seed"] for r in merged["runs"]})}
+    merged["total_seconds"] = sum(p["total_seconds"] for p in parts)
+    return merged
 
 
 def gt_poses(ds) -> np.ndarray:
@@ -294,8 +328,32 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
             plain, ours = auc5["regression"], auc5["regression + GCR"]
             rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
             print(f"{'':14s} relative AUC@5 change with GCR: {rel} (paper: +16% on CO3Dv2)")
+    print_gcr_diagnostics(results["runs"])
     for note in results["notes"]:
         print("note:", note)
+
+
+def print_gcr_diagnostics(runs: list[dict]) -> None:
+    """Per arm, GCR's solver diagnostics on its training pairs (mean ± std over seeds; the whole run, then its
+    last log window): why GCR does or does not change the regression."""
+    rows = [("solved %", "solved", 100), ("inlier ratio %", "inlier_ratio", 100),
+            ("match share of inliers %", "match_inlier_share", 100), ("PnP rot err °", "pnp_rot_deg", 1),
+            ("PnP trans err °", "pnp_trans_deg", 1), ("regression rot err °", "reg_rot_deg", 1),
+            ("regression trans err °", "reg_trans_deg", 1)]
+    print("\nGCR diagnostics on the training pairs GCR sees (mean ± std over seeds; the regression's error is on "
+          "the same pairs):")
+    print(f"{'arm':18s} {'diagnostic':26s} {'whole run':>15s} {'last window':>15s}")
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        diags = [r.get("gcr_diagnostics") or {} for r in runs if r["arm"] == arm]
+        if not all(diags):
+            print(f"{arm:18s} {'(no GCR branch: nothing to report)':26s}")
+            continue
+        for label, key, scale in rows:
+            cells = []
+            for when in ("all", "last"):
+                v = scale * np.array([d[when].get(key, np.nan) for d in diags])
+                cells.append(f"{np.nanmean(v):7.2f}±{np.nanstd(v):6.2f}" if np.isfinite(v).any() else "-")
+            print(f"{arm:18s} {label:26s} {cells[0]:>15s} {cells[1]:>15s}")
 
 
 if __name__ == "__main__":

@@ -298,3 +298,15 @@ def test_benchmark_seen_scene_protocol_runs_tiny(tmp_path):
     held = res["runs"][0]["held-out-views"]
     assert np.isfinite(held["median_rot"]) and "held-out-views" in res["baseline"]
     assert json.loads((tmp_path / "r.json").read_text())["budget"]["protocol"] == "seen-scenes"
+    plain, ours = res["runs"]
+    assert plain["gcr_diagnostics"] == {}
+    diag = ours["gcr_diagnostics"]["all"]
+    assert 0.0 <= diag["solved"] <= 1.0 and set(diag) >= {"solved", "inliers"}
+    # arms run as separate processes (same data and budget) merge into one table; other budgets do not
+    for k, run in enumerate(res["runs"]):
+        (tmp_path / f"arm{k}.json").write_text(json.dumps({**res, "runs": [run]}))
+    merged = bench.main(["--from-json", str(tmp_path / "arm0.json"), str(tmp_path / "arm1.json")])
+    assert [r["arm"] for r in merged["runs"]] == ["regression", "regression + GCR"]
+    (tmp_path / "other.json").write_text(json.dumps({**res, "budget": {**res["budget"], "steps": 3}}))
+    with pytest.raises(SystemExit, match="other.json: its steps differ"):
+        bench.main(["--from-json", str(tmp_path / "arm0.json"), str(tmp_path / "other.json")])
