@@ -290,3 +290,25 @@ def test_render_writes_sfm_like_seed_points(rendered, cow_mesh):
     render_scene(cow_mesh, out, path="forward", views=3, width=32, height=32, spp=4, progress=False, sparse_points=500)
     assert time.time() - start < seconds / 2
     assert len(trimesh.load(out / "sparse_pc.ply").vertices) == 500
+
+
+@pytest.mark.apt
+@pytest.mark.blender
+def test_rendered_scene_feeds_the_pose_pairs(rendered):
+    """A `v3d data render` scene read by the pose pipeline (GeLoc3r's seen-scene protocol trains on these): its
+    OpenCV poses and metric depth send view 1's pixels to view 2's surface (depth agrees within 3 %) and colour."""
+    import torch
+
+    from vision3d.pose.data import PairDataset, frames_from_nerfstudio
+    from vision3d.pose.gcr import depth_correspondences
+
+    fs = frames_from_nerfstudio(rendered[0])
+    s = PairDataset([fs], [(0, 0, 1)], image_size=(32, 32))[0]
+    p1, _, q2 = depth_correspondences(s["depth1"], s["depth2"], s["K1"], s["K2"], s["T21"], 200,
+                                      generator=torch.Generator().manual_seed(0))
+    drawn = int((s["depth1"] > 0).sum())
+    assert len(p1) > 0.5 * min(drawn, 200)  # visible: view 2's depth agrees with the moved point
+    c1 = s["img1"][:, p1[:, 1].long(), p1[:, 0].long()]
+    c2 = s["img2"][:, q2[:, 1].long(), q2[:, 0].long()]
+    c_rand = s["img2"][:, torch.randint(0, 32, (len(p1),)), torch.randint(0, 32, (len(p1),))]
+    assert (c1 - c2).abs().mean() < 0.5 * (c1 - c_rand).abs().mean()
