@@ -145,7 +145,21 @@ def main(argv: list[str] | None = None) -> dict:
                                 "test_room_seed": args.test_room_seed, "device": str(device),
                                 "protocol": args.protocol, "init": args.init,
                                 "train_pairs": len(train_ds), "matcher": matcher.method},
-                     "runs": [], "baseline": {}, "notes": notes}
+                     "runs": [], "baseline": {}, "notes": notes, "threads": args.threads}
+    for name, ds in tests.items():
+        P, G, sec, failed = evaluate_essential(ds, matcher)  # noqa: N806
+        results["baseline"][name] = {**summarize(P, G), "seconds": sec, "failed": failed}
+    # what a model that ignores the images scores: the identity rotation and the mean training translation direction
+    t = gt_poses(train_ds)[:, :3, 3]
+    prior = np.eye(4)[None]
+    prior[0, :3, 3] = (t / np.linalg.norm(t, axis=1, keepdims=True)).mean(0)
+    results["prior"] = {name: summarize(np.repeat(prior, len(ds), 0), gt_poses(ds)) for name, ds in tests.items()}
+
+    def save() -> None:  # after every run, so a long measurement cut short keeps its finished runs
+        results["total_seconds"] = time.perf_counter() - t_start
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
     for seed in args.seeds:
         for arm in args.arms:
             cfg = train_config(args, model_cfg, arm, seed)
@@ -162,19 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[geloc3r] seed {seed} {arm:17s} {seconds:6.1f} s  " + "  ".join(
                 f"{n}: AUC@5/10/20 {100 * run[n]['auc@5']:.2f}/{100 * run[n]['auc@10']:.2f}/{100 * run[n]['auc@20']:.2f}"
                 for n in tests), flush=True)
-    for name, ds in tests.items():
-        P, G, sec, failed = evaluate_essential(ds, matcher)  # noqa: N806
-        results["baseline"][name] = {**summarize(P, G), "seconds": sec, "failed": failed}
-    # what a model that ignores the images scores: the identity rotation and the mean training translation direction
-    t = gt_poses(train_ds)[:, :3, 3]
-    prior = np.eye(4)[None]
-    prior[0, :3, 3] = (t / np.linalg.norm(t, axis=1, keepdims=True)).mean(0)
-    results["prior"] = {name: summarize(np.repeat(prior, len(ds), 0), gt_poses(ds)) for name, ds in tests.items()}
-    results["total_seconds"] = time.perf_counter() - t_start
-    results["threads"] = args.threads
+            save()
     print_table(results, list(tests), matcher.method)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    save()
     return results
 
 
