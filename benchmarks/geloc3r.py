@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     choices=["regression", "regression + GCR"], help="which models to train (both for the table)")
     ap.add_argument("--matcher", default="sift", choices=["sift", "xfeat", "auto"])
     ap.add_argument("--lambda-gcr", type=float, default=0.5)
+    ap.add_argument("--gcr-depth-corr", type=int, default=48, metavar="N",
+                    help="GCRConfig.num_depth_corr: exact correspondences from GT depth per pair besides the matches; "
+                         "0: matches only (use_depth off), so the PnP target carries the matcher's noise")
     ap.add_argument("--cache", default=None, help="folder for rendered rooms and matches")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
@@ -105,7 +108,9 @@ def train_config(args: argparse.Namespace, model_cfg, arm: str, seed: int, steps
     from vision3d.pose.train import TrainConfig
 
     steps = args.steps if steps is None else steps
-    return TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
+    return TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr,
+                                                        num_depth_corr=args.gcr_depth_corr,
+                                                        use_depth=args.gcr_depth_corr > 0),
                        steps=steps, batch_size=args.batch_size, lr=args.lr, seed=seed, mirror_prob=args.mirror_prob,
                        device=args.device, init=args.init, log_every=log_every or max(steps // 10, 1))
 
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
                                 "train_render_size": list(args.train_render_size), "mirror_prob": args.mirror_prob,
                                 "test_room_seed": args.test_room_seed, "device": str(device),
                                 "protocol": args.protocol, "init": args.init,
-                                "train_pairs": len(train_ds), "matcher": matcher.method},
+                                "train_pairs": len(train_ds), "matcher": matcher.method, "lambda_gcr": args.lambda_gcr,
+                                "gcr_depth_corr": args.gcr_depth_corr},
                      "runs": [], "baseline": {}, "notes": notes, "threads": args.threads}
     for name, ds in tests.items():
         P, G, sec, failed = evaluate_essential(ds, matcher)  # noqa: N806

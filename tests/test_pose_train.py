@@ -282,6 +282,8 @@ def test_benchmark_gpu_command_wires_up_its_config():
     assert (plain.device, plain.init, plain.steps, plain.seed) == ("cuda", "/x/reloc3r.pth", 7, 2)
     assert not plain.gcr.enabled and ours.gcr.enabled
     assert plain.to_dict() | {"gcr": None} == ours.to_dict() | {"gcr": None}  # the arms differ only in GCR
+    matches_only = bench.train_config(bench.parse_args(["--gcr-depth-corr", "0"]), model_cfg, "regression + GCR", 0)
+    assert not matches_only.gcr.use_depth and matches_only.gcr.use_matches and ours.gcr.use_depth
     with pytest.raises(SystemExit):
         bench.parse_args(["--protocol", "both"])
 
