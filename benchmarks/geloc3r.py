@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "skipped_steps": history[-1]["skipped"], "gcr_diagnostics": gcr_diagnostics(history)}
             for name, ds in tests.items():
                 T_pred, T_gt, sec = predict_poses(model, ds)  # noqa: N806
-                run[name] = {**summarize(T_pred, T_gt), "seconds": sec}
+                run[name] = {**summarize(T_pred, T_gt), "seconds": sec, "per_scene": per_scene(ds, T_pred, T_gt)}
             results["runs"].append(run)
             print(f"[geloc3r] seed {seed} {arm:17s} {seconds:6.1f} s  " + "  ".join(
                 f"{n}: AUC@5/10/20 {100 * run[n]['auc@5']:.2f}/{100 * run[n]['auc@10']:.2f}/{100 * run[n]['auc@20']:.2f}"
@@ -267,6 +267,14 @@ def profile_steps(args, model_cfg, train_ds) -> dict:
     return {"step_time": result}
 
 
+def per_scene(ds, T_pred: np.ndarray, T_gt: np.ndarray) -> dict:  # noqa: N803
+    """``summarize`` of each scene's pairs of a test set, by scene name: which scenes a score comes from."""
+    from vision3d.pose.evaluate import summarize
+
+    scenes = np.array([s for s, _, _ in ds.pairs])
+    return {ds.framesets[s].name: summarize(T_pred[scenes == s], T_gt[scenes == s]) for s in np.unique(scenes)}
+
+
 def gcr_diagnostics(history: list[dict]) -> dict:
     """GCR's solver diagnostics of a training run (empty without GCR): each one's mean over the log rows of the
     whole run (``all``) and its last log row (``last``, the last ``log_every`` steps)."""
@@ -338,9 +346,28 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
             plain, ours = auc5["regression"], auc5["regression + GCR"]
             rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
             print(f"{'':14s} relative AUC@5 change with GCR: {rel} (paper: +16% on CO3Dv2)")
+    print_per_scene(results, test_names)
     print_gcr_diagnostics(results["runs"])
     for note in results["notes"]:
         print("note:", note)
+
+
+def print_per_scene(results: dict, test_names: list[str]) -> None:
+    """AUC@5 and median rotation / translation error of each arm per scene (mean over seeds) and the prior's."""
+    for name in test_names:
+        runs = [r for r in results["runs"] if "per_scene" in r.get(name, {})]
+        if not runs:
+            continue
+        arms = list(dict.fromkeys(r["arm"] for r in runs))
+        print(f"\n{name} by scene: pairs, then AUC@5 / median rot° / median trans° of " + ", ".join(arms)
+              + " (mean over seeds)")
+        for scene, first in runs[0][name]["per_scene"].items():
+            cells = []
+            for arm in arms:
+                rows = [r[name]["per_scene"][scene] for r in runs if r["arm"] == arm]
+                cells.append(f"{100 * np.mean([x['auc@5'] for x in rows]):6.2f} / {np.mean([x['median_rot'] for x in rows]):5.1f}"
+                             f" / {np.mean([x['median_trans'] for x in rows]):5.1f}")
+            print(f"  {scene[:34]:34s} {first['pairs']:4d}   " + "   ".join(cells))
 
 
 def print_gcr_diagnostics(runs: list[dict]) -> None:

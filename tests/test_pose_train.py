@@ -299,6 +299,7 @@ def test_benchmark_seen_scene_protocol_runs_tiny(tmp_path):
     assert [r["arm"] for r in res["runs"]] == ["regression", "regression + GCR"]
     held = res["runs"][0]["held-out-views"]
     assert np.isfinite(held["median_rot"]) and "held-out-views" in res["baseline"]
+    assert sum(v["pairs"] for v in held["per_scene"].values()) == held["pairs"]
     assert json.loads((tmp_path / "r.json").read_text())["budget"]["protocol"] == "seen-scenes"
     plain, ours = res["runs"]
     assert plain["gcr_diagnostics"] == {}
