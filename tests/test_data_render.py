@@ -314,3 +314,23 @@ def test_part_ids_come_from_the_object_index_pass(cow_mesh, tmp_path, parts):
 def test_unknown_parts_mode_fails_before_blender_runs(tmp_path):
     with pytest.raises(RenderError, match="parts must be models, objects or slabs:K"):
         render_scene(tmp_path / "nope.off", tmp_path / "out", parts="slabs:1", progress=False)
+
+
+def test_rendered_scene_feeds_the_pose_pairs(rendered):
+    """A `v3d data render` scene read by the pose pipeline (GeLoc3r's seen-scene protocol trains on these): its
+    OpenCV poses and metric depth send view 1's pixels to view 2's surface (depth agrees within 3 %) and colour."""
+    import torch
+
+    from vision3d.pose.data import PairDataset, frames_from_nerfstudio
+    from vision3d.pose.gcr import depth_correspondences
+
+    fs = frames_from_nerfstudio(rendered[0])
+    s = PairDataset([fs], [(0, 0, 1)], image_size=(32, 32))[0]
+    p1, _, q2 = depth_correspondences(s["depth1"], s["depth2"], s["K1"], s["K2"], s["T21"], 200,
+                                      generator=torch.Generator().manual_seed(0))
+    drawn = int((s["depth1"] > 0).sum())
+    assert len(p1) > 0.5 * min(drawn, 200)  # visible: view 2's depth agrees with the moved point
+    c1 = s["img1"][:, p1[:, 1].long(), p1[:, 0].long()]
+    c2 = s["img2"][:, q2[:, 1].long(), q2[:, 0].long()]
+    c_rand = s["img2"][:, torch.randint(0, 32, (len(p1),)), torch.randint(0, 32, (len(p1),))]
+    assert (c1 - c2).abs().mean() < 0.5 * (c1 - c_rand).abs().mean()
