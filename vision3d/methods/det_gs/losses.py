@@ -98,6 +98,9 @@ class DetGSLossConfig:
     ssim_lambda: float = 0.2
     """λ in (1-λ) L1 + λ (1 - SSIM); 3DGS's value (the paper does not state it)."""
 
+    support_reference_views: int = 8
+    """every regularizer weight is multiplied by min(1, this / number of training views); 0: constant weights."""
+
     # hierarchical depth supervision
     use_depth: bool = True
     """switch for L_depth (needs a depth prior)."""
@@ -131,6 +134,8 @@ class DetGSLossConfig:
     """ω: opacity of every Gaussian in the hard depth pass (DNGaussian's value)."""
     depth_passes: tuple[str, ...] = ("hard", "soft")
     """which extra depth renders the model makes for L_depth: 'hard' (ω, means learn), 'soft' (opacities learn)."""
+    depth_passes_alternate: bool = True
+    """render one of ``depth_passes`` per L_depth step, in turn (each every len·depth_every steps); see the docstring."""
     seed: int = 0
     """seed of the patch sizes and grid offsets (combined with the step)."""
 
@@ -181,6 +186,23 @@ class DetGSLossConfig:
     def depth_active(self, step: int) -> bool:
         """Whether L_depth is applied at ``step`` (switched on, started, and on the every-N schedule)."""
         return self.use_depth and step >= self.depth_start_step and step % self.depth_every == 0
+
+    def depth_passes_at(self, step: int) -> tuple[str, ...]:
+        """The depth passes rendered for L_depth at ``step`` (none when L_depth is not active there)."""
+        if not self.depth_active(step):
+            return ()
+        if not self.depth_passes_alternate or len(self.depth_passes) < 2:
+            return tuple(self.depth_passes)
+        return (self.depth_passes[(step // self.depth_every) % len(self.depth_passes)],)
+
+    def view_support_factor(self, num_train_views: int | None) -> float:
+        """Factor on every regularizer weight: ``min(1, support_reference_views / num_train_views)``.
+
+        1 when either is unknown or ``support_reference_views`` is 0 (the paper's constant weights).
+        """
+        if not self.support_reference_views or not num_train_views:
+            return 1.0
+        return min(1.0, self.support_reference_views / num_train_views)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -605,6 +627,7 @@ def regularizer_losses(
     depth_passes: Mapping[str, torch.Tensor] | None = None,
     edges: torch.Tensor | None = None,
     accumulation: torch.Tensor | None = None,
+    num_train_views: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """DET-GS's weighted regularizers for one training image; add them to the photometric loss.
 
@@ -622,6 +645,8 @@ def regularizer_losses(
         edges: [H, W] bool cached Canny edges of ``gt_rgb``; computed here when None.
         accumulation: [H, W] or [H, W, 1] rendered opacity of the colour pass; where it is at least
             ``edge_min_accumulation`` sets L_edge's depth scale (None: every pixel with a positive depth).
+        num_train_views: size of the training set; scales every term by
+            :meth:`DetGSLossConfig.view_support_factor` (None: factor 1).
     Returns:
         dict of weighted scalar losses, with only the active terms: ``depth_<pass>`` (every
         ``depth_every`` steps), ``edge``, ``tv``.
@@ -642,7 +667,8 @@ def regularizer_losses(
         losses["tv"] = config.tv_weight * edge_preserving_tv_loss(
             rgb, gt_rgb, config.tv_tau_edge, config.tv_tau_s, config.tv_channels
         )
-    return losses
+    factor = config.view_support_factor(num_train_views)
+    return {name: factor * value for name, value in losses.items()} if factor != 1.0 else losses
 
 
 def total_loss(
