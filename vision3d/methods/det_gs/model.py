@@ -77,7 +77,7 @@ class DetGSModel(SplatModel):
         outputs = super().get_outputs(camera)
         if self.training:
             if camera.metadata and "cam_idx" in camera.metadata:
-                self._train_poses[int(camera.metadata["cam_idx"])] = camera.camera_to_worlds[0].detach()
+                self._train_poses[int(camera.metadata["cam_idx"])] = camera.camera_to_worlds[0].detach().clone()
             if self.config.losses.use_depth and self.config.losses.depth_active(self.step):
                 outputs["depth_passes"] = self._render_depth_passes(camera)
         elif outputs.get("rgb") is not None:
