@@ -263,7 +263,8 @@ def test_weights_scale_the_terms():
 
 
 def test_weights_fall_with_the_number_of_training_views():
-    """Up to support_reference_views (8) views the paper's weights; beyond, every term is scaled by 8 / views."""
+    """Up to support_reference_views (8) views the paper's weights; beyond, L_depth and L_edge are scaled by
+    s = 8 / views and L_tv by s²."""
     rgb, gt = torch.rand(H, W, 3), torch.rand(H, W, 3)
     depth, prior = smooth_depth(0).float(), 1.0 / smooth_depth(1).float()
     cfg = DetGSLossConfig()
@@ -276,7 +277,8 @@ def test_weights_fall_with_the_number_of_training_views():
     for views, factor in ((3, 1.0), (8, 1.0), (24, 1 / 3), (80, 0.1)):
         scaled = terms(cfg, views)
         for key, value in unscaled.items():
-            assert scaled[key].item() == pytest.approx(factor * value.item(), rel=1e-6), (views, key)
+            expected = factor**2 if key == "tv" else factor
+            assert scaled[key].item() == pytest.approx(expected * value.item(), rel=1e-6), (views, key)
     constant = terms(DetGSLossConfig(support_reference_views=0), 24)  # the paper's constant weights
     for key, value in unscaled.items():
         assert constant[key].item() == pytest.approx(value.item(), rel=1e-6)
