@@ -15,11 +15,11 @@ Decisions on what the paper leaves open (each is a config field; the reason is g
 - **Weights fall with the number of training views** (``support_reference_views=8``,
   ``tv_support_exponent=2``). All three terms are priors; what the photometric loss triangulates grows
   with the views, the priors' error does not. Up to 8 views the paper's weights; with n > 8, L_depth and
-  L_edge are scaled by s = 8/n and L_tv by s². Measured cause (docs/det-gs.md, dragon-360, 24 views): the
+  L_edge are scaled by s = 8/n and L_tv by s². Why (docs/det-gs.md, dragon-360, 24 views): the
   monocular-like prior is less accurate (depth AbsRel 0.061 after the best affine fit) than base's
-  24-view geometry (0.03), so the paper's constant weights pulled the shape towards it (−0.5 to −1.2 dB);
-  and L_tv, which acts on the image but moves geometry, raised depth AbsRel 0.028 -> 0.070 even at s,
-  no longer held by the weakened L_depth, so it falls faster. 0 gives the paper's constant weights.
+  24-view geometry (~0.03), so the paper's constant weights pulled the shape towards it (−0.5 to −1.2 dB);
+  and L_tv, which acts on the image but moves geometry, raised depth AbsRel 0.028 -> 0.070 even at s
+  (one run: indicative only, runs differ by 1-2 dB), so it falls faster. 0: the paper's constant weights.
 
 - **Scale** (:func:`to_comparison_space`). Every depth det-gs sees is first divided by a robust statistic
   of its own view, the median over the view's valid pixels (detached), so no term, threshold or gradient
