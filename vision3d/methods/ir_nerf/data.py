@@ -30,6 +30,7 @@ class UnposedImages:
     paths: list[Path]
     gt_c2w: Tensor | None  # [N, 4, 4] camera-to-world, OpenCV axes, the scene's own frame; None without poses
     original_size: tuple[int, int]  # (width, height) of the files
+    original_K: Tensor  # [3, 3] of the files  # noqa: N815
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -73,12 +74,12 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0) -> UnposedI
             c2w.append(opengl_to_opencv(np.asarray(frame.c2w, np.float64)))
         if not np.allclose(Ks, Ks[0], rtol=1e-3):
             raise Vision3DError(f"{scene.transforms_path}: IR-NeRF needs one camera for all images (intrinsics differ)")
-        h, w = scene.load_image(0).shape[:2]
+        camera = scene.frames[0].camera
         return UnposedImages(torch.stack(images), torch.from_numpy(Ks[0]).float(), paths,
-                             torch.from_numpy(np.stack(c2w)).float(), (w, h))
+                             torch.from_numpy(np.stack(c2w)).float(), (camera.width, camera.height),
+                             torch.from_numpy(camera.K).float())
     paths = image_files(data)
-    images, K = [], None  # noqa: N806
-    size = None
+    images, K, K_file, size = [], None, None, None  # noqa: N806
     for path in paths:
         array = read_image(path)
         if size is not None and array.shape[:2] != size:
@@ -86,6 +87,8 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0) -> UnposedI
         size = array.shape[:2]
         h, w = size
         f = 0.5 * w / math.tan(math.radians(fov_deg) / 2)
-        image, K = square_resize(array, np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]), image_size)  # noqa: N806
+        K_file = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])  # noqa: N806
+        image, K = square_resize(array, K_file, image_size)  # noqa: N806
         images.append(image)
-    return UnposedImages(torch.stack(images), torch.from_numpy(K).float(), paths, None, (size[1], size[0]))
+    return UnposedImages(torch.stack(images), torch.from_numpy(K).float(), paths, None, (size[1], size[0]),
+                         torch.from_numpy(K_file).float())

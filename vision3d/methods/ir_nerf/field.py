@@ -6,7 +6,7 @@ rays are sampled uniformly (stratified in training) between the cube's near and 
 leave untouched is a learned function of the ray direction (``background="mlp"``: real captures show an
 environment, not a white backdrop) or a constant colour. BARF's coarse-to-fine schedule weights the
 positional-encoding bands, or the hash-grid levels, by ``(1 − cos(π·clamp(α − k, 0, 1)))/2`` with
-``α = (progress − start)/(end − start)·K`` (``barf_c2f = (start, end)``, None: all bands on).
+``α = (progress − start)/(end − start)·K`` (``barf_c2f``, window ``barf_c2f_start/end``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ class CoarseFieldConfig:
     num_samples: int = 32
     """Samples per ray."""
     background: Literal["mlp", "white", "black"] = "mlp"
-    barf_c2f: tuple[float, float] | None = None
-    """BARF's coarse-to-fine window (start, end) as fractions of training; None: every band from the start."""
+    barf_c2f: bool = False
+    """BARF's coarse-to-fine schedule of the encoding's bands (False: every band from the start)."""
+    barf_c2f_start: float = 0.1
+    barf_c2f_end: float = 0.5
+    """BARF's window (``--barf_c2f=[0.1,0.5]``) as fractions of training."""
 
 
 def coarse_to_fine_weights(progress: float, n_bands: int, c2f: tuple[float, float] | None) -> Tensor:
@@ -95,7 +98,8 @@ class CoarseField(nn.Module):
 
     def set_progress(self, progress: float) -> None:
         """Update BARF's coarse-to-fine band weights for training ``progress`` in [0, 1]."""
-        self.band_weights.copy_(coarse_to_fine_weights(progress, self.n_bands, self.config.barf_c2f))
+        self.band_weights.copy_(coarse_to_fine_weights(
+            progress, self.n_bands, (self.config.barf_c2f_start, self.config.barf_c2f_end) if self.config.barf_c2f else None))
 
     def encode(self, x: Tensor) -> Tensor:
         """Points ``[N, 3]`` in the cube to features ``[N, C]`` (band-weighted)."""
@@ -120,8 +124,9 @@ class CoarseField(nn.Module):
             return torch.full_like(d, 1.0 if self.config.background == "white" else 0.0)
         return torch.sigmoid(self.background_mlp(torch.cat([d, _positional_encoding(d, 4, None)], dim=-1)))
 
-    def render(self, origins: Tensor, directions: Tensor, stratified: bool = False) -> tuple[Tensor, Tensor]:
-        """Colour ``[..., 3]`` and opacity ``[...]`` of rays ``[..., 3]`` (unit directions)."""
+    def render(self, origins: Tensor, directions: Tensor, stratified: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Colour ``[..., 3]``, opacity ``[...]`` and expected depth ``[...]`` (along the ray, of the opaque
+        part; 0 where nothing is hit) of rays ``[..., 3]`` (unit directions)."""
         shape = origins.shape[:-1]
         o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
         near, far = _cube_hits(o, d, self.config.bound)
@@ -137,7 +142,8 @@ class CoarseField(nn.Module):
         weights = alpha * transmittance
         opacity = weights.sum(dim=1)
         color = (weights[..., None] * rgb.view(*t.shape, 3)).sum(dim=1) + (1 - opacity)[:, None] * self.background(d)
-        return color.view(*shape, 3), opacity.view(shape)
+        depth = (weights * t).sum(dim=1) / opacity.clamp_min(1e-6)
+        return color.view(*shape, 3), opacity.view(shape), depth.view(shape)
 
 
 def _positional_encoding(x: Tensor, n_frequencies: int, weights: Tensor | None) -> Tensor:

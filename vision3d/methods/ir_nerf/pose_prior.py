@@ -24,26 +24,36 @@ from vision3d.geometry.so3 import rotation_6d_to_matrix
 class PosePriorConfig:
     """Ranges (degrees, scene units) of the pose prior."""
 
-    azimuth_deg: tuple[float, float] = (0.0, 360.0)
-    elevation_deg: tuple[float, float] = (0.0, 90.0)
-    radius: tuple[float, float] = (4.0, 4.0)
+    azimuth_min_deg: float = 0.0
+    azimuth_max_deg: float = 360.0
+    elevation_min_deg: float = 0.0
+    elevation_max_deg: float = 90.0
+    radius_min: float = 4.0
+    radius_max: float = 4.0
     lookat_std: float = 0.0
     """Standard deviation of the look-at point around the origin (GNeRF's DTU prior: 0.01)."""
 
     def __post_init__(self) -> None:
-        for name in ("azimuth_deg", "elevation_deg", "radius"):
-            lo, hi = getattr(self, name)
+        for name in ("azimuth", "elevation", "radius"):
+            lo, hi = self.range(name)
             if hi < lo:
                 raise ValueError(f"pose prior: {name} range ({lo}, {hi}) is reversed")
-        if self.radius[0] <= 0:
-            raise ValueError(f"pose prior: radius must be positive, got {self.radius}")
-        if not -90.0 <= self.elevation_deg[0] <= self.elevation_deg[1] <= 90.0:
-            raise ValueError(f"pose prior: elevation must lie in [-90, 90], got {self.elevation_deg}")
+        if self.radius_min <= 0:
+            raise ValueError(f"pose prior: radius must be positive, got {self.radius_min}")
+        if not -90.0 <= self.elevation_min_deg <= self.elevation_max_deg <= 90.0:
+            raise ValueError(f"pose prior: elevation must lie in [-90, 90], got {self.range('elevation')}")
+
+    def range(self, name: str) -> tuple[float, float]:
+        """(min, max) of ``azimuth`` or ``elevation`` (degrees) or ``radius``."""
+        if name == "radius":
+            return self.radius_min, self.radius_max
+        return getattr(self, f"{name}_min_deg"), getattr(self, f"{name}_max_deg")
 
 
 PRESETS: dict[str, PosePriorConfig] = {
     "360-object": PosePriorConfig(),
-    "forward-facing": PosePriorConfig(azimuth_deg=(-20.0, 20.0), elevation_deg=(-15.0, 15.0), lookat_std=0.01),
+    "forward-facing": PosePriorConfig(azimuth_min_deg=-20.0, azimuth_max_deg=20.0, elevation_min_deg=-15.0,
+                                      elevation_max_deg=15.0, lookat_std=0.01),
 }
 
 
@@ -77,8 +87,8 @@ def spherical_to_position(azimuth: torch.Tensor, elevation: torch.Tensor, radius
 def sample_poses(config: PosePriorConfig, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` camera-to-world poses ``[n, 4, 4]`` (OpenCV axes) drawn from the prior."""
     u = torch.rand(n, 3, generator=generator)
-    lo = torch.tensor([config.azimuth_deg[0], config.elevation_deg[0], config.radius[0]])
-    hi = torch.tensor([config.azimuth_deg[1], config.elevation_deg[1], config.radius[1]])
+    lo = torch.tensor([config.azimuth_min_deg, config.elevation_min_deg, config.radius_min])
+    hi = torch.tensor([config.azimuth_max_deg, config.elevation_max_deg, config.radius_max])
     az, el, r = (lo + u * (hi - lo)).unbind(-1)
     target = torch.randn(n, 3, generator=generator) * config.lookat_std
     eye = spherical_to_position(torch.deg2rad(az), torch.deg2rad(el), r) + target
@@ -97,13 +107,13 @@ def prior_spherical(config: PosePriorConfig, c2w: torch.Tensor) -> tuple[torch.T
 def in_prior(config: PosePriorConfig, c2w: torch.Tensor, tolerance_deg: float = 1e-3) -> torch.Tensor:
     """Whether camera centres ``[N]`` lie inside the prior's azimuth, elevation and radius ranges."""
     az, el, r = prior_spherical(config, c2w)
-    a0, a1 = config.azimuth_deg
+    a0, a1 = config.range("azimuth")
     if a1 - a0 >= 360.0:
         az_ok = torch.ones_like(az, dtype=torch.bool)
     else:
         az_ok = ((az - a0) % 360.0) <= (a1 - a0) + tolerance_deg
-    el_ok = (el >= config.elevation_deg[0] - tolerance_deg) & (el <= config.elevation_deg[1] + tolerance_deg)
-    r_ok = (r >= config.radius[0] * (1 - 1e-4)) & (r <= config.radius[1] * (1 + 1e-4))
+    el_ok = (el >= config.elevation_min_deg - tolerance_deg) & (el <= config.elevation_max_deg + tolerance_deg)
+    r_ok = (r >= config.radius_min * (1 - 1e-4)) & (r <= config.radius_max * (1 + 1e-4))
     return az_ok & el_ok & r_ok
 
 

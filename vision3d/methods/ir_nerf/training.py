@@ -40,7 +40,9 @@ class IRNeRFConfig:
     use_codebook: bool = True
     """The scene codebook and L_c (IR-NeRF). False: GNeRF."""
     patch_size: int = 16
-    patch_scale: tuple[float, float] = (0.5, 1.0)
+    patch_scale_min: float = 0.5
+    patch_scale_max: float = 1.0
+    """Patches span this fraction of the image (GNeRF's dynamic patch sampling)."""
     batch_size: int = 4
     """Fake and real patches per adversarial step."""
     estimator_batch: int = 4
@@ -106,7 +108,7 @@ class IRNeRF(nn.Module):
         n, _, h, w = images.shape
         self.field = CoarseField(config.field)
         self.discriminator = PatchDiscriminator()
-        self.estimator = PoseEstimator(position_scale=max(config.prior.radius))
+        self.estimator = PoseEstimator(position_scale=config.prior.radius_max)
         self.codebook = SceneCodebook(h, config.n_codes, config.code_dim, config.tokens) if config.use_codebook else None
         if self.codebook is not None and config.codebook_init != "random":
             if config.codebook_init != "patch-kmeans":
@@ -196,11 +198,11 @@ class IRNeRF(nn.Module):
     def adversarial_step(self) -> dict[str, float]:
         c, (n, _, h, w) = self.config, self.images.shape
         poses = sample_poses(c.prior, c.batch_size, self.generator).to(self.K)
-        pixels, scales = patch_pixels(c.batch_size, c.patch_size, w, h, c.patch_scale, self.generator)
+        pixels, scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
         fake = self.render_pixels(poses, pixels.to(self.K))  # [B, P², 3]
         fake = fake.transpose(1, 2).reshape(-1, 3, c.patch_size, c.patch_size)
         real_idx = torch.randint(n, (c.batch_size,), generator=self.generator)
-        real_pixels, real_scales = patch_pixels(c.batch_size, c.patch_size, w, h, c.patch_scale, self.generator)
+        real_pixels, real_scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
         real = sample_image_at(self.images[real_idx], real_pixels.to(self.K)).transpose(1, 2)
         real = real.reshape(-1, 3, c.patch_size, c.patch_size).requires_grad_(True)
         scales, real_scales = scales.to(self.K), real_scales.to(self.K)
