@@ -18,7 +18,6 @@ from torch import Tensor
 
 from vision3d.data.scene import load_scene, read_image
 from vision3d.errors import Vision3DError
-from vision3d.geometry.se3 import opengl_to_opencv
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -71,7 +70,7 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0) -> UnposedI
             paths.append(frame.image_path)
             images.append(image)
             Ks.append(K)
-            c2w.append(opengl_to_opencv(np.asarray(frame.c2w, np.float64)))
+            c2w.append(np.asarray(frame.c2w_opencv, np.float64))
         if not np.allclose(Ks, Ks[0], rtol=1e-3):
             raise Vision3DError(f"{scene.transforms_path}: IR-NeRF needs one camera for all images (intrinsics differ)")
         camera = scene.frames[0].camera

@@ -113,9 +113,16 @@ def plot_frusta(path: str | Path, estimated: Tensor, ground_truth: Tensor | None
     for poses, colour, label in ((ground_truth, "tab:blue", "ground truth"), (estimated, "tab:orange", "estimated")):
         if poses is None:
             continue
-        for i, segments in enumerate(_frustum_segments(poses.float(), K.float(), size)):
+        label_given = False
+        for segments in _frustum_segments(poses.float(), K.float(), size):
             for a, b in segments:
-                ax.plot(*np.stack([a, b]).T, color=colour, linewidth=0.8, label=label if i == 0 and a is segments[0][0] else None)
+                ax.plot(*np.stack([a, b]).T, color=colour, linewidth=0.8, label=None if label_given else label)
+                label_given = True
+    centre = everything[:, :3, 3].mean(0).numpy()
+    half = 0.6 * max(extent, 1e-6)
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] - half, centre[1] + half)
+    ax.set_zlim(centre[2] - half, centre[2] + half)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_zlabel("z")

@@ -138,34 +138,40 @@ class IRNeRF(nn.Module):
         return opts
 
     # -- schedule -----------------------------------------------------------------------------------------
-    def phase(self, step: int) -> str:
+    def progress(self, step: int) -> float:
+        """Fraction of training done at ``step`` (of ``max_steps``)."""
+        return min(step / max(self.config.max_steps, 1), 1.0)
+
+    def phase(self, step: int, progress: float | None = None) -> str:
         """``"A"`` or ``"B"`` for a step (GNeRF's interleaving; see the module docstring)."""
         c = self.config
         if not c.adversarial:
             return "B"
-        progress = step / max(c.max_steps, 1)
+        progress = self.progress(step) if progress is None else progress
         if progress < c.phase_a_until:
             return "A"
         if progress < c.alternate_until:
             return "A" if step % 2 == 0 else "B"
         return "B"
 
-    def _set_learning_rates(self, step: int) -> None:
-        factor = self.config.lr_final_factor ** min(step / max(self.config.max_steps, 1), 1.0)
+    def _set_learning_rates(self, progress: float) -> None:
+        factor = self.config.lr_final_factor ** progress
         for name, opt in self.optimizers.items():
             base = {"field": self.config.lr_field, "discriminator": self.config.lr_discriminator,
                     "estimator": self.config.lr_estimator, "poses": self.config.lr_poses}.get(name, self.config.lr_codebook)
             for group in opt.param_groups:
                 group["lr"] = base * factor
 
-    def train_step(self, step: int | None = None) -> dict[str, float]:
-        """One step of the schedule; returns its losses."""
+    def train_step(self, step: int | None = None, progress: float | None = None) -> dict[str, float]:
+        """One step of the schedule; returns its losses. ``progress`` in [0, 1] (default: ``step / max_steps``)
+        places the step in the schedule, e.g. by elapsed time under a time budget."""
         step = self.step_count if step is None else step
+        progress = self.progress(step) if progress is None else progress
         start = time.perf_counter()
         self.train()
-        self._set_learning_rates(step)
-        self.field.set_progress(step / max(self.config.max_steps, 1))
-        if self.phase(step) == "A":
+        self._set_learning_rates(progress)
+        self.field.set_progress(progress)
+        if self.phase(step, progress) == "A":
             out = self.adversarial_step()
             out.update(self.estimator_step())
             if self.codebook is not None:
@@ -261,6 +267,13 @@ class IRNeRF(nn.Module):
         """Per-image poses start from P's estimates (from the prior samples without phase A)."""
         if self.config.adversarial:
             self.pose_params.copy_(pose_to_9d(self.predicted_poses()))
+        self.initial_poses.copy_(pose_from_9d(self.pose_params))
+        self.refining.fill_(True)
+
+    @torch.no_grad()
+    def start_from(self, c2w: Tensor) -> None:
+        """Refine from given poses ``[N, 4, 4]`` (OpenCV axes) from now on (skips P's estimates)."""
+        self.pose_params.copy_(pose_to_9d(c2w.to(self.pose_params)))
         self.initial_poses.copy_(pose_from_9d(self.pose_params))
         self.refining.fill_(True)
 
