@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from vision3d.errors import Vision3DError
 from vision3d.geometry.so3 import random_rotation, so3_exp
 from vision3d.methods.ir_nerf import losses
 from vision3d.methods.ir_nerf.evaluation import Sim3, align_poses, pose_errors
@@ -185,3 +187,64 @@ def test_consistency_loss_trains_the_pose_encoder_and_not_the_decoder_or_codes()
     assert codebook.codes.grad is None
     assert all(p.grad is None for p in codebook.decoder.parameters())
     assert all(p.grad is None for p in codebook.image_encoder.parameters())
+
+
+# -- data and the ns-train method ------------------------------------------------------------------------------
+def test_folder_of_images_without_poses(tmp_path):
+    import shutil
+
+    from vision3d.data.bundled import bundled_scene_path
+    from vision3d.methods.ir_nerf.data import load_unposed
+
+    for path in sorted((bundled_scene_path() / "images").glob("*.png"))[:4]:
+        shutil.copy(path, tmp_path / path.name)
+    data = load_unposed(tmp_path, 16, fov_deg=40.0)
+    assert data.images.shape == (4, 3, 16, 16) and data.gt_c2w is None
+    assert 0 <= data.images.min() and data.images.max() <= 1
+    expected_f = 0.5 * 128 / math.tan(math.radians(20.0))
+    assert data.original_K[0, 0] == pytest.approx(expected_f, rel=1e-5)
+    assert data.K[0, 0] == pytest.approx(expected_f * 16 / 128, rel=1e-5) and data.K[0, 2] == pytest.approx(8.0)
+    for path in list(tmp_path.glob("*.png"))[:2]:
+        path.unlink()
+    with pytest.raises(Vision3DError, match="needs at least 3 images"):
+        load_unposed(tmp_path, 16)
+
+
+def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path):
+    """The ns-train method end to end on the bundled scene (whose poses serve only for evaluation): it trains
+    through both phases and writes transforms.json (loadable as a scene, the estimated poses), cameras.npz
+    (both camera sets) and frusta.png; the model's pose metrics are those of the written cameras."""
+    from vision3d.data.bundled import bundled_scene_path
+    from vision3d.data.scene import load_scene
+    from vision3d.methods import run
+    from vision3d.methods.ir_nerf.cameras import estimated_and_gt_cameras
+    from vision3d.methods.ir_nerf.config import ir_nerf_trainer_config
+
+    config = run.configure(ir_nerf_trainer_config(), bundled_scene_path(), tmp_path, max_steps=12)
+    config.pipeline.datamanager.dataparser.image_size = 16
+    model_config = config.pipeline.model
+    model_config.steps_per_export = 100
+    system = model_config.ir_nerf
+    system.field.encoding = "pe"  # no Numba compilation in this test; the hash grid has its own tests
+    system.field.num_samples = 8
+    system.prior = prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
+    system.patch_size, system.batch_size, system.estimator_batch, system.rays_per_batch = 8, 2, 2, 128
+    system.n_codes, system.code_dim = 16, 8
+    trainer = run.train(config)
+    model = trainer.pipeline.model
+    assert model.system.config.max_steps == 12  # the schedule follows the trainer's length
+    assert bool(model.system.refining)  # phase B was reached
+
+    scene = load_scene(trainer.base_dir / "transforms.json")
+    assert len(scene) == 24 and scene.frames[0].image_path == (bundled_scene_path() / "images" / "frame_00001.png").resolve()
+    written = torch.from_numpy(np.stack([f.c2w_opencv for f in scene.frames])).float()
+    assert torch.allclose(written, model.system.estimated_poses(), atol=1e-5)
+    cameras = estimated_and_gt_cameras(trainer.base_dir)
+    assert cameras["estimated"].shape == cameras["ground_truth"].shape == (24, 4, 4)
+    assert cameras["size"] == (128, 128)
+    errors = model.pose_metrics()
+    assert all(math.isfinite(v) for v in errors.values())
+    aligned = torch.from_numpy(cameras["estimated"]).float()
+    gt = torch.from_numpy(cameras["ground_truth"]).float()
+    assert pose_errors(aligned, gt)["rot_err_deg"] == pytest.approx(errors["rot_err_deg"], abs=1e-2)
+    assert (trainer.base_dir / "frusta.png").stat().st_size > 10_000
