@@ -126,7 +126,7 @@ def test_pose_estimator_recovers_sampled_poses_on_renders_of_a_tiny_scene():
     images = render_tiny_scene(sample_poses(SMALL_PRIOR, 3))
     f = 16 / (2 * math.tan(math.radians(25)))
     K = torch.tensor([[f, 0, 8.0], [0, f, 8.0], [0, 0, 1]])  # noqa: N806
-    config = IRNeRFConfig(prior=SMALL_PRIOR, estimator_batch=32, lr_estimator=2e-3, use_codebook=False, seed=0)
+    config = IRNeRFConfig(prior=SMALL_PRIOR, estimator_batch=16, lr_estimator=2e-3, use_codebook=False, seed=0)
     system = IRNeRF(config, images, K)
     system.render_image = render_tiny_scene  # P trains on renders at prior samples; here the renderer is exact
     test_poses = sample_poses(SMALL_PRIOR, 64, torch.Generator().manual_seed(99))
@@ -141,10 +141,11 @@ def test_pose_estimator_recovers_sampled_poses_on_renders_of_a_tiny_scene():
         return float(torch.rad2deg(torch.arccos(((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1))).median())
 
     before = rotation_error()
-    for _ in range(250):
+    for _ in range(100):
         system.estimator_step()
     after = rotation_error()
     assert before > 60
+    print(f"P on held-out renders: median rotation error {before:.1f}° -> {after:.1f}°")
     assert after < 20, f"P's median rotation error on held-out renders: {before:.1f}° -> {after:.1f}°"
 
 
@@ -157,7 +158,7 @@ def test_codebook_consistency_loss_is_lower_for_poses_inside_the_prior():
     codebook = SceneCodebook(16, n_codes=64, code_dim=32, tokens=4, width=16)
     rec_opt = torch.optim.Adam([p for n, p in codebook.named_parameters() if not n.startswith("pose_encoder")], lr=2e-3)
     pose_opt = torch.optim.Adam(codebook.pose_encoder.parameters(), lr=2e-3)
-    for _ in range(300):
+    for _ in range(150):
         idx = torch.randint(256, (32,), generator=g)
         rec = losses.reconstruction_loss(codebook, images[idx])
         rec_opt.zero_grad()
@@ -174,7 +175,8 @@ def test_codebook_consistency_loss_is_lower_for_poses_inside_the_prior():
     with torch.no_grad():
         inside_loss = losses.pose_consistency_loss(codebook, pose_to_9d(held_out), held_images, reduce=False)
         outside_loss = losses.pose_consistency_loss(codebook, pose_to_9d(outside_poses), held_images, reduce=False)
-    assert inside_loss.mean() < 0.5 * outside_loss.mean(), (inside_loss.mean(), outside_loss.mean())
+    print(f"L_c inside the prior {inside_loss.mean():.4f}, outside {outside_loss.mean():.4f}")
+    assert inside_loss.mean() < 0.5 * outside_loss.mean()
     assert (inside_loss < outside_loss).float().mean() > 0.8
 
 
@@ -248,3 +250,19 @@ def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path)
     gt = torch.from_numpy(cameras["ground_truth"]).float()
     assert pose_errors(aligned, gt)["rot_err_deg"] == pytest.approx(errors["rot_err_deg"], abs=1e-2)
     assert (trainer.base_dir / "frusta.png").stat().st_size > 10_000
+
+
+def test_codebook_initial_codes_cluster_the_token_descriptors(tmp_path):
+    from vision3d.methods.ir_nerf.codebook_init import initial_codes, kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    points = centres.repeat_interleave(50, 0) + 0.1 * torch.randn(150, 2, generator=g)
+    found = kmeans(points, 3, generator=g)
+    assert torch.cdist(found, centres).amin(dim=0).max() < 0.1
+    codes = initial_codes(render_tiny_scene(sample_poses(SMALL_PRIOR, 8, g)), n_codes=32, code_dim=16, tokens=4)
+    assert codes.shape == (32, 16) and torch.isfinite(codes).all()
+    assert codes.pow(2).mean().sqrt() == pytest.approx(1.0, rel=1e-4)
+    assert torch.pdist(codes).min() > 1e-4  # distinct codes
+    with pytest.raises(Vision3DError, match="VGG19 weights file not found"):
+        initial_codes(torch.rand(2, 3, 16, 16), 8, 4, 4, vgg19_weights=tmp_path / "vgg19.pth")
