@@ -6,3 +6,7 @@ Modules: ``pose_prior`` (prior sampler, 6D poses), ``field`` (coarse radiance fi
 (estimated and ground-truth camera sets for the viewer), and the nerfstudio plugin (``config``, ``model``,
 ``dataparser``).
 """
+
+from vision3d.methods.ir_nerf.cameras import estimated_and_gt_cameras
+
+__all__ = ["estimated_and_gt_cameras"]
