@@ -43,6 +43,10 @@ VARIANTS = {
     "edge only": {"use_depth": False, "use_edge": True, "use_tv": False},
     "tv only": {"use_depth": False, "use_edge": False, "use_tv": True},
     "det-gs": {"use_depth": True, "use_edge": True, "use_tv": True},
+    "depth+edge": {"use_depth": True, "use_edge": True, "use_tv": False},
+    # the paper's constant weights and both depth passes every L_depth step (det-gs before issue 23's fix)
+    "det-gs constant": {"use_depth": True, "use_edge": True, "use_tv": True, "support_reference_views": 0,
+                        "depth_passes_alternate": False},
     "det-gs edge-in-depth": {"use_depth": True, "use_edge": True, "use_tv": True, "edge_space": "depth"},
 }
 # name -> (model, render overrides, views rendered). Forward-facing paths as LLFF (with 3 views of an orbit
@@ -131,12 +135,13 @@ def config_hash(config) -> str:
 
 
 def step_cost(scene: Path, views: int, frame: str, repeats: int = 3, steps: int = 20) -> dict[str, float]:
-    """Seconds per training step (forward, losses, backward) of base and det-gs on the same Gaussians.
+    """Seconds per training step (forward, losses, backward) of base, det-gs constant and det-gs on the same Gaussians.
 
     One model is set up; each repeat times ``steps`` consecutive steps (so L_depth's every-5th-step passes
     are included in proportion) of base and then det-gs, without optimizer steps or densification, so
     both see the same Gaussians. Returns the best repeat of each.
     """
+    from vision3d.methods.det_gs.losses import DetGSLossConfig
 
     config = configure(scene, "det-gs", views, 0, 1, scene.parent.parent / "runs" / "step-cost", frame, 1.0)
     config.save_config()
@@ -145,11 +150,10 @@ def step_cost(scene: Path, views: int, frame: str, repeats: int = 3, steps: int 
     pipeline, model = trainer.pipeline, trainer.pipeline.model
     pipeline.train()
     model.optimizers = trainer.optimizers.optimizers
-    best = {"base": float("inf"), "det-gs": float("inf")}
+    best = {"base": float("inf"), "det-gs constant": float("inf"), "det-gs": float("inf")}
     for repeat in range(repeats + 1):  # round 0 warms up (Numba, caches) and is not counted
         for variant in best:
-            for key, value in VARIANTS[variant].items():
-                setattr(model.config.losses, key, value)
+            model.config.losses = DetGSLossConfig(**VARIANTS[variant])
             model.config.output_depth_during_training = variant != "base"
             start = time.perf_counter()
             for step in range(steps):
@@ -194,8 +198,8 @@ def main() -> None:
         cost = step_cost(scene_path(args.step_cost, args.cache, args.resolution), args.views[0], args.frames[0])
         print(f"\nstep cost on {args.step_cost}, {args.views[0]} views, {args.resolution}px, {cost['gaussians']} Gaussians "
               f"(same Gaussians for both; best of 3 x 20 steps)\n"
-              f"base {1000 * cost['base']:.1f} ms/step   det-gs {1000 * cost['det-gs']:.1f} ms/step   "
-              f"ratio {cost['det-gs'] / cost['base']:.2f}")
+              + "   ".join(f"{name} {1000 * cost[name]:.1f} ms/step (x{cost[name] / cost['base']:.2f})"
+                         for name in ("base", "det-gs constant", "det-gs")))
         return
     version = code_version()
     results_file = args.cache / "results.json"

@@ -68,9 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     choices=["regression", "regression + GCR"], help="which models to train (both for the table)")
     ap.add_argument("--matcher", default="sift", choices=["sift", "xfeat", "auto"])
     ap.add_argument("--lambda-gcr", type=float, default=0.5)
+    ap.add_argument("--gcr-depth-corr", type=int, default=48, metavar="N",
+                    help="GCRConfig.num_depth_corr: exact correspondences from GT depth per pair besides the matches; "
+                         "0: matches only (use_depth off), so the PnP target carries the matcher's noise")
     ap.add_argument("--cache", default=None, help="folder for rendered rooms and matches")
     ap.add_argument("--json", default=None, help="also write the numbers here")
-    ap.add_argument("--from-json", default=None, help="only re-print the table of an earlier --json file")
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                    help="only print the table of earlier --json files; several (e.g. the arms or seeds run as "
+                         "separate processes with the same data and budget) are merged into one table")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine more threads oversubscribe and run slower)")
     ap.add_argument("--profile-steps", type=int, default=0, metavar="N",
@@ -103,7 +108,9 @@ def train_config(args: argparse.Namespace, model_cfg, arm: str, seed: int, steps
     from vision3d.pose.train import TrainConfig
 
     steps = args.steps if steps is None else steps
-    return TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr),
+    return TrainConfig(model=model_cfg, gcr=GCRConfig(enabled=arm != "regression", lambda_gcr=args.lambda_gcr,
+                                                        num_depth_corr=args.gcr_depth_corr,
+                                                        use_depth=args.gcr_depth_corr > 0),
                        steps=steps, batch_size=args.batch_size, lr=args.lr, seed=seed, mirror_prob=args.mirror_prob,
                        device=args.device, init=args.init, log_every=log_every or max(steps // 10, 1))
 
@@ -111,8 +118,8 @@ def train_config(args: argparse.Namespace, model_cfg, arm: str, seed: int, steps
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.from_json:
-        results = json.loads(Path(args.from_json).read_text())
-        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict)]
+        results = merge_results([json.loads(Path(f).read_text()) for f in args.from_json], args.from_json)
+        names = [k for k, v in results["runs"][0].items() if isinstance(v, dict) and k != "gcr_diagnostics"]
         print_table(results, sorted(names, reverse=True), results["budget"]["matcher"])
         return results
     from vision3d.cache import cache_root
@@ -142,24 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
                                 "train_render_size": list(args.train_render_size), "mirror_prob": args.mirror_prob,
                                 "test_room_seed": args.test_room_seed, "device": str(device),
                                 "protocol": args.protocol, "init": args.init,
-                                "train_pairs": len(train_ds), "matcher": matcher.method},
-                     "runs": [], "baseline": {}, "notes": notes}
-    for seed in args.seeds:
-        for arm in args.arms:
-            cfg = train_config(args, model_cfg, arm, seed)
-            t0 = time.perf_counter()
-            model, history = train(cfg, train_ds, progress=False, save=False)
-            seconds = time.perf_counter() - t0
-            run = {"arm": arm, "seed": seed, "train_seconds": seconds, "final_pose_loss": history[-1].get("pose", float("nan")),
-                   "pose_loss_history": [round(h.get("pose", float("nan")), 4) for h in history],
-                   "skipped_steps": history[-1]["skipped"]}
-            for name, ds in tests.items():
-                T_pred, T_gt, sec = predict_poses(model, ds)  # noqa: N806
-                run[name] = {**summarize(T_pred, T_gt), "seconds": sec}
-            results["runs"].append(run)
-            print(f"[geloc3r] seed {seed} {arm:17s} {seconds:6.1f} s  " + "  ".join(
-                f"{n}: AUC@5/10/20 {100 * run[n]['auc@5']:.2f}/{100 * run[n]['auc@10']:.2f}/{100 * run[n]['auc@20']:.2f}"
-                for n in tests), flush=True)
+                                "train_pairs": len(train_ds), "matcher": matcher.method, "lambda_gcr": args.lambda_gcr,
+                                "gcr_depth_corr": args.gcr_depth_corr},
+                     "runs": [], "baseline": {}, "notes": notes, "threads": args.threads}
     for name, ds in tests.items():
         P, G, sec, failed = evaluate_essential(ds, matcher)  # noqa: N806
         results["baseline"][name] = {**summarize(P, G), "seconds": sec, "failed": failed}
@@ -168,11 +160,31 @@ def main(argv: list[str] | None = None) -> dict:
     prior = np.eye(4)[None]
     prior[0, :3, 3] = (t / np.linalg.norm(t, axis=1, keepdims=True)).mean(0)
     results["prior"] = {name: summarize(np.repeat(prior, len(ds), 0), gt_poses(ds)) for name, ds in tests.items()}
-    results["total_seconds"] = time.perf_counter() - t_start
-    results["threads"] = args.threads
+
+    def save() -> None:  # after every run, so a long measurement cut short keeps its finished runs
+        results["total_seconds"] = time.perf_counter() - t_start
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
+    for seed in args.seeds:
+        for arm in args.arms:
+            cfg = train_config(args, model_cfg, arm, seed)
+            t0 = time.perf_counter()
+            model, history = train(cfg, train_ds, progress=False, save=False)
+            seconds = time.perf_counter() - t0
+            run = {"arm": arm, "seed": seed, "train_seconds": seconds, "final_pose_loss": history[-1].get("pose", float("nan")),
+                   "pose_loss_history": [round(h.get("pose", float("nan")), 4) for h in history],
+                   "skipped_steps": history[-1]["skipped"], "gcr_diagnostics": gcr_diagnostics(history)}
+            for name, ds in tests.items():
+                T_pred, T_gt, sec = predict_poses(model, ds)  # noqa: N806
+                run[name] = {**summarize(T_pred, T_gt), "seconds": sec, "per_scene": per_scene(ds, T_pred, T_gt)}
+            results["runs"].append(run)
+            print(f"[geloc3r] seed {seed} {arm:17s} {seconds:6.1f} s  " + "  ".join(
+                f"{n}: AUC@5/10/20 {100 * run[n]['auc@5']:.2f}/{100 * run[n]['auc@10']:.2f}/{100 * run[n]['auc@20']:.2f}"
+                for n in tests), flush=True)
+            save()
     print_table(results, list(tests), matcher.method)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    save()
     return results
 
 
@@ -226,6 +238,9 @@ def datasets(args: argparse.Namespace, size: tuple[int, int], matcher, cache: Pa
     return train_ds, tests, notes
 
 
+STEP_MS_BEFORE = {"regression": 225.1, "regression + GCR": 529.6}  # ms/step before batching GCR (b14d376)
+
+
 def profile_steps(args, model_cfg, train_ds) -> dict:
     """Median wall time of one training step (batch, forward, losses, backward, optimiser) per arm, the arms
     interleaved over 3 rounds so a changing machine load hits both alike."""
@@ -242,11 +257,48 @@ def profile_steps(args, model_cfg, train_ds) -> dict:
     result = {arm: {"median_ms": 1000 * float(np.median(t)), "steps": len(t)} for arm, t in times.items()}
     print(f"\nstep time, batch {args.batch_size}, model {args.preset} {tuple(model_cfg.image_size)}, device {args.device}, "
           f"{args.threads} torch thread(s):")
+    print(f"  {'arm':18s} {'before (recorded)':>18s} {'now (measured)':>15s}")
     for arm, r in result.items():
-        print(f"  {arm:18s} {r['median_ms']:8.1f} ms/step (median of {r['steps']})")
+        print(f"  {arm:18s} {STEP_MS_BEFORE[arm]:18.1f} {r['median_ms']:15.1f} ms/step (median of {r['steps']})")
+    print("  before: the per-pair GCR loop, commit b14d376, measured 2026-12-05 on this shared CPU with the same "
+          "flags and --train-rooms 2 (docs/geloc3r.md); machine load changes both columns")
     if args.json:
         Path(args.json).write_text(json.dumps({"step_time": result}, indent=1))
     return {"step_time": result}
+
+
+def per_scene(ds, T_pred: np.ndarray, T_gt: np.ndarray) -> dict:  # noqa: N803
+    """``summarize`` of each scene's pairs of a test set, by scene name: which scenes a score comes from."""
+    from vision3d.pose.evaluate import summarize
+
+    scenes = np.array([s for s, _, _ in ds.pairs])
+    return {ds.framesets[s].name: summarize(T_pred[scenes == s], T_gt[scenes == s]) for s in np.unique(scenes)}
+
+
+def gcr_diagnostics(history: list[dict]) -> dict:
+    """GCR's solver diagnostics of a training run (empty without GCR): each one's mean over the log rows of the
+    whole run (``all``) and its last log row (``last``, the last ``log_every`` steps)."""
+    from vision3d.pose.gcr import GCR_DIAGNOSTICS
+
+    keys = [k for k in GCR_DIAGNOSTICS if any(k in h for h in history)]
+    return {"all": {k: float(np.mean([h[k] for h in history if k in h])) for k in keys},
+            "last": {k: history[-1].get(k, float("nan")) for k in keys}} if keys else {}
+
+
+def merge_results(parts: list[dict], names: list[str]) -> dict:
+    """One result from several ``--json`` files of the same data and budget (their runs joined; the prior and
+    baseline rows, which do not depend on the arm or seed, from the first file)."""
+    same = ("steps", "batch_size", "model", "train_pairs", "protocol", "matcher", "lr")
+    for part, name in zip(parts[1:], names[1:], strict=True):
+        diff = [k for k in same if part["budget"].get(k) != parts[0]["budget"].get(k)]
+        if diff:
+            sys.exit(f"geloc3r.py: {name}: its {', '.join(diff)} differ from {names[0]}'s; only runs of the same "
+                     "data and budget go in one table")
+    merged = dict(parts[0])
+    merged["runs"] = [r for part in parts for r in part["runs"]]
+    merged["budget"] = {**parts[0]["budget"], "seeds": sorted({r["seed"] for r in merged["runs"]})}
+    merged["total_seconds"] = sum(p["total_seconds"] for p in parts)
+    return merged
 
 
 def gt_poses(ds) -> np.ndarray:
@@ -294,8 +346,51 @@ def print_table(results: dict, test_names: list[str], matcher: str) -> None:
             plain, ours = auc5["regression"], auc5["regression + GCR"]
             rel = f"{100 * (ours - plain) / plain:+.1f}%" if plain > 0 else "n/a (plain AUC@5 is 0)"
             print(f"{'':14s} relative AUC@5 change with GCR: {rel} (paper: +16% on CO3Dv2)")
+    print_per_scene(results, test_names)
+    print_gcr_diagnostics(results["runs"])
     for note in results["notes"]:
         print("note:", note)
+
+
+def print_per_scene(results: dict, test_names: list[str]) -> None:
+    """AUC@5 and median rotation / translation error of each arm per scene (mean over seeds) and the prior's."""
+    for name in test_names:
+        runs = [r for r in results["runs"] if "per_scene" in r.get(name, {})]
+        if not runs:
+            continue
+        arms = list(dict.fromkeys(r["arm"] for r in runs))
+        print(f"\n{name} by scene: pairs, then AUC@5 / median rot° / median trans° of " + ", ".join(arms)
+              + " (mean over seeds)")
+        for scene, first in runs[0][name]["per_scene"].items():
+            cells = []
+            for arm in arms:
+                rows = [r[name]["per_scene"][scene] for r in runs if r["arm"] == arm]
+                cells.append(f"{100 * np.mean([x['auc@5'] for x in rows]):6.2f} / {np.mean([x['median_rot'] for x in rows]):5.1f}"
+                             f" / {np.mean([x['median_trans'] for x in rows]):5.1f}")
+            print(f"  {scene[:34]:34s} {first['pairs']:4d}   " + "   ".join(cells))
+
+
+def print_gcr_diagnostics(runs: list[dict]) -> None:
+    """Per arm, GCR's solver diagnostics on its training pairs (mean ± std over seeds; the whole run, then its
+    last log window): why GCR does or does not change the regression."""
+    rows = [("solved %", "solved", 100), ("inlier ratio %", "inlier_ratio", 100),
+            ("match share of inliers %", "match_inlier_share", 100), ("PnP rot err °", "pnp_rot_deg", 1),
+            ("PnP trans err °", "pnp_trans_deg", 1), ("regression rot err °", "reg_rot_deg", 1),
+            ("regression trans err °", "reg_trans_deg", 1)]
+    print("\nGCR diagnostics on the training pairs GCR sees (mean ± std over seeds; the regression's error is on "
+          "the same pairs):")
+    print(f"{'arm':18s} {'diagnostic':26s} {'whole run':>15s} {'last window':>15s}")
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        diags = [r.get("gcr_diagnostics") or {} for r in runs if r["arm"] == arm]
+        if not all(diags):
+            print(f"{arm:18s} {'(no GCR branch: nothing to report)':26s}")
+            continue
+        for label, key, scale in rows:
+            cells = []
+            for when in ("all", "last"):
+                v = scale * np.array([d[when].get(key, np.nan) for d in diags])
+                cells.append(f"{np.nanmean(v):7.2f}±{np.nanstd(v):6.2f}" if np.isfinite(v).any() else "-")
+            print(f"{arm:18s} {label:26s} {cells[0]:>15s} {cells[1]:>15s}")
 
 
 if __name__ == "__main__":

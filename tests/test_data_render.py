@@ -290,3 +290,47 @@ def test_render_writes_sfm_like_seed_points(rendered, cow_mesh):
     render_scene(cow_mesh, out, path="forward", views=3, width=32, height=32, spp=4, progress=False, sparse_points=500)
     assert time.time() - start < seconds / 2
     assert len(trimesh.load(out / "sparse_pc.ply").vertices) == 500
+
+
+@pytest.mark.apt
+@pytest.mark.blender
+@needs_blender
+@pytest.mark.parametrize("parts", ["slabs:2", "models"])
+def test_part_ids_come_from_the_object_index_pass(cow_mesh, tmp_path, parts):
+    """RoMaP's part masks: the cow cut in two slabs, or two cows side by side; ids 1..2 only on the model."""
+    extra = (str(cow_mesh),) if parts == "models" else ()
+    out = render_scene(cow_mesh, tmp_path / "out", views=2, width=24, height=24, spp=1, ground="none",
+                       parts=parts, extra_models=extra, progress=False)  # fmt: skip
+    meta = json.loads((out / "transforms.json").read_text())
+    assert len(json.loads((out / "part_ids" / "parts.json").read_text())) == 2
+    for frame in meta["frames"]:
+        ids = np.array(Image.open(out / "part_ids" / frame["file_path"].split("/")[-1]))
+        depth = np.array(Image.open(out / frame["depth_file_path"]))
+        assert set(np.unique(ids)) == {0, 1, 2}
+        assert np.all(depth[ids > 0] > 0), "a part id where the model is not hit"
+        assert (ids[depth > 0] > 0).mean() > 0.9
+
+
+def test_unknown_parts_mode_fails_before_blender_runs(tmp_path):
+    with pytest.raises(RenderError, match="parts must be models, objects or slabs:K"):
+        render_scene(tmp_path / "nope.off", tmp_path / "out", parts="slabs:1", progress=False)
+
+
+def test_rendered_scene_feeds_the_pose_pairs(rendered):
+    """A `v3d data render` scene read by the pose pipeline (GeLoc3r's seen-scene protocol trains on these): its
+    OpenCV poses and metric depth send view 1's pixels to view 2's surface (depth agrees within 3 %) and colour."""
+    import torch
+
+    from vision3d.pose.data import PairDataset, frames_from_nerfstudio
+    from vision3d.pose.gcr import depth_correspondences
+
+    fs = frames_from_nerfstudio(rendered[0])
+    s = PairDataset([fs], [(0, 0, 1)], image_size=(32, 32))[0]
+    p1, _, q2 = depth_correspondences(s["depth1"], s["depth2"], s["K1"], s["K2"], s["T21"], 200,
+                                      generator=torch.Generator().manual_seed(0))
+    drawn = int((s["depth1"] > 0).sum())
+    assert len(p1) > 0.5 * min(drawn, 200)  # visible: view 2's depth agrees with the moved point
+    c1 = s["img1"][:, p1[:, 1].long(), p1[:, 0].long()]
+    c2 = s["img2"][:, q2[:, 1].long(), q2[:, 0].long()]
+    c_rand = s["img2"][:, torch.randint(0, 32, (len(p1),)), torch.randint(0, 32, (len(p1),))]
+    assert (c1 - c2).abs().mean() < 0.5 * (c1 - c_rand).abs().mean()

@@ -262,6 +262,35 @@ def test_weights_scale_the_terms():
         assert b[key].item() == pytest.approx(2.0 * a[key].item(), rel=1e-6)
 
 
+def test_weights_fall_with_the_number_of_training_views():
+    """Up to support_reference_views (8) views the paper's weights; beyond, L_depth and L_edge are scaled by
+    s = 8 / views and L_tv by s²."""
+    rgb, gt = torch.rand(H, W, 3), torch.rand(H, W, 3)
+    depth, prior = smooth_depth(0).float(), 1.0 / smooth_depth(1).float()
+    cfg = DetGSLossConfig()
+
+    def terms(config, views):
+        return regularizer_losses(config, 0, rgb, gt, depth=depth, prior=prior, num_train_views=views)
+
+    unscaled = terms(cfg, None)
+    assert set(unscaled) == {"depth_color", "edge", "tv"}
+    for views, factor in ((3, 1.0), (8, 1.0), (24, 1 / 3), (80, 0.1)):
+        scaled = terms(cfg, views)
+        for key, value in unscaled.items():
+            expected = factor**2 if key == "tv" else factor
+            assert scaled[key].item() == pytest.approx(expected * value.item(), rel=1e-6), (views, key)
+    constant = terms(DetGSLossConfig(support_reference_views=0), 24)  # the paper's constant weights
+    for key, value in unscaled.items():
+        assert constant[key].item() == pytest.approx(value.item(), rel=1e-6)
+
+
+def test_depth_passes_take_turns():
+    cfg = DetGSLossConfig()
+    assert [cfg.depth_passes_at(step) for step in (0, 3, 5, 10, 15)] == [("hard",), (), ("soft",), ("hard",), ("soft",)]
+    assert DetGSLossConfig(depth_passes_alternate=False).depth_passes_at(5) == ("hard", "soft")
+    assert DetGSLossConfig(use_depth=False).depth_passes_at(0) == ()
+
+
 def test_depth_pass_parameters_detach_what_must_not_learn():
     n = 5
     params = {

@@ -12,6 +12,7 @@ import torch
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.methods import run
 from vision3d.methods.det_gs.config import det_gs
+from vision3d.methods.det_gs.losses import canny_edges
 from vision3d.methods.det_gs.model import pool_to
 from vision3d.methods.presets import find_preset, ns_train_command
 
@@ -55,7 +56,9 @@ def _one_step_losses(trainer, step):
 def test_regularizers_enter_the_loss_and_switch_off(tmp_path):
     trainer = run.train(_config(tmp_path / "on", steps=1))
     on_depth_step = _one_step_losses(trainer, step=10)
-    assert {"det_gs_depth_hard", "det_gs_depth_soft", "det_gs_edge", "det_gs_tv"} <= on_depth_step.keys()
+    assert {"det_gs_depth_hard", "det_gs_edge", "det_gs_tv"} <= on_depth_step.keys()
+    # the hard and soft passes take turns on L_depth's steps (depth_passes_alternate)
+    assert "det_gs_depth_soft" not in on_depth_step and "det_gs_depth_soft" in _one_step_losses(trainer, step=15)
     off_depth_step = _one_step_losses(trainer, step=11)
     assert "det_gs_depth_hard" not in off_depth_step and "det_gs_edge" in off_depth_step
     loss = sum(on_depth_step.values())
@@ -64,6 +67,30 @@ def test_regularizers_enter_the_loss_and_switch_off(tmp_path):
 
     baseline = run.train(_config(tmp_path / "off", steps=1, use_depth=False, use_edge=False, use_tv=False))
     assert not any(k.startswith("det_gs") for k in _one_step_losses(baseline, step=10))
+
+
+def test_viewer_outputs_depth_and_the_edge_mask(tmp_path):
+    """Issue 21's modes: a training camera shows the ground truth's Canny edges that drive L_edge there,
+    a novel camera the Canny edges of its own render; both as [H, W, 1] floats next to depth."""
+    trainer = run.train(_config(tmp_path, steps=1))
+    trainer.pipeline.datamanager.train_unseen_cameras = [0]
+    _one_step_losses(trainer, step=1)  # trains on image 0: caches its edges and pose
+    model, dataset = trainer.pipeline.model, trainer.pipeline.datamanager.train_dataset
+    model.eval()
+    camera = dataset.cameras[0:1].to(model.device)
+    outputs = model.get_outputs_for_camera(camera)
+    gt = trainer.pipeline.datamanager.cached_train[0]["image"][..., :3]
+    gt_edges = canny_edges(gt)
+    assert outputs["depth"].shape == outputs["edge_mask"].shape == (*gt.shape[:2], 1)
+    assert gt_edges.any() and torch.equal(outputs["edge_mask"][..., 0].bool().cpu(), gt_edges.cpu())
+
+    novel = dataset.cameras[0:1].to(model.device)
+    novel.camera_to_worlds = novel.camera_to_worlds.clone()
+    novel.camera_to_worlds[..., 3] += 0.05
+    outputs = model.get_outputs_for_camera(novel)
+    rendered_edges = canny_edges(outputs["rgb"])
+    assert torch.equal(outputs["edge_mask"][..., 0].bool(), rendered_edges)
+    assert not torch.equal(rendered_edges.cpu(), gt_edges.cpu())
 
 
 def _metric_config(tmp_path, steps: int, scale: float):
@@ -120,7 +147,7 @@ def test_det_gs_is_unchanged_by_the_scene_units(tmp_path):
         _seed_everything()
         trainer.pipeline.datamanager.train_unseen_cameras = [0]  # the same view both times
         losses[scale] = {k: v.item() for k, v in _one_step_losses(trainer, step=10).items()}
-    assert {"det_gs_depth_hard", "det_gs_depth_soft", "det_gs_edge", "det_gs_tv"} <= losses[1.0].keys()
+    assert {"det_gs_depth_hard", "det_gs_edge", "det_gs_tv"} <= losses[1.0].keys()
     for key, value in losses[1.0].items():
         assert losses[100.0][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
 

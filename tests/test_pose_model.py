@@ -14,6 +14,7 @@ from vision3d.pose.gcr import (
     GCRConfig,
     angular_pose_loss,
     depth_correspondences,
+    depth_correspondences_batch,
     gcr_consistency_loss,
     symmetric_pose_loss,
 )
@@ -121,6 +122,51 @@ def test_depth_correspondences_are_exact_and_visible():
     q, _ = project_points(transform_points(invert_pose(T21), X1)[None], K[None])
     assert torch.allclose(q[0], q2, atol=1e-4)
     assert (q2[:, 0] >= 0).all() and (q2[:, 0] < 32).all()
+
+
+def test_batched_depth_correspondences_are_exact_per_pair():
+    """One draw for a batch: every pair gets its own exact, visible correspondences, valid ones first; a pair
+    without depth gets none."""
+    from vision3d.geometry import project_points, transform_points
+
+    depth1, depth2, K, T21 = _plane_pair()
+    T21b = torch.stack([T21, invert_pose(T21) @ T21, T21])  # noqa: N806  (pair 1: the identity)
+    d1 = torch.stack([depth1, depth1, torch.zeros_like(depth1)])
+    d2 = torch.stack([depth2, depth1, depth2])
+    p1, X1, q2, valid = depth_correspondences_batch(d1, d2, K.expand(3, 3, 3), K.expand(3, 3, 3), T21b, 40,  # noqa: N806
+                                                    generator=torch.Generator().manual_seed(1))
+    assert p1.shape == (3, 40, 2) and X1.shape == (3, 40, 3) and valid.shape == (3, 40)
+    assert 20 <= int(valid[0].sum()) <= 40 and int(valid[1].sum()) == 40 and int(valid[2].sum()) == 0
+    for b in range(2):
+        n = int(valid[b].sum())
+        assert valid[b, :n].all()  # valid entries first
+        q, _ = project_points(transform_points(invert_pose(T21b[b]), X1[b, :n])[None], K[None])
+        assert torch.allclose(q[0], q2[b, :n], atol=1e-4)
+        assert torch.allclose(X1[b, :n, 2], d1[b][p1[b, :n, 1].long(), p1[b, :n, 0].long()])
+    assert torch.allclose(q2[1, :40], p1[1, :40], atol=1e-4)  # identity pose: every pixel maps to itself
+    assert len({tuple(x) for x in p1[0, : int(valid[0].sum())].tolist()}) == int(valid[0].sum())  # no repeats
+
+
+def test_gcr_diagnostics_measure_the_solver():
+    """The diagnostics say what the solver did: exact depth correspondences solve every pair with ~0° PnP error,
+    all inliers from depth; the regression's own error on those pairs is the angle to the ground truth."""
+    depth1, depth2, K, T21 = _plane_pair()
+    b = 2
+    batch = {"img1": torch.rand(b, 3, 24, 32), "depth1": depth1.expand(b, -1, -1), "depth2": depth2.expand(b, -1, -1),
+             "K1": K.expand(b, 3, 3), "K2": K.expand(b, 3, 3), "T21": T21.expand(b, 4, 4),
+             "matches": torch.zeros(b, 8, 4), "match_mask": torch.zeros(b, 8, dtype=torch.bool)}
+    pred = _poses(b, seed=5)
+    out = {"pose2to1": pred, "pose1to2": invert_pose(pred), "feat1": torch.randn(b, 16, 3, 4),
+           "feat2": torch.randn(b, 16, 3, 4)}
+    res = GCR(GCRConfig(num_depth_corr=60, min_inliers=8), feat_dim=16)(batch, out, torch.Generator().manual_seed(0))
+    assert float(res["solved"]) == 1.0 and 0.9 <= float(res["inlier_ratio"]) <= 1.0
+    assert float(res["match_inlier_share"]) == 0.0
+    assert float(res["pnp_rot_deg"]) < 0.1 and float(res["pnp_trans_deg"]) < 0.5
+    r, t = angular_pose_loss(pred, T21.expand(b, 4, 4))
+    assert float(res["reg_rot_deg"]) == pytest.approx(math.degrees(float(r.mean())), abs=1e-3)
+    assert float(res["reg_trans_deg"]) == pytest.approx(math.degrees(float(t.mean())), abs=1e-3)
+    nothing = GCR(GCRConfig(use_depth=False, min_inliers=8), feat_dim=16)(batch, out)  # no matches: nothing to solve
+    assert float(nothing["solved"]) == 0.0 and math.isnan(float(nothing["pnp_rot_deg"]))
 
 
 def test_gcr_branch_recovers_pose_and_gives_gradients():
@@ -258,8 +304,9 @@ def test_batched_gcr_equals_gcr_pair_by_pair():
         assert torch.allclose(both[key], torch.stack([a[key] for a in alone]).mean(), atol=1e-5), key
     assert float(both["inliers"]) == pytest.approx(sum(float(a["inliers"]) for a in alone) / 3)
     # the padding is invisible to the weighting: each pair's weights equal those of the pair alone
-    corr = [gcr.correspondences(batch, b) for b in range(3)]
-    geom = [torch.cat([c[0] / 32, c[2] / 32, c[3][:, None].expand(-1, 4)], -1) for c in corr]
+    p1, _, q2, src, _, valid = gcr.correspondences(batch, 3)
+    assert valid.sum(1).tolist() == [c + o for c, o in zip(counts, outliers, strict=True)]
+    geom = [torch.cat([p1[b] / 32, q2[b] / 32, src[b][:, None].expand(-1, 4)], -1)[valid[b]] for b in range(3)]
     m = max(len(x) for x in geom)
     padded = torch.stack([torch.nn.functional.pad(x, (0, 0, 0, m - len(x))) for x in geom])
     valid = torch.stack([torch.arange(m) < len(x) for x in geom])

@@ -282,6 +282,8 @@ def test_benchmark_gpu_command_wires_up_its_config():
     assert (plain.device, plain.init, plain.steps, plain.seed) == ("cuda", "/x/reloc3r.pth", 7, 2)
     assert not plain.gcr.enabled and ours.gcr.enabled
     assert plain.to_dict() | {"gcr": None} == ours.to_dict() | {"gcr": None}  # the arms differ only in GCR
+    matches_only = bench.train_config(bench.parse_args(["--gcr-depth-corr", "0"]), model_cfg, "regression + GCR", 0)
+    assert not matches_only.gcr.use_depth and matches_only.gcr.use_matches and ours.gcr.use_depth
     with pytest.raises(SystemExit):
         bench.parse_args(["--protocol", "both"])
 
@@ -297,4 +299,17 @@ def test_benchmark_seen_scene_protocol_runs_tiny(tmp_path):
     assert [r["arm"] for r in res["runs"]] == ["regression", "regression + GCR"]
     held = res["runs"][0]["held-out-views"]
     assert np.isfinite(held["median_rot"]) and "held-out-views" in res["baseline"]
+    assert sum(v["pairs"] for v in held["per_scene"].values()) == held["pairs"]
     assert json.loads((tmp_path / "r.json").read_text())["budget"]["protocol"] == "seen-scenes"
+    plain, ours = res["runs"]
+    assert plain["gcr_diagnostics"] == {}
+    diag = ours["gcr_diagnostics"]["all"]
+    assert 0.0 <= diag["solved"] <= 1.0 and set(diag) >= {"solved", "inliers"}
+    # arms run as separate processes (same data and budget) merge into one table; other budgets do not
+    for k, run in enumerate(res["runs"]):
+        (tmp_path / f"arm{k}.json").write_text(json.dumps({**res, "runs": [run]}))
+    merged = bench.main(["--from-json", str(tmp_path / "arm0.json"), str(tmp_path / "arm1.json")])
+    assert [r["arm"] for r in merged["runs"]] == ["regression", "regression + GCR"]
+    (tmp_path / "other.json").write_text(json.dumps({**res, "budget": {**res["budget"], "steps": 3}}))
+    with pytest.raises(SystemExit, match="other.json: its steps differ"):
+        bench.main(["--from-json", str(tmp_path / "arm0.json"), str(tmp_path / "other.json")])

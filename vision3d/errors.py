@@ -11,3 +11,24 @@ class CheckpointNotFoundError(Vision3DError, FileNotFoundError):
 
 class CheckpointError(Vision3DError, ValueError):
     """A weights or checkpoint file that cannot be used: unreadable, another format, or shapes that do not fit."""
+
+
+def one_line_errors_in_our_commands() -> None:
+    """In ``ns-*`` commands (nerfstudio's, which load our method configs), print an uncaught Vision3DError as
+    one line (``error: ...``, exit code 1) instead of a traceback, as ``v3d`` does; other errors are untouched."""
+    import sys
+
+    from vision3d.known_warnings import is_our_command
+
+    if not is_our_command() or getattr(sys.excepthook, "vision3d_one_line", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, error, traceback):
+        if isinstance(error, Vision3DError):
+            print(f"error: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, traceback)
+
+    hook.vision3d_one_line = True
+    sys.excepthook = hook

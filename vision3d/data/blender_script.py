@@ -11,7 +11,11 @@ formats without axis conversion: off, ply, stl), ``out_dir``, ``path`` ("orbit",
 (a PNG path or null), ``ground`` (false: no ground plane), ``model_texture`` (PNG or null, used only
 when the model has no material), ``wall_texture`` (PNG or null, walk path), ``seed``, ``fov_deg``,
 ``threads``, ``mesh_max_faces``, ``view_range`` ([first, stop) path indices to render, or absent: all),
-``size`` (the model's largest side after normalisation: 1, or 0.6 in the walk-through room).
+``size`` (the model's largest side after normalisation: 1, or 0.6 in the walk-through room),
+``extra_models`` (more model files, each normalised to ``size`` and set in a row along +X beside the
+first, the row then normalised to ``size``), ``parts`` (null, ``models``: one part per model file,
+``objects``: one per mesh object, ``slabs:K``: the model cut into K slabs of equal extent along its
+longest axis).
 
 Scene: the model is centred at the origin (world +Z up); ``orbit`` and ``forward`` stand it on a 5×5
 textured ground plane at its lowest point, ``walk`` puts it in an open-top 4.4×3.4×1.6 room (textured
@@ -31,6 +35,8 @@ What it writes into ``out_dir``:
   rendered view has a next pose on the path: closed orbit, or a range that stops early), intrinsics,
   ``model_to_world`` (the up-axis rotation and normalisation: file coordinates to world for off/ply/stl,
   Blender's imported Z-up coordinates for the others), Blender's version.
+* with ``parts``: ``ViewLayer.IndexOB.X`` in each EXR, the part id per pixel (1..P, 0 = ground, room,
+  background; Cycles writes the id of the first hit, not a blend), and ``part_names`` in ``cameras.json``.
 * ``mesh.npz``: every mesh in the scene, triangulated, in world coordinates (``vertices`` [V, 3],
   ``faces`` [F, 3], ``part`` [F]: 0 = model, 1 = ground / room), and ``mesh_small.npz`` with the model
   decimated to at most ``mesh_max_faces`` faces when that is set.
@@ -383,6 +389,60 @@ def export_triangles(objects_parts, path):
              part=np.concatenate(parts))
 
 
+# --------------------------------------------------------------------------------------------- parts
+
+
+def split_into_slabs(objects, k):
+    """Cut ``objects`` into ``k`` slabs of equal extent along the longest world axis (by face centre)."""
+    import bmesh
+
+    v = world_vertices(objects)
+    axis = int(np.argmax(v.max(0) - v.min(0)))
+    edges = np.linspace(v.min(0)[axis], v.max(0)[axis], k + 1)
+    edges[-1] += 1e-6
+    slabs = [[] for _ in range(k)]
+    for o in objects:
+        m = np.array(o.matrix_world)
+        for j in range(k):
+            piece = o.copy()
+            piece.data = o.data.copy()
+            bpy.context.scene.collection.objects.link(piece)
+            bm = bmesh.new()
+            bm.from_mesh(piece.data)
+            drop = [f for f in bm.faces
+                    if not edges[j] <= (m[:3, :3] @ np.array(f.calc_center_median()) + m[:3, 3])[axis] < edges[j + 1]]
+            bmesh.ops.delete(bm, geom=drop, context="FACES")
+            bm.to_mesh(piece.data)
+            bm.free()
+            slabs[j].append(piece)
+    for o in objects:
+        bpy.data.objects.remove(o, do_unlink=True)
+    bpy.context.view_layer.update()
+    return slabs
+
+
+def assign_parts(groups, mode):
+    """Set ``pass_index`` 1..P on the model's objects; returns (the model's objects, the part names).
+
+    ``groups``: one (name, objects) per model file."""
+    objects = [o for _, objs in groups for o in objs]
+    if mode == "models":
+        parts = [(name, objs) for name, objs in groups]
+    elif mode == "objects":
+        parts = [(o.name, [o]) for o in objects]
+    elif mode.startswith("slabs:"):
+        k = int(mode.split(":", 1)[1])
+        slabs = split_into_slabs(objects, k)
+        parts = [(f"slab{j + 1}", objs) for j, objs in enumerate(slabs)]
+        objects = [o for objs in slabs for o in objs]
+    else:
+        raise ValueError(f"unknown parts mode {mode!r} (models, objects, slabs:K)")
+    for index, (_, objs) in enumerate(parts):
+        for o in objs:
+            o.pass_index = index + 1
+    return objects, [name for name, _ in parts]
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -400,6 +460,24 @@ def main():
     scene = bpy.context.scene
 
     model, up_rotation = import_model(cfg["model"], cfg.get("up", "z"))
+    groups = [(os.path.splitext(os.path.basename(cfg["model"]))[0], model)]
+    extra = cfg.get("extra_models") or []
+    if extra:
+        size = cfg.get("size", 1.0)
+        normalise(model, size)
+        for k, path in enumerate(extra):
+            objs, _ = import_model(path, cfg.get("up", "z"))
+            normalise(objs, size)
+            shift = Matrix.Translation(Vector((1.2 * size * (k + 1), 0.0, 0.0)))
+            for o in objs:
+                if o.parent is None:
+                    o.matrix_world = shift @ o.matrix_world
+            bpy.context.view_layer.update()
+            groups.append((os.path.splitext(os.path.basename(path))[0], objs))
+            model = model + objs
+    part_names = []
+    if cfg.get("parts"):
+        model, part_names = assign_parts(groups, cfg["parts"])
     for o in model:
         if len(o.data.materials) == 0:
             o.data.materials.append(
@@ -462,6 +540,7 @@ def main():
     layer.use_pass_z = True
     layer.use_pass_normal = True
     layer.use_pass_vector = True
+    layer.use_pass_object_index = bool(part_names)
     settings = scene.render.image_settings
     settings.file_format = "OPEN_EXR_MULTILAYER"
     settings.color_depth = "32"
@@ -509,6 +588,7 @@ def main():
         "model_bounds": [lo.tolist(), hi.tolist()],
         "room": room,
         "blender_version": bpy.app.version_string,
+        "part_names": part_names,
         "seconds": time.time() - start,
     }
     with open(os.path.join(out, "cameras.json"), "w") as f:

@@ -39,6 +39,9 @@ def render(
     mesh_max_faces: int = typer.Option(None, help="Decimate the written ground-truth model mesh to this many faces."),
     force: bool = typer.Option(False, help="Render again even if the folder holds this exact scene."),
     sparse_points: int = typer.Option(4000, help="SfM-like seed points to write as sparse_pc.ply (0: none)."),
+    parts: str = typer.Option(None, help="Write part ids (part_ids/): models, objects, or slabs:K (the model cut "
+                              "into K parts along its longest axis)."),
+    extra_model: list[str] = typer.Option([], help="Another model set beside the first (repeat for more)."),
 ) -> None:
     """Render a real scene with Blender (Cycles, CPU) into nerfstudio's transforms.json format."""
     from vision3d.data.render import render_scene
@@ -48,7 +51,8 @@ def render(
         raise typer.BadParameter(f"--res must be N or WxH, got {res!r}")
     scene = render_scene(model, out, path=path, views=views, width=int(width), height=int(height or width),
                          spp=spp, hdri=hdri, ground=ground, texture=texture, seed=seed, fov_deg=fov, up=up,
-                         mesh_max_faces=mesh_max_faces, force=force, sparse_points=sparse_points)
+                         mesh_max_faces=mesh_max_faces, force=force, sparse_points=sparse_points, parts=parts,
+                         extra_models=tuple(extra_model))
     typer.echo(f"scene written to {scene / 'transforms.json'}")
 
 

@@ -22,6 +22,9 @@ multilayer EXRs it writes, and writes a scene in nerfstudio's ``transforms.json`
                                   1.5 px filter), so it carries a little noise that falls with spp:
                                   against flow from depth and poses, median error 0.01 px at 32 spp
                                   and 15° steps, ~0.1 px at 4 spp and 60° steps.
+    OUT/part_ids/frame_00001.png  with ``parts``: 16-bit part id per pixel from Blender's object-index pass
+                                  (1..P, 0 = background, ground, room), and ``part_ids/parts.json`` the
+                                  part names (RoMaP's 2D part masks, :mod:`vision3d.methods.romap.masks`)
     OUT/mesh.ply                  ground-truth mesh of everything rendered (model + ground or room),
                                   world coordinates; OUT/object.ply: the model alone
     OUT/sparse_pc.ply             SfM-like seed points (``ply_file_path``, as ``ns-process-data`` names
@@ -105,6 +108,11 @@ class RenderConfig:
     motion between views are those of the full path: a short stretch of a dense path can be rendered at many
     samples per pixel (an event simulator needs that; see :func:`vision3d.events.simulator.simulate_rendered_sequence`).
     Every rendered view has a flow when the path goes on after ``stop``."""
+    parts: str | None = None
+    """Write per-pixel part ids: ``models`` (one part per model file), ``objects`` (one per mesh object of
+    the file), ``slabs:K`` (the model cut into K slabs along its longest axis); None: none."""
+    extra_models: tuple[str, ...] = ()
+    """More model files (or known mesh names) set in a row beside the first, e.g. a scene of several models."""
 
 
 def find_blender() -> str:
@@ -245,6 +253,10 @@ def render_scene(
         if not 0 <= first < stop <= cfg.views:
             raise RenderError(f"view_range {cfg.view_range} must satisfy 0 <= first < stop <= views ({cfg.views})")
         cfg.view_range = (int(first), int(stop))
+    if cfg.parts is not None and cfg.parts not in ("models", "objects") and not (
+        cfg.parts.startswith("slabs:") and cfg.parts[6:].isdigit() and int(cfg.parts[6:]) >= 2
+    ):
+        raise RenderError(f"parts must be models, objects or slabs:K with K >= 2, got {cfg.parts!r}")
     if cfg.up not in (None, "y", "z"):
         raise RenderError(f"up axis must be 'y' or 'z', got {cfg.up!r}")
     # Checks in the order a user needs them: the arguments (a model file of theirs must exist), the output
@@ -272,9 +284,13 @@ def render_scene(
         model_path, source, registry_up = resolve_model(model)
     up = cfg.up or registry_up or "y"
 
+    extra_paths = [resolve_model(m)[0] for m in cfg.extra_models]
     key_config = asdict(cfg)
-    if cfg.view_range is None:  # unset: left out of the key, as before the field existed
-        del key_config["view_range"]
+    for name, unset in (("view_range", None), ("parts", None), ("extra_models", ())):
+        if getattr(cfg, name) == unset:  # unset: left out of the key, as before the field existed
+            del key_config[name]
+    if extra_paths:
+        key_config["extra_models"] = [_file_hash(p) for p in extra_paths]
     key_data = {"config": key_config, "model": _file_hash(model_path), "script": _code_hash(SCRIPT),
                 "format": FORMAT_VERSION, "hdri": str(hdri_file(cfg.hdri))}
     cache_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
@@ -300,13 +316,17 @@ def render_scene(
             bl_cfg["fov_deg"] = cfg.fov_deg
         if cfg.view_range is not None:
             bl_cfg["view_range"] = list(cfg.view_range)
+        if cfg.parts is not None:
+            bl_cfg["parts"] = cfg.parts
+        if extra_paths:
+            bl_cfg["extra_models"] = [str(p) for p in extra_paths]
         (work / "config.json").write_text(json.dumps(bl_cfg, indent=1))
         start = time.time()
         n_render = cfg.view_range[1] - cfg.view_range[0] if cfg.view_range else cfg.views
         _run_blender(exe, work / "config.json", n_render, progress, label=f"{model_path.name} ({cfg.path})")
         seconds = time.time() - start
         cams = json.loads((work / "cameras.json").read_text())
-        for sub in ("images", "depths", "normals", "flows", "exr"):
+        for sub in ("images", "depths", "normals", "flows", "exr", "part_ids"):
             shutil.rmtree(out / sub, ignore_errors=True)
         meta = _write_scene(work, out, cams, cfg)
         meta["source"] = source
@@ -444,6 +464,11 @@ def _write_scene(work: Path, out: Path, cams: dict, cfg: RenderConfig) -> dict:
         normal_png = np.where(ok, np.round((normal_cam / np.maximum(norm, 1e-12) + 1.0) * 127.5), 0.0)
         Image.fromarray(np.clip(normal_png, 0, 255).astype(np.uint8)).save(out / "normals" / f"{name}.png")
 
+        if cfg.parts is not None:
+            (out / "part_ids").mkdir(exist_ok=True)
+            ids = np.round(_channel(ch, "IndexOB", "X")[..., 0]).astype(np.uint16)
+            Image.fromarray(ids).save(out / "part_ids" / f"{name}.png")
+
         frame = {"file_path": f"images/{name}.png", "transform_matrix": c2w,
                  "depth_file_path": f"depths/{name}.png", "normal_file_path": f"normals/{name}.png"}
         if i < n - 1 or last_has_next:
@@ -457,6 +482,8 @@ def _write_scene(work: Path, out: Path, cams: dict, cfg: RenderConfig) -> dict:
             frame["flow_file_path"] = f"flows/{name}.npy"
         frames.append(frame)
 
+    if cfg.parts is not None:
+        (out / "part_ids" / "parts.json").write_text(json.dumps(cams["part_names"]))
     meshes = np.load(work / ("mesh_small.npz" if (work / "mesh_small.npz").exists() else "mesh.npz"))
     vertices, faces, part = meshes["vertices"], meshes["faces"], meshes["part"]
     trimesh.Trimesh(vertices, faces, process=False).export(out / "mesh.ply")

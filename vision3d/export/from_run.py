@@ -131,18 +131,27 @@ def read_run_config(config_path: Path):
         raise RunError(f"{config_path}: not a config this version can read ({_first_line(err)})") from None
     if not isinstance(config, TrainerConfig):
         raise RunError(f"{config_path}: not a nerfstudio run config (holds {type(config).__name__})")
-    mismatches = _version_mismatches(config)
-    if mismatches:
-        shown = ", ".join(mismatches[:4]) + (f" and {len(mismatches) - 4} more" if len(mismatches) > 4 else "")
-        raise RunError(f"{config_path}: written by another version of nerfstudio/vision3d (fields {shown})")
+    check_config_version(config_path, config)
     if config.method_name not in all_methods:
         raise RunError(f"{config_path}: method {config.method_name!r} is not installed here")
     return config
 
 
+def check_config_version(config_path: Path, config) -> None:
+    """Raise (naming ``config_path``) when the loaded config's fields differ from the installed classes'."""
+    mismatches = _version_mismatches(config)
+    if mismatches:
+        shown = ", ".join(mismatches[:4]) + (f" and {len(mismatches) - 4} more" if len(mismatches) > 4 else "")
+        raise RunError(f"{config_path}: written by another version of nerfstudio/vision3d (fields {shown})")
+
+
 def latest_checkpoint(config_path: Path, config) -> Path:
     """The newest ``step-*.ckpt`` of the run, checked to be a whole torch archive (not truncated or corrupt)."""
-    checkpoint_dir = config_path.parent / config.relative_model_dir
+    return newest_checkpoint(config_path.parent / config.relative_model_dir)
+
+
+def newest_checkpoint(checkpoint_dir: Path) -> Path:
+    """The newest ``step-*.ckpt`` in ``checkpoint_dir``, checked to be a whole torch archive."""
     checkpoints = sorted(checkpoint_dir.glob("step-*.ckpt")) if checkpoint_dir.is_dir() else []
     if not checkpoints:
         raise CheckpointNotFoundError(f"{checkpoint_dir}: no checkpoint (step-*.ckpt) in the run")

@@ -7,23 +7,75 @@
   default ``weights_only=True`` (torch >= 2.6), which refuses the numpy float64 learning rates its own
   exponential-decay scheduler stores. Importing this module (every vision3d method config does) allows
   exactly those numpy scalar types, so our checkpoints load.
+- ``ns-viewer``, ``ns-render``, ``ns-export`` and ``ns-eval`` read a run's ``config.yml`` with ``yaml.load`` and
+  then ask it for its checkpoint folder (``get_checkpoint_dir``). A config of ours read that way (a yaml
+  constructor for our class marks it; a new timestamp unmarks it) checks first that its fields match the
+  installed classes and that its newest checkpoint is there and whole, and fails in one line naming the
+  file, where nerfstudio would print a traceback from deep inside torch or yaml.
 """
 
 from __future__ import annotations
 
+import sys
+import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from vision3d.errors import one_line_errors_in_our_commands
+
 torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))])
+one_line_errors_in_our_commands()
+
+_READ_FROM_YAML: set[int] = set()  # ids of live configs that yaml.load built from a saved config.yml
 
 
 @dataclass
 class Vision3DTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: Vision3DTrainer)
+
+    def set_timestamp(self) -> None:
+        """A new run (``ns-train --load-config``): no longer the saved run it was read from."""
+        _READ_FROM_YAML.discard(id(self))
+        super().set_timestamp()
+
+    def get_checkpoint_dir(self) -> Path:
+        """nerfstudio's checkpoint folder; for a config read from a saved run, checked first (module docstring)."""
+        checkpoint_dir = super().get_checkpoint_dir()
+        if id(self) in _READ_FROM_YAML:
+            from vision3d.export.from_run import check_config_version, newest_checkpoint
+
+            check_config_version(_config_file(self), self)
+            newest_checkpoint(checkpoint_dir)
+        return checkpoint_dir
+
+
+def _config_file(config: TrainerConfig) -> Path:
+    """The config.yml a command was given (``--load-config``), else where the run saved it."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg.replace("_", "-") == "--load-config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.replace("_", "-").startswith("--load-config="):
+            return Path(arg.split("=", 1)[1])
+    return config.get_base_dir() / "config.yml"
+
+
+def _construct_saved_config(loader: yaml.Loader, node: yaml.MappingNode):
+    """yaml.Loader's own construction of our config (as for any python/object), then marked as read from a file."""
+    config = Vision3DTrainerConfig.__new__(Vision3DTrainerConfig)
+    yield config
+    config.__dict__.update(loader.construct_mapping(node))
+    _READ_FROM_YAML.add(id(config))
+    weakref.finalize(config, _READ_FROM_YAML.discard, id(config))
+
+
+yaml.Loader.add_constructor(f"tag:yaml.org,2002:python/object:{__name__}.Vision3DTrainerConfig", _construct_saved_config)
 
 
 class Vision3DTrainer(Trainer):

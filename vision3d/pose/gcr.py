@@ -48,6 +48,8 @@ from vision3d.geometry.se3 import invert_pose, make_pose, transform_points
 from vision3d.geometry.so3 import rotation_angle, skew, vector_angle
 
 ANGLE_EPS = 1e-6
+GCR_DIAGNOSTICS = ("solved", "inliers", "inlier_ratio", "match_inlier_share", "pnp_rot_deg", "pnp_trans_deg",
+                   "reg_rot_deg", "reg_trans_deg")  # what :meth:`GCR.forward` reports besides its losses
 
 
 @dataclass
@@ -99,47 +101,55 @@ def gcr_consistency_loss(pose2to1: torch.Tensor, pose1to2: torch.Tensor, geo2to1
     return (r1 + t1 + r2 + t2) / 2
 
 
+def depth_correspondences_batch(depth1, depth2, K1, K2, T21, num: int, visibility_tol: float = 0.03,  # noqa: N803
+                                 noise_px: float = 0.0, generator: torch.Generator | None = None):
+    """Dense GT correspondences of ``B`` pairs at once: ``(p1 [B, num, 2], X1 [B, num, 3], q2 [B, num, 2],
+    valid [B, num])`` from depths ``[B, H, W]``, intrinsics ``[B, 3, 3]`` and ``T21 [B, 4, 4]``.
+
+    Per pair, ``4 num`` pixels with depth are drawn at random (top-k of uniform keys: a random subset without a
+    per-pair loop), unprojected into camera 1 (``X1``), moved into camera 2 with ``T21`` (camera 2 in camera 1)
+    and projected (``q2``); a pixel is valid when it lands in view 2 and ``depth2`` agrees within
+    ``visibility_tol`` relative. The first ``num`` valid draws are kept, valid entries first in each row.
+    """
+    b, h, w = depth1.shape
+    has = (depth1 > 0).flatten(1)
+    keys = torch.rand(has.shape, generator=generator, device=depth1.device, dtype=depth1.dtype)
+    keys, pick = torch.where(has, keys, -1.0).topk(min(num * 4, h * w), dim=1)  # [B, 4 num], random order
+    drawn = keys >= 0
+    v, u = pick // w, pick % w
+    p1 = torch.stack([u, v], -1).to(depth1.dtype) + 0.5
+    rows = torch.arange(b, device=depth1.device)[:, None]
+    X1 = unproject_points(p1, depth1[rows, v, u], K1)  # noqa: N806
+    q2, z2 = project_points(transform_points(invert_pose(T21), X1), K2)
+    inb = (z2 > 1e-6) & (q2[..., 0] >= 0) & (q2[..., 0] < w) & (q2[..., 1] >= 0) & (q2[..., 1] < h)
+    dz = depth2[rows, q2[..., 1].clamp(0, h - 1).long(), q2[..., 0].clamp(0, w - 1).long()]
+    vis = drawn & inb & (dz > 0) & ((dz - z2).abs() < visibility_tol * z2)
+    # the first `num` visible draws of each row, moved to the front (a stable sort keeps their random order)
+    order = torch.sort((~vis).to(torch.uint8), dim=1, stable=True).indices[:, :num]
+    p1, X1, q2, valid = (x.gather(1, order[..., None].expand(-1, -1, x.shape[-1])) for x in (p1, X1, q2, vis[..., None]))  # noqa: N806
+    if noise_px > 0:
+        q2 = q2 + noise_px * torch.randn(q2.shape, generator=generator, device=q2.device, dtype=q2.dtype)
+    return p1, X1, q2, valid[..., 0]
+
+
 def depth_correspondences(depth1, depth2, K1, K2, T21, num: int, visibility_tol: float = 0.03,  # noqa: N803
                           noise_px: float = 0.0, generator: torch.Generator | None = None):
-    """Dense GT correspondences of one pair: ``(p1 [M, 2], X1 [M, 3], q2 [M, 2])`` with ``M <= num``.
-
-    ``p1`` pixels of view 1 with depth, ``X1`` their 3D points in camera 1, ``q2`` their projection into
-    view 2 under ``T21`` (camera 2 in camera 1), kept when in bounds and visible in ``depth2``.
-    """
-    h, w = depth1.shape
-    v, u = torch.nonzero(depth1 > 0, as_tuple=True)
-    if len(v) == 0:
-        return depth1.new_zeros(0, 2), depth1.new_zeros(0, 3), depth1.new_zeros(0, 2)
-    pick = torch.randperm(len(v), generator=generator, device=depth1.device)[: num * 4]
-    p1 = torch.stack([u[pick], v[pick]], -1).float() + 0.5
-    X1 = unproject_points(p1[None], depth1[v[pick], u[pick]][None], K1[None])[0]  # noqa: N806
-    X2 = transform_points(invert_pose(T21), X1)  # noqa: N806
-    q2, z2 = project_points(X2[None], K2[None])
-    q2, z2 = q2[0], z2[0]
-    inb = (z2 > 1e-6) & (q2[:, 0] >= 0) & (q2[:, 0] < w) & (q2[:, 1] >= 0) & (q2[:, 1] < h)
-    xi = q2[:, 0].clamp(0, w - 1).long()
-    yi = q2[:, 1].clamp(0, h - 1).long()
-    dz = depth2[yi, xi]
-    vis = inb & (dz > 0) & ((dz - z2).abs() < visibility_tol * z2)
-    keep = torch.nonzero(vis).squeeze(1)[:num]
-    q = q2[keep]
-    if noise_px > 0:
-        q = q + noise_px * torch.randn(q.shape, generator=generator, device=q.device, dtype=q.dtype)
-    return p1[keep], X1[keep], q
+    """:func:`depth_correspondences_batch` of one pair ``[H, W]``: ``(p1 [M, 2], X1 [M, 3], q2 [M, 2])``, ``M <= num``."""
+    p1, X1, q2, valid = depth_correspondences_batch(depth1[None], depth2[None], K1[None], K2[None], T21[None], num,  # noqa: N806
+                                                    visibility_tol, noise_px, generator)
+    return p1[valid], X1[valid], q2[valid]
 
 
 def match_correspondences(matches, mask, depth1, K1):  # noqa: N803
-    """Sparse matches lifted with view 1's depth: ``(p1 [M, 2], X1 [M, 3], q2 [M, 2], keep index [M])``."""
-    m = matches[mask]
-    h, w = depth1.shape
-    p1, q2 = m[:, :2], m[:, 2:]
-    xi = p1[:, 0].clamp(0, w - 1).long()
-    yi = p1[:, 1].clamp(0, h - 1).long()
-    d = depth1[yi, xi]
-    ok = d > 0
-    idx = torch.nonzero(mask).squeeze(1)[ok]
-    X1 = unproject_points(p1[ok][None], d[ok][None], K1[None])[0]  # noqa: N806
-    return p1[ok], X1, q2[ok], idx
+    """Sparse matches ``[B, N, 4]`` (``x1, y1, x2, y2``) of ``B`` pairs lifted with view 1's depth ``[B, H, W]``:
+    ``(p1 [B, N, 2], X1 [B, N, 3], q2 [B, N, 2], valid [B, N])``; valid = ``mask`` and depth at ``p1``."""
+    h, w = depth1.shape[-2:]
+    p1, q2 = matches[..., :2], matches[..., 2:]
+    rows = torch.arange(len(matches), device=matches.device)[:, None]
+    d = depth1[rows, p1[..., 1].clamp(0, h - 1).long(), p1[..., 0].clamp(0, w - 1).long()]
+    valid = mask & (d > 0)
+    X1 = unproject_points(p1, torch.where(valid, d, 0.0), K1)  # noqa: N806
+    return p1, X1, q2, valid
 
 
 def sampson_distance(p1, q2, K1, K2, T21):  # noqa: N803
@@ -188,61 +198,70 @@ def _sample(fmap: torch.Tensor, pix: torch.Tensor, h: int, w: int) -> torch.Tens
     return F.grid_sample(fmap, grid, align_corners=False)[:, :, 0].mT
 
 
-def _pad(rows: list[torch.Tensor], length: int) -> torch.Tensor:
-    """Per-pair tensors ``[M_b, ...]`` stacked into ``[B, length, ...]``, zero-padded."""
-    return torch.stack([F.pad(r, (0, 0) * (r.dim() - 1) + (0, length - len(r))) for r in rows])
-
-
 class GCR(nn.Module):
-    """The training-only branch: builds correspondences, weights them, solves, and returns the two GCR losses.
+    """The training-only branch: builds correspondences, weights them, solves, and returns the two GCR losses
+    with the solver's diagnostics.
 
-    The correspondences are drawn per pair (their number differs), then padded to one ``[B, M]`` batch: the
-    weighting, the weighted RANSAC-PnP and the refit run once for all pairs of the step."""
+    Everything runs on one padded ``[B, M]`` batch of the step's pairs (``valid`` marks the real
+    correspondences): drawing the correspondences, the weighting, the weighted RANSAC-PnP and the refit."""
 
     def __init__(self, cfg: GCRConfig, feat_dim: int):
         super().__init__()
         self.cfg = cfg
         self.fusion = FusionTransformer(cfg, feat_dim)
 
-    def correspondences(self, batch: dict, b: int, generator=None):
+    def correspondences(self, batch: dict, n_pairs: int, generator=None):
+        """The first ``n_pairs`` pairs' correspondences ``(p1, X1, q2 [B, M, 2|3], src, score, valid [B, M])``:
+        depth ones (``src`` 0, score 1) then matches (``src`` 1, score 0.5), valid entries moved to the front of
+        each row (the padding zeroed) and ``M`` the largest valid count."""
         cfg = self.cfg
+        d1, d2, K1, K2, T21 = (batch[k][:n_pairs] for k in ("depth1", "depth2", "K1", "K2", "T21"))  # noqa: N806
         parts = []
         if cfg.use_depth:
-            p1, X1, q2 = depth_correspondences(batch["depth1"][b], batch["depth2"][b], batch["K1"][b], batch["K2"][b],  # noqa: N806
-                                               batch["T21"][b], cfg.num_depth_corr, cfg.visibility_tol,
-                                               cfg.depth_corr_noise_px, generator)
-            parts.append((p1, X1, q2, p1.new_zeros(len(p1)), p1.new_ones(len(p1))))
+            parts.append((*depth_correspondences_batch(d1, d2, K1, K2, T21, cfg.num_depth_corr, cfg.visibility_tol,
+                                                       cfg.depth_corr_noise_px, generator), 0.0, 1.0))
         if cfg.use_matches:
-            p1, X1, q2, _ = match_correspondences(batch["matches"][b], batch["match_mask"][b], batch["depth1"][b],  # noqa: N806
-                                                  batch["K1"][b])
-            parts.append((p1, X1, q2, p1.new_ones(len(p1)), p1.new_full((len(p1),), 0.5)))
-        p1, X1, q2, src, score = (torch.cat(x) for x in zip(*parts, strict=True))  # noqa: N806
-        return p1, X1, q2, src, score
+            parts.append((*match_correspondences(batch["matches"][:n_pairs], batch["match_mask"][:n_pairs], d1, K1),
+                          1.0, 0.5))
+        p1, X1, q2, valid = (torch.cat(x, 1) for x in zip(*[part[:4] for part in parts], strict=True))  # noqa: N806
+        src, score = (torch.cat([torch.full_like(part[3], part[k], dtype=p1.dtype) for part in parts], 1) for k in (4, 5))
+        m = int(valid.sum(1).max()) if valid.numel() else 0
+        order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :m]
+        valid = valid.gather(1, order)
+        p1, X1, q2 = (x.gather(1, order[..., None].expand(-1, -1, x.shape[-1])) * valid[..., None]  # noqa: N806
+                      for x in (p1, X1, q2))
+        return p1, X1, q2, src.gather(1, order), score.gather(1, order), valid
 
     def forward(self, batch: dict, out: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Losses ``consistency`` and ``weights`` (scalars with gradients), ``geo2to1 [S, 4, 4]`` of the ``S`` solved
+        pairs, and diagnostics (CPU scalars; the last five NaN when no pair is solved): ``solved`` (share of the
+        step's GCR pairs RANSAC-PnP solves), ``inliers`` (mean count), ``inlier_ratio`` (inliers / correspondences),
+        ``match_inlier_share`` (share of the inliers that are feature matches, not depth), ``pnp_rot_deg`` /
+        ``pnp_trans_deg`` (mean error of the PnP pose against the ground truth) and ``reg_rot_deg`` /
+        ``reg_trans_deg`` (the regression's error on the same pairs)."""
         cfg = self.cfg
         h, w = batch["img1"].shape[-2:]
         n_pairs = min(batch["img1"].shape[0], cfg.max_pairs_per_step)
-        corr = [self.correspondences(batch, b, generator) for b in range(n_pairs)]
-        use = [b for b in range(n_pairs) if len(corr[b][0]) >= max(cfg.min_inliers, 6)]
+        nan = torch.tensor(float("nan"))
         zero = batch["img1"].new_zeros(())
-        result = {"consistency": zero, "weights": zero, "solved": torch.tensor(0.0), "inliers": torch.tensor(0.0),
-                  "geo2to1": batch["T21"].new_zeros(0, 4, 4)}
-        if not use:
+        result = {"consistency": zero, "weights": zero, "solved": torch.tensor(0.0), "inliers": nan,
+                  "geo2to1": batch["T21"].new_zeros(0, 4, 4), "inlier_ratio": nan, "match_inlier_share": nan,
+                  "pnp_rot_deg": nan, "pnp_trans_deg": nan, "reg_rot_deg": nan, "reg_trans_deg": nan}
+        p1, X1, q2, src, score, valid = self.correspondences(batch, n_pairs, generator)  # noqa: N806
+        use = valid.sum(1) >= max(cfg.min_inliers, 6)
+        if not bool(use.any()):
             return result
-        m = max(len(corr[b][0]) for b in use)
-        p1, X1, q2, src, score = (_pad([corr[b][k] for b in use], m) for k in range(5))  # noqa: N806
-        valid = _pad([torch.ones_like(corr[b][3], dtype=torch.bool) for b in use], m)
-        sel = torch.tensor(use, device=p1.device)
-        K1, K2, T21 = batch["K1"][sel], batch["K2"][sel], batch["T21"][sel]  # noqa: N806
-        pose2to1, pose1to2 = out["pose2to1"][sel], out["pose1to2"][sel]
+        p1, X1, q2, src, score, valid = (x[use] for x in (p1, X1, q2, src, score, valid))  # noqa: N806
+        K1, K2, T21 = (batch[k][:n_pairs][use] for k in ("K1", "K2", "T21"))  # noqa: N806
+        pose2to1, pose1to2 = out["pose2to1"][:n_pairs][use], out["pose1to2"][:n_pairs][use]
         with torch.no_grad():
             samp = sampson_distance(p1, q2, K1, K2, pose2to1.detach())
         geom = torch.stack([p1[..., 0] / w * 2 - 1, p1[..., 1] / h * 2 - 1, q2[..., 0] / w * 2 - 1,
                             q2[..., 1] / h * 2 - 1, 1 - src, src, score, torch.log1p(samp.clamp(max=1e3))], -1)
         feats = None
         if cfg.use_encoder_features:
-            feats = torch.cat([_sample(out["feat1"][sel], p1, h, w), _sample(out["feat2"][sel], q2, h, w)], -1)
+            idx = torch.nonzero(use).squeeze(1)
+            feats = torch.cat([_sample(out["feat1"][idx], p1, h, w), _sample(out["feat2"][idx], q2, h, w)], -1)
         weights = self.fusion(geom, feats, valid) * valid
         res = ransac_pnp_batch(X1, q2, K2, weights, cfg.ransac_threshold_px, cfg.ransac_hypotheses,
                                cfg.refine_iterations, generator=generator, valid=valid)
@@ -255,4 +274,12 @@ class GCR(nn.Module):
         r_w, t_w = angular_pose_loss(geo21, T21[ok])
         result.update(consistency=gcr_consistency_loss(pose2to1[ok], pose1to2[ok], geo21).mean(),
                       weights=(r_w + t_w).mean(), inliers=n_in[ok].float().mean().cpu(), geo2to1=geo21.detach())
+        with torch.no_grad():
+            inl = res.inliers[ok]
+            r_reg, t_reg = angular_pose_loss(pose2to1[ok].detach(), T21[ok])
+            deg = 180.0 / torch.pi
+            result.update(inlier_ratio=(n_in[ok] / valid[ok].sum(1)).mean().cpu(),
+                          match_inlier_share=((inl & (src[ok] > 0.5)).sum() / inl.sum()).float().cpu(),
+                          pnp_rot_deg=deg * r_w.detach().mean().cpu(), pnp_trans_deg=deg * t_w.detach().mean().cpu(),
+                          reg_rot_deg=deg * r_reg.mean().cpu(), reg_trans_deg=deg * t_reg.mean().cpu())
         return result

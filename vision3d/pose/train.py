@@ -26,7 +26,7 @@ from vision3d.pose.data import (
     frames_from_nerfstudio,
     mirror_pairs,
 )
-from vision3d.pose.gcr import GCR, GCRConfig, symmetric_pose_loss
+from vision3d.pose.gcr import GCR, GCR_DIAGNOSTICS, GCRConfig, symmetric_pose_loss
 from vision3d.pose.network import PoseRegressor, PoseRegressorConfig, load_pretrained, read_checkpoint
 
 
@@ -156,8 +156,9 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
     start = time.perf_counter()
     it = iter(loader)
     bar = _progress(progress, cfg.steps)
-    running: dict[str, float] = {}
-    skipped = skipped_logged = 0
+    running: dict[str, float] = {}  # sums of the finite values of each term since the last log row, and their counts
+    counts: dict[str, int] = {}
+    skipped = 0
     step = 0
     try:  # Ctrl-C saves the current weights (and history) before it propagates
         for step in range(cfg.steps):
@@ -178,7 +179,8 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
             if gcr is not None and step >= cfg.gcr.start_step:
                 g = gcr(batch, out, gcr_gen)
                 loss = loss + cfg.gcr.lambda_gcr * g["consistency"] + cfg.gcr.lambda_weights * g["weights"]
-                terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()), solved=float(g["solved"]))
+                terms.update(gcr=float(g["consistency"].detach()), geo=float(g["weights"].detach()),
+                             **{k: float(g[k]) for k in GCR_DIAGNOSTICS})
             opt.zero_grad(set_to_none=True)
             ok = bool(torch.isfinite(loss))
             if ok:
@@ -188,18 +190,17 @@ def train(cfg: TrainConfig, dataset: PairDataset | None = None, progress: bool =
             if ok:
                 opt.step()
                 for k, v in terms.items():
-                    running[k] = running.get(k, 0.0) + v
+                    if math.isfinite(v):  # a diagnostic is NaN on a step where GCR solved no pair
+                        running[k] = running.get(k, 0.0) + v
+                        counts[k] = counts.get(k, 0) + 1
             else:
                 skipped += 1
                 opt.zero_grad(set_to_none=True)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                n = max(1, (cfg.log_every if (step + 1) % cfg.log_every == 0 else (step + 1) % cfg.log_every)
-                        - (skipped - skipped_logged))
-                skipped_logged = skipped
                 row = {"step": step + 1, "seconds": time.perf_counter() - start, "skipped": skipped,
-                       **{k: v / n for k, v in running.items()}}
+                       **{k: v / counts[k] for k, v in running.items()}}
                 history.append(row)
-                running = {}
+                running, counts = {}, {}
                 if bar is not None:
                     bar[0].update(bar[1], completed=step + 1,
                                   description=" ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("step", "seconds", "skipped")))

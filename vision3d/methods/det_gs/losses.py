@@ -12,6 +12,15 @@ rendered inputs; only the Canny edge map goes through OpenCV, once per ground-tr
 
 Decisions on what the paper leaves open (each is a config field; the reason is given here):
 
+- **Weights fall with the number of training views** (``support_reference_views=8``,
+  ``tv_support_exponent=2``). All three terms are priors; what the photometric loss triangulates grows
+  with the views, the priors' error does not. Up to 8 views the paper's weights; with n > 8, L_depth and
+  L_edge are scaled by s = 8/n and L_tv by s². Why (docs/det-gs.md, dragon-360, 24 views): the
+  monocular-like prior is less accurate (depth AbsRel 0.061 after the best affine fit) than base's
+  24-view geometry (~0.03), so the paper's constant weights pulled the shape towards it (−0.5 to −1.2 dB);
+  and L_tv, which acts on the image but moves geometry, raised depth AbsRel 0.028 -> 0.070 even at s
+  (one run: indicative only, runs differ by 1-2 dB), so it falls faster. 0: the paper's constant weights.
+
 - **Scale** (:func:`to_comparison_space`). Every depth det-gs sees is first divided by a robust statistic
   of its own view, the median over the view's valid pixels (detached), so no term, threshold or gradient
   balance depends on the scene's units: a scene in millimetres trains as the same scene in metres (and
@@ -44,6 +53,9 @@ Decisions on what the paper leaves open (each is a config field; the reason is g
   with floaters. ``depth_global_std="within_patch"`` uses the pooled within-patch deviation instead, which
   makes the global term exactly invariant to per-patch shifts (the whole-image σ_I changes when patches
   shift, so the paper's global term is invariant to per-patch shifts only up to that one scalar).
+- **Passes** (``depth_passes_alternate=True``): L_depth's hard and soft renders take turns on its steps
+  (each every 2·``depth_every`` steps), which halves their cost: a det-gs step then costs 1.2x a base
+  step at 96 px instead of 1.3-1.4x (the paper gives no cost, DNGaussian renders both every time).
 - **Patches**: one size per term per step drawn uniformly from ``patch_size_range`` (inclusive), and a
   random grid origin in [0, size) so that the right and bottom remainders are covered over steps;
   drawn from ``numpy.random.default_rng([seed, step])`` so a run is reproducible and independent of the
@@ -98,6 +110,11 @@ class DetGSLossConfig:
     ssim_lambda: float = 0.2
     """λ in (1-λ) L1 + λ (1 - SSIM); 3DGS's value (the paper does not state it)."""
 
+    support_reference_views: int = 8
+    """regularizer weights are multiplied by s = min(1, this / number of training views); 0: constant weights."""
+    tv_support_exponent: float = 2.0
+    """L_tv's weight is multiplied by s ** this (L_depth's and L_edge's by s); see the docstring."""
+
     # hierarchical depth supervision
     use_depth: bool = True
     """switch for L_depth (needs a depth prior)."""
@@ -131,6 +148,8 @@ class DetGSLossConfig:
     """ω: opacity of every Gaussian in the hard depth pass (DNGaussian's value)."""
     depth_passes: tuple[str, ...] = ("hard", "soft")
     """which extra depth renders the model makes for L_depth: 'hard' (ω, means learn), 'soft' (opacities learn)."""
+    depth_passes_alternate: bool = True
+    """render one of ``depth_passes`` per L_depth step, in turn (each every len·depth_every steps); see the docstring."""
     seed: int = 0
     """seed of the patch sizes and grid offsets (combined with the step)."""
 
@@ -181,6 +200,23 @@ class DetGSLossConfig:
     def depth_active(self, step: int) -> bool:
         """Whether L_depth is applied at ``step`` (switched on, started, and on the every-N schedule)."""
         return self.use_depth and step >= self.depth_start_step and step % self.depth_every == 0
+
+    def depth_passes_at(self, step: int) -> tuple[str, ...]:
+        """The depth passes rendered for L_depth at ``step`` (none when L_depth is not active there)."""
+        if not self.depth_active(step):
+            return ()
+        if not self.depth_passes_alternate or len(self.depth_passes) < 2:
+            return tuple(self.depth_passes)
+        return (self.depth_passes[(step // self.depth_every) % len(self.depth_passes)],)
+
+    def view_support_factor(self, num_train_views: int | None) -> float:
+        """s = ``min(1, support_reference_views / num_train_views)``, the factor on L_depth's and L_edge's weights.
+
+        1 when either is unknown or ``support_reference_views`` is 0 (the paper's constant weights).
+        """
+        if not self.support_reference_views or not num_train_views:
+            return 1.0
+        return min(1.0, self.support_reference_views / num_train_views)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -605,6 +641,7 @@ def regularizer_losses(
     depth_passes: Mapping[str, torch.Tensor] | None = None,
     edges: torch.Tensor | None = None,
     accumulation: torch.Tensor | None = None,
+    num_train_views: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """DET-GS's weighted regularizers for one training image; add them to the photometric loss.
 
@@ -622,6 +659,9 @@ def regularizer_losses(
         edges: [H, W] bool cached Canny edges of ``gt_rgb``; computed here when None.
         accumulation: [H, W] or [H, W, 1] rendered opacity of the colour pass; where it is at least
             ``edge_min_accumulation`` sets L_edge's depth scale (None: every pixel with a positive depth).
+        num_train_views: size of the training set; scales L_depth and L_edge by
+            s = :meth:`DetGSLossConfig.view_support_factor` and L_tv by s ** ``tv_support_exponent``
+            (None: s = 1).
     Returns:
         dict of weighted scalar losses, with only the active terms: ``depth_<pass>`` (every
         ``depth_every`` steps), ``edge``, ``tv``.
@@ -642,7 +682,10 @@ def regularizer_losses(
         losses["tv"] = config.tv_weight * edge_preserving_tv_loss(
             rgb, gt_rgb, config.tv_tau_edge, config.tv_tau_s, config.tv_channels
         )
-    return losses
+    factor = config.view_support_factor(num_train_views)
+    if factor == 1.0:
+        return losses
+    return {name: factor ** (config.tv_support_exponent if name == "tv" else 1.0) * value for name, value in losses.items()}
 
 
 def total_loss(

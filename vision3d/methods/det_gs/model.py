@@ -11,13 +11,18 @@ Rendering decisions (each documented here, each a config field where it is a cho
 - L_depth is applied every ``losses.depth_every`` steps to the passes named in ``losses.depth_passes``:
   ``hard`` (constant opacity ω, scales and rotations detached: only the means learn) and ``soft`` (means,
   scales, rotations detached: only the opacities learn), rendered as expected depth (``ED``) with the
-  camera's current training resolution. The prior is average-pooled to that resolution; a pixel of the
+  camera's current training resolution; with ``losses.depth_passes_alternate`` one pass per L_depth step,
+  in turn (half the extra renders: a det-gs step then costs <= 1.3x a base step at 96 px).
+- Every regularizer weight is scaled by ``losses.view_support_factor(num_train_data)`` (see
+  :mod:`.losses`): the size of the training set is what nerfstudio gives the model. The prior is average-pooled to that resolution; a pixel of the
   pooled prior is valid only where all its source pixels were.
 - What does not change during training is computed once per training image and resolution and kept on
   the training device: the Canny edges of the ground truth and the prior pooled to the render's size
   (on CUDA this also saves a host-to-device copy per step).
-- The viewer has no ground truth for a novel view, so it shows Canny edges of the *rendered* view
-  (``edges``) next to RGB and depth: where L_edge would let depth jump if that render were the target.
+- Viewer modes (issue 21): ``depth`` and ``edge_mask`` ([H, W, 1], 1 on Canny edges: the pixels where
+  L_edge lets depth jump). For a training camera (same pose and size as one trained on) it is the mask
+  that drives L_edge there, the ground truth's edges; a novel view has no ground truth, so it shows the
+  Canny edges of the *rendered* RGB, where L_edge would let depth jump if that render were the target.
 """
 
 from __future__ import annotations
@@ -66,21 +71,35 @@ class DetGSModel(SplatModel):
         super().populate_modules()
         self._edge_cache: dict[tuple[int, int, int], torch.Tensor] = {}
         self._prior_cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_poses: dict[int, torch.Tensor] = {}  # image_idx -> camera-to-world [3, 4] it was trained with
 
     def get_outputs(self, camera):
         outputs = super().get_outputs(camera)
-        if not self.training and outputs.get("rgb") is not None and outputs.get("depth") is not None:
-            outputs["edges"] = canny_edges(
-                outputs["rgb"].detach().cpu(), self.config.losses.canny_low, self.config.losses.canny_high
-            ).float()[..., None].to(outputs["rgb"].device)
-        elif self.training and self.config.losses.use_depth and self.config.losses.depth_active(self.step):
-            outputs["depth_passes"] = self._render_depth_passes(camera)
+        if self.training:
+            if camera.metadata and "cam_idx" in camera.metadata:
+                self._train_poses[int(camera.metadata["cam_idx"])] = camera.camera_to_worlds[0].detach().clone()
+            if self.config.losses.use_depth and self.config.losses.depth_active(self.step):
+                outputs["depth_passes"] = self._render_depth_passes(camera)
+        elif outputs.get("rgb") is not None:
+            outputs["edge_mask"] = self.edge_mask(camera, outputs["rgb"])
         return outputs
 
+    def edge_mask(self, camera, rgb: torch.Tensor) -> torch.Tensor:
+        """[H, W, 1] float, 1 on edges: the training image's cached Canny edges for a training camera, else
+        Canny of the rendered ``rgb`` [H, W, 3] (see the module docstring)."""
+        size = tuple(rgb.shape[:2])
+        for image_idx, pose in self._train_poses.items():
+            edges = self._edge_cache.get((image_idx, *size))
+            if edges is not None and torch.allclose(camera.camera_to_worlds[0].to(pose), pose, atol=1e-5):
+                return edges.float()[..., None].to(rgb.device)
+        cfg = self.config.losses
+        edges = canny_edges(rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, cfg.canny_l2_gradient, cfg.canny_input)
+        return edges.float()[..., None].to(rgb.device)
+
     def _render_depth_passes(self, camera) -> dict[str, torch.Tensor]:
-        """The hard / soft depth renders [H, W] for L_depth (see the module docstring)."""
+        """The hard / soft depth renders [H, W] for L_depth at this step (see the module docstring)."""
         passes = {}
-        for name in self.config.losses.depth_passes:
+        for name in self.config.losses.depth_passes_at(self.step):
             params = depth_pass_parameters(
                 name, self.means, torch.exp(self.scales), self.quats,
                 torch.sigmoid(self.opacities).squeeze(-1), self.config.losses.constant_opacity,
@@ -96,7 +115,7 @@ class DetGSModel(SplatModel):
         key = (int(image_idx), gt_rgb.shape[0], gt_rgb.shape[1])
         if key not in self._edge_cache:
             cfg = self.config.losses
-            edges = canny_edges(gt_rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, input_mode=cfg.canny_input)
+            edges = canny_edges(gt_rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, cfg.canny_l2_gradient, cfg.canny_input)
             self._edge_cache[key] = edges.to(gt_rgb.device)
         return self._edge_cache[key]
 
@@ -130,6 +149,7 @@ class DetGSModel(SplatModel):
             depth_passes=outputs.get("depth_passes"),
             edges=self._edges(batch["image_idx"], gt_rgb) if self.config.losses.use_edge else None,
             accumulation=outputs["accumulation"],
+            num_train_views=self.num_train_data,
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
         return loss_dict

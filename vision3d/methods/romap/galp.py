@@ -43,7 +43,12 @@ class GalpConfig:
     knn_start_step: int = 50
     """no kNN loss before this step."""
     n_anchors: int = 1000
-    """K: the K/2 softest plus the K/2 most certain Gaussians."""
+    """K: the K/2 softest plus the K/2 most certain Gaussians (at most ``anchor_fraction`` of them)."""
+    anchor_fraction: float = 1.0
+    """K is also capped at this share of the Gaussians (1.0: no cap). The paper's 1000 anchors sit among
+    ~10⁵–10⁶ Gaussians; whether a CPU scene of a few thousand wants fewer depends on the scene
+    (docs/romap.md): on the 3-slab bunny 0.005 helped (80 steps: 307 instead of 6 Gaussians with a label
+    > 0.5), on the two-blob test scene it cost the 3D mask a quarter of its part."""
     knn_max_points: int = 300_000
     """neighbours are searched among a random subset of at most this many Gaussians."""
     refresh_every: int = 50
@@ -218,7 +223,8 @@ class GalpLoss:
         """Recompute softness over the views ``centres [V, 3]``, the anchors and their neighbours."""
         cfg = self.config
         self.softness = label_softness(label_coeffs, means, centres, cfg.sh_degree, cfg.entropy_clip_percentile)
-        self.anchors = select_anchors(self.softness, cfg.n_anchors)
+        n_anchors = min(cfg.n_anchors, max(2, round(cfg.anchor_fraction * means.shape[0])))
+        self.anchors = select_anchors(self.softness, n_anchors)
         self.neighbours = knn_neighbours(means, self.anchors, cfg.knn_k, cfg.knn_max_points, self.generator)
         self._refreshed_at = step
         self._n_gaussians = means.shape[0]

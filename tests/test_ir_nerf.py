@@ -1,0 +1,268 @@
+"""IR-NeRF: pose prior, pose metrics, pose estimator, codebook regulariser, and a CPU run of the method."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vision3d.errors import Vision3DError
+from vision3d.geometry.so3 import random_rotation, so3_exp
+from vision3d.methods.ir_nerf import losses
+from vision3d.methods.ir_nerf.evaluation import Sim3, align_poses, pose_errors
+from vision3d.methods.ir_nerf.field import camera_rays, coarse_to_fine_weights, image_pixels
+from vision3d.methods.ir_nerf.networks import SceneCodebook
+from vision3d.methods.ir_nerf.pose_prior import (
+    PosePriorConfig,
+    in_prior,
+    pose_from_9d,
+    pose_to_9d,
+    prior_preset,
+    prior_spherical,
+    sample_poses,
+)
+from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
+
+SMALL_PRIOR = prior_preset("360-object", radius_min=3.0, radius_max=3.0, elevation_min_deg=10.0, elevation_max_deg=60.0)
+
+
+def render_tiny_scene(c2w: torch.Tensor, size: int = 16) -> torch.Tensor:
+    """Analytic renders ``[N, 3, S, S]`` of a tiny asymmetric scene: three coloured balls on a ground plane
+    whose colour changes by quadrant, under a sky gradient (no symmetry, so every pose gives another image)."""
+    f = size / (2 * math.tan(math.radians(25)))
+    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])  # noqa: N806
+    origins, dirs = camera_rays(c2w, K, image_pixels(size, size).expand(len(c2w), -1, -1))
+    centres = torch.tensor([[0.6, 0.0, 0.4], [-0.3, 0.5, 0.3], [-0.2, -0.6, 0.5]])
+    radii = torch.tensor([0.4, 0.3, 0.5])
+    colours = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.3, 0.9]])
+    t_best = torch.full(origins.shape[:-1], float("inf"))
+    colour = 0.5 + 0.5 * dirs[..., 2:3] * torch.tensor([0.2, 0.4, 0.8])  # sky
+    colour = colour.expand(*origins.shape[:-1], 3).clone()
+    t_ground = -origins[..., 2] / dirs[..., 2].clamp(max=-1e-6)
+    hit = (dirs[..., 2] < -1e-6) & (t_ground > 0)
+    p = origins + t_ground[..., None] * dirs
+    ground = torch.stack([0.3 + 0.4 * (p[..., 0] > 0), 0.3 + 0.4 * (p[..., 1] > 0), 0.4 * torch.ones_like(p[..., 0])], -1)
+    colour = torch.where(hit[..., None], ground, colour)
+    t_best = torch.where(hit, t_ground, t_best)
+    for c, r, rgb in zip(centres, radii, colours, strict=True):
+        oc = origins - c
+        b = (oc * dirs).sum(-1)
+        disc = b**2 - (oc**2).sum(-1) + r**2
+        t = -b - disc.clamp_min(0).sqrt()
+        hit = (disc > 0) & (t > 0) & (t < t_best)
+        shade = 0.6 + 0.4 * ((origins + t[..., None] * dirs - c) / r)[..., 2:3]
+        colour = torch.where(hit[..., None], rgb * shade, colour)
+        t_best = torch.where(hit, t, t_best)
+    return colour.clamp(0, 1).transpose(1, 2).reshape(len(c2w), 3, size, size)
+
+
+# -- pose prior -------------------------------------------------------------------------------------------
+def test_prior_samples_lie_in_the_prior_and_look_at_the_target():
+    g = torch.Generator().manual_seed(0)
+    poses = sample_poses(SMALL_PRIOR, 200, g)
+    az, el, r = prior_spherical(SMALL_PRIOR, poses)
+    assert torch.allclose(r, torch.full_like(r, 3.0), atol=1e-5)
+    assert el.min() >= 10 - 1e-3 and el.max() <= 60 + 1e-3 and el.max() - el.min() > 40
+    assert az.max() - az.min() > 300  # the whole circle is covered
+    forward = poses[:, :3, 2]
+    assert torch.allclose((forward * -poses[:, :3, 3] / 3.0).sum(-1), torch.ones(200), atol=1e-5)
+    assert torch.allclose(poses[:, :3, :3].det(), torch.ones(200), atol=1e-5)
+    assert poses[:, 2, 0].abs().max() < 1e-5  # no roll: the camera x axis stays horizontal
+    assert in_prior(SMALL_PRIOR, poses).all()
+    below = poses.clone()
+    below[:, 2, 3] *= -1
+    assert not in_prior(SMALL_PRIOR, below).any()
+
+
+def test_forward_facing_preset_and_9d_round_trip():
+    poses = sample_poses(prior_preset("forward-facing"), 100, torch.Generator().manual_seed(1))
+    az, el, _ = prior_spherical(prior_preset("forward-facing"), poses)
+    az = (az + 180) % 360 - 180
+    assert az.abs().max() < 20.5 and el.abs().max() < 15.5  # look-at jitter moves the angles a little
+    assert torch.allclose(pose_from_9d(pose_to_9d(poses)), poses, atol=1e-5)
+    with pytest.raises(ValueError, match="reversed"):
+        PosePriorConfig(radius_min=4.0, radius_max=3.0)
+
+
+def test_barf_coarse_to_fine_weights():
+    assert torch.equal(coarse_to_fine_weights(0.0, 8, None), torch.ones(8))
+    assert coarse_to_fine_weights(0.05, 8, (0.1, 0.5)).max() == 0  # before the window: all bands off
+    assert torch.allclose(coarse_to_fine_weights(0.5, 8, (0.1, 0.5)), torch.ones(8))
+    w = coarse_to_fine_weights(0.3, 8, (0.1, 0.5))  # α = 4: bands 0–3 on, the rest off
+    assert torch.allclose(w[:4], torch.ones(4)) and w[4:].max() == 0
+
+
+# -- alignment and pose metrics -------------------------------------------------------------------------------
+def test_alignment_undoes_a_similarity_and_measures_known_errors():
+    g = torch.Generator().manual_seed(2)
+    gt = sample_poses(SMALL_PRIOR, 12, g)
+    sim = Sim3(random_rotation(1, generator=g)[0], torch.tensor([0.5, -1.0, 2.0]), 0.3)
+    moved = sim.apply_to_poses(gt)
+    errors = pose_errors(moved, gt)
+    assert errors["rot_err_deg"] < 1e-3 and errors["trans_err"] < 1e-5
+    recovered = align_poses(moved, gt)
+    assert abs(recovered.s * sim.s - 1) < 1e-5
+    # a known 10° rotation about each camera's own axis on half the cameras, centres untouched
+    perturbed = moved.clone()
+    delta = so3_exp(torch.tensor([0.0, 0.0, math.radians(10.0)]))
+    perturbed[::2, :3, :3] = perturbed[::2, :3, :3] @ delta
+    errors = pose_errors(perturbed, gt)
+    assert errors["rot_err_deg"] == pytest.approx(5.0, abs=1e-3)
+    assert errors["trans_err"] < 1e-5
+    # a known centre offset, undone only by the similarity's least squares: mean error as computed by hand
+    shifted = gt.clone()
+    shifted[0, :3, 3] += torch.tensor([0.0, 0.0, 1.2])
+    aligned = align_poses(shifted, gt).apply_to_poses(shifted)
+    expected = (aligned[:, :3, 3] - gt[:, :3, 3]).norm(dim=-1).mean()
+    assert pose_errors(shifted, gt)["trans_err"] == pytest.approx(float(expected), rel=1e-5)
+    assert 0.05 < float(expected) < 1.2
+
+
+# -- pose estimator -------------------------------------------------------------------------------------------
+def test_pose_estimator_recovers_sampled_poses_on_renders_of_a_tiny_scene():
+    torch.manual_seed(0)
+    images = render_tiny_scene(sample_poses(SMALL_PRIOR, 3))
+    f = 16 / (2 * math.tan(math.radians(25)))
+    K = torch.tensor([[f, 0, 8.0], [0, f, 8.0], [0, 0, 1]])  # noqa: N806
+    config = IRNeRFConfig(prior=SMALL_PRIOR, estimator_batch=16, lr_estimator=2e-3, use_codebook=False, seed=0)
+    system = IRNeRF(config, images, K)
+    system.render_image = render_tiny_scene  # P trains on renders at prior samples; here the renderer is exact
+    test_poses = sample_poses(SMALL_PRIOR, 64, torch.Generator().manual_seed(99))
+    test_images = render_tiny_scene(test_poses)
+
+    def rotation_error() -> float:
+        with torch.no_grad():
+            system.estimator.eval()
+            predicted = pose_from_9d(system.estimator(test_images))
+            system.estimator.train()
+        rel = predicted[:, :3, :3].transpose(1, 2) @ test_poses[:, :3, :3]
+        return float(torch.rad2deg(torch.arccos(((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1))).median())
+
+    before = rotation_error()
+    for _ in range(100):
+        system.estimator_step()
+    after = rotation_error()
+    assert before > 60
+    print(f"P on held-out renders: median rotation error {before:.1f}° -> {after:.1f}°")
+    assert after < 20, f"P's median rotation error on held-out renders: {before:.1f}° -> {after:.1f}°"
+
+
+# -- codebook regulariser ------------------------------------------------------------------------------------
+def test_codebook_consistency_loss_is_lower_for_poses_inside_the_prior():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    train_poses = sample_poses(SMALL_PRIOR, 256, g)
+    images = render_tiny_scene(train_poses)
+    codebook = SceneCodebook(16, n_codes=64, code_dim=32, tokens=4, width=16)
+    rec_opt = torch.optim.Adam([p for n, p in codebook.named_parameters() if not n.startswith("pose_encoder")], lr=2e-3)
+    pose_opt = torch.optim.Adam(codebook.pose_encoder.parameters(), lr=2e-3)
+    for _ in range(150):
+        idx = torch.randint(256, (32,), generator=g)
+        rec = losses.reconstruction_loss(codebook, images[idx])
+        rec_opt.zero_grad()
+        rec.backward()
+        rec_opt.step()
+        l_c = losses.pose_consistency_loss(codebook, pose_to_9d(train_poses[idx]), images[idx])
+        pose_opt.zero_grad()
+        l_c.backward()
+        pose_opt.step()
+    held_out = sample_poses(SMALL_PRIOR, 32, torch.Generator().manual_seed(4))
+    held_images = render_tiny_scene(held_out)
+    outside = prior_preset("360-object", radius_min=3.0, radius_max=3.0, elevation_min_deg=-80.0, elevation_max_deg=-30.0)
+    outside_poses = sample_poses(outside, 32, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        inside_loss = losses.pose_consistency_loss(codebook, pose_to_9d(held_out), held_images, reduce=False)
+        outside_loss = losses.pose_consistency_loss(codebook, pose_to_9d(outside_poses), held_images, reduce=False)
+    print(f"L_c inside the prior {inside_loss.mean():.4f}, outside {outside_loss.mean():.4f}")
+    assert inside_loss.mean() < 0.5 * outside_loss.mean()
+    assert (inside_loss < outside_loss).float().mean() > 0.8
+
+
+def test_consistency_loss_trains_the_pose_encoder_and_not_the_decoder_or_codes():
+    codebook = SceneCodebook(16, n_codes=16, code_dim=8, tokens=4, width=8)
+    poses = pose_to_9d(sample_poses(SMALL_PRIOR, 4)).requires_grad_(True)
+    losses.pose_consistency_loss(codebook, poses, torch.rand(4, 3, 16, 16)).backward()
+    assert poses.grad is not None and poses.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in codebook.pose_encoder.parameters())
+    assert codebook.codes.grad is None
+    assert all(p.grad is None for p in codebook.decoder.parameters())
+    assert all(p.grad is None for p in codebook.image_encoder.parameters())
+
+
+# -- data and the ns-train method ------------------------------------------------------------------------------
+def test_folder_of_images_without_poses(tmp_path):
+    import shutil
+
+    from vision3d.data.bundled import bundled_scene_path
+    from vision3d.methods.ir_nerf.data import load_unposed
+
+    for path in sorted((bundled_scene_path() / "images").glob("*.png"))[:4]:
+        shutil.copy(path, tmp_path / path.name)
+    data = load_unposed(tmp_path, 16, fov_deg=40.0)
+    assert data.images.shape == (4, 3, 16, 16) and data.gt_c2w is None
+    assert 0 <= data.images.min() and data.images.max() <= 1
+    expected_f = 0.5 * 128 / math.tan(math.radians(20.0))
+    assert data.original_K[0, 0] == pytest.approx(expected_f, rel=1e-5)
+    assert data.K[0, 0] == pytest.approx(expected_f * 16 / 128, rel=1e-5) and data.K[0, 2] == pytest.approx(8.0)
+    for path in list(tmp_path.glob("*.png"))[:2]:
+        path.unlink()
+    with pytest.raises(Vision3DError, match="needs at least 3 images"):
+        load_unposed(tmp_path, 16)
+
+
+def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path):
+    """The ns-train method end to end on the bundled scene (whose poses serve only for evaluation): it trains
+    through both phases and writes transforms.json (loadable as a scene, the estimated poses), cameras.npz
+    (both camera sets) and frusta.png; the model's pose metrics are those of the written cameras."""
+    from vision3d.data.bundled import bundled_scene_path
+    from vision3d.data.scene import load_scene
+    from vision3d.methods import run
+    from vision3d.methods.ir_nerf.cameras import estimated_and_gt_cameras
+    from vision3d.methods.ir_nerf.config import ir_nerf_trainer_config
+
+    config = run.configure(ir_nerf_trainer_config(), bundled_scene_path(), tmp_path, max_steps=12)
+    config.pipeline.datamanager.dataparser.image_size = 16
+    model_config = config.pipeline.model
+    model_config.steps_per_export = 100
+    system = model_config.ir_nerf
+    system.field.encoding = "pe"  # no Numba compilation in this test; the hash grid has its own tests
+    system.field.num_samples = 8
+    system.prior = prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
+    system.patch_size, system.batch_size, system.estimator_batch, system.rays_per_batch = 8, 2, 2, 128
+    system.n_codes, system.code_dim = 16, 8
+    trainer = run.train(config)
+    model = trainer.pipeline.model
+    assert model.system.config.max_steps == 12  # the schedule follows the trainer's length
+    assert bool(model.system.refining)  # phase B was reached
+
+    scene = load_scene(trainer.base_dir / "transforms.json")
+    assert len(scene) == 24 and scene.frames[0].image_path == (bundled_scene_path() / "images" / "frame_00001.png").resolve()
+    written = torch.from_numpy(np.stack([f.c2w_opencv for f in scene.frames])).float()
+    assert torch.allclose(written, model.system.estimated_poses(), atol=1e-5)
+    cameras = estimated_and_gt_cameras(trainer.base_dir)
+    assert cameras["estimated"].shape == cameras["ground_truth"].shape == (24, 4, 4)
+    assert cameras["size"] == (128, 128)
+    errors = model.pose_metrics()
+    assert all(math.isfinite(v) for v in errors.values())
+    aligned = torch.from_numpy(cameras["estimated"]).float()
+    gt = torch.from_numpy(cameras["ground_truth"]).float()
+    assert pose_errors(aligned, gt)["rot_err_deg"] == pytest.approx(errors["rot_err_deg"], abs=1e-2)
+    assert (trainer.base_dir / "frusta.png").stat().st_size > 10_000
+
+
+def test_codebook_initial_codes_cluster_the_token_descriptors(tmp_path):
+    from vision3d.methods.ir_nerf.codebook_init import initial_codes, kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    points = centres.repeat_interleave(50, 0) + 0.1 * torch.randn(150, 2, generator=g)
+    found = kmeans(points, 3, generator=g)
+    assert torch.cdist(found, centres).amin(dim=0).max() < 0.1
+    codes = initial_codes(render_tiny_scene(sample_poses(SMALL_PRIOR, 8, g)), n_codes=32, code_dim=16, tokens=4)
+    assert codes.shape == (32, 16) and torch.isfinite(codes).all()
+    assert codes.pow(2).mean().sqrt() == pytest.approx(1.0, rel=1e-4)
+    assert torch.pdist(codes).min() > 1e-4  # distinct codes
+    with pytest.raises(Vision3DError, match="VGG19 weights file not found"):
+        initial_codes(torch.rand(2, 3, 16, 16), 8, 4, 4, vgg19_weights=tmp_path / "vgg19.pth")

@@ -1,0 +1,93 @@
+"""Real images for IR-NeRF: a folder of images (no poses), or a nerfstudio scene whose poses are kept only
+for evaluation. Images are centre-cropped to a square and resized to the working size (the codebook's
+token grid and P's CNN want a square power-of-two image); intrinsics follow the crop and resize.
+Without ``transforms.json`` the focal length comes from an assumed horizontal field of view (GNeRF, like
+IR-NeRF, assumes known intrinsics), the principal point is the image centre.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vision3d.data.scene import load_scene, read_image
+from vision3d.errors import Vision3DError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class UnposedImages:
+    images: Tensor  # [N, 3, S, S] in [0, 1]
+    K: Tensor  # [3, 3] at S×S pixels  # noqa: N815
+    paths: list[Path]
+    gt_c2w: Tensor | None  # [N, 4, 4] camera-to-world, OpenCV axes, the scene's own frame; None without poses
+    original_size: tuple[int, int]  # (width, height) of the files
+    original_K: Tensor  # [3, 3] of the files  # noqa: N815
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Sorted image files of ``folder`` (or of its ``images/`` subfolder when it has one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise Vision3DError(f"{folder}: not a folder of images")
+    source = folder / "images" if (folder / "images").is_dir() else folder
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < 3:
+        raise Vision3DError(f"{source}: needs at least 3 images ({', '.join(IMAGE_SUFFIXES)}), found {len(files)}")
+    return files
+
+
+def square_resize(image: np.ndarray, K: np.ndarray, size: int) -> tuple[Tensor, np.ndarray]:  # noqa: N803
+    """Centre-crop ``image [H, W, 3]`` to a square, resize to ``size²``; intrinsics ``K`` follow. → ``[3, S, S]``, K."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    crop = torch.from_numpy(np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])).permute(2, 0, 1)[None]
+    out = F.interpolate(crop.float(), size=(size, size), mode="area")[0]
+    K = K.astype(np.float64).copy()  # noqa: N806
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    K[:2] *= size / side
+    return out.clamp(0, 1), K
+
+
+def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0) -> UnposedImages:
+    """Read ``data``: a nerfstudio scene (``transforms.json``: intrinsics used, poses kept as ground truth)
+    or a folder of images (intrinsics from ``fov_deg``)."""
+    data = Path(data)
+    if (data / "transforms.json").is_file() or data.name == "transforms.json":
+        scene = load_scene(data)
+        paths, images, Ks, c2w = [], [], [], []  # noqa: N806
+        for i, frame in enumerate(scene.frames):
+            image, K = square_resize(scene.load_image(i), frame.camera.K, image_size)  # noqa: N806
+            paths.append(frame.image_path)
+            images.append(image)
+            Ks.append(K)
+            c2w.append(np.asarray(frame.c2w_opencv, np.float64))
+        if not np.allclose(Ks, Ks[0], rtol=1e-3):
+            raise Vision3DError(f"{scene.transforms_path}: IR-NeRF needs one camera for all images (intrinsics differ)")
+        camera = scene.frames[0].camera
+        return UnposedImages(torch.stack(images), torch.from_numpy(Ks[0]).float(), paths,
+                             torch.from_numpy(np.stack(c2w)).float(), (camera.width, camera.height),
+                             torch.from_numpy(camera.K).float())
+    paths = image_files(data)
+    images, K, K_file, size = [], None, None, None  # noqa: N806
+    for path in paths:
+        array = read_image(path)
+        if size is not None and array.shape[:2] != size:
+            raise Vision3DError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, the others {size[1]}x{size[0]}")
+        size = array.shape[:2]
+        h, w = size
+        f = 0.5 * w / math.tan(math.radians(fov_deg) / 2)
+        K_file = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])  # noqa: N806
+        image, K = square_resize(array, K_file, image_size)  # noqa: N806
+        images.append(image)
+    return UnposedImages(torch.stack(images), torch.from_numpy(K).float(), paths, None, (size[1], size[0]),
+                         torch.from_numpy(K_file).float())

@@ -1,0 +1,309 @@
+"""IR-NeRF's training: GNeRF's two phases with the codebook regulariser, on a tensor of real images.
+
+Phase A (adversarial + inversion): the field renders patches at prior poses and learns against real
+patches through the discriminator; P regresses the poses of full renders at prior poses; the codebook
+learns L_rec on the real images and L_c regularises P on them. Phase B (refinement): per-image poses,
+initialised from P's estimates, and the field learn from the photometric loss, with GNeRF's regulariser
+pulling the poses and P together. Interleaving as GNeRF: A only until ``phase_a_until``, A and B
+alternating until ``alternate_until``, then B (fractions of ``max_steps``).
+Variants for the benchmark (config fields): ``adversarial=False`` skips phase A and starts the poses from
+prior samples (BARF-style refinement); ``use_codebook=False`` drops L_rec/L_c (GNeRF).
+Patches (GNeRF's dynamic patch sampler): ``patch_size²`` pixels on a grid spanning a random fraction
+``scale`` of the image at a random offset; real patches are read bilinearly at the same pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vision3d.methods.ir_nerf import losses
+from vision3d.methods.ir_nerf.codebook_init import initial_codes
+from vision3d.methods.ir_nerf.field import CoarseField, CoarseFieldConfig, camera_rays, image_pixels
+from vision3d.methods.ir_nerf.networks import PatchDiscriminator, PoseEstimator, SceneCodebook
+from vision3d.methods.ir_nerf.pose_prior import PosePriorConfig, pose_from_9d, pose_to_9d, sample_poses
+
+
+@dataclass
+class IRNeRFConfig:
+    prior: PosePriorConfig = field(default_factory=PosePriorConfig)
+    field: CoarseFieldConfig = field(default_factory=CoarseFieldConfig)
+    max_steps: int = 2000
+    phase_a_until: float = 0.4
+    alternate_until: float = 0.7
+    adversarial: bool = True
+    """Phase A (GAN + P). False: BARF-style refinement from prior samples only."""
+    use_codebook: bool = True
+    """The scene codebook and L_c (IR-NeRF). False: GNeRF."""
+    patch_size: int = 16
+    patch_scale_min: float = 0.5
+    patch_scale_max: float = 1.0
+    """Patches span this fraction of the image (GNeRF's dynamic patch sampling)."""
+    batch_size: int = 4
+    """Fake and real patches per adversarial step."""
+    estimator_batch: int = 4
+    """Renders at prior poses per P step."""
+    rays_per_batch: int = 1024
+    """Rays per photometric step."""
+    lr_field: float = 5e-4
+    lr_discriminator: float = 1e-4
+    lr_estimator: float = 1e-4
+    lr_codebook: float = 1e-3
+    lr_poses: float = 1e-3
+    lr_final_factor: float = 0.1
+    """Learning rates decay exponentially to this fraction of their start over training."""
+    r1_weight: float = 0.1
+    codebook_weight: float = 1.0
+    """λ of L_c in P's loss."""
+    pose_reg_weight: float = 0.1
+    """GNeRF's regulariser between refined poses and P's estimates in phase B."""
+    n_codes: int = 256
+    code_dim: int = 64
+    tokens: int = 4
+    codebook_init: str = "patch-kmeans"
+    """``patch-kmeans`` (default; see codebook_init), ``random``."""
+    codebook_vgg19_weights: str | None = None
+    """Path to torchvision VGG19 weights on disk: the paper's VGG19-feature init of C."""
+    seed: int = 0
+
+
+def patch_pixels(batch: int, patch: int, width: int, height: int, scale_range: tuple[float, float],
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates ``[B, patch², 2]`` of random patches and their scales ``[B]`` (fraction of the image)."""
+    lo, hi = scale_range
+    scale = lo + (hi - lo) * torch.rand(batch, generator=generator)
+    grid = (torch.arange(patch, dtype=torch.float32) + 0.5) / patch  # [patch] in (0, 1)
+    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
+    unit = torch.stack([gx, gy], dim=-1).reshape(1, -1, 2)  # [1, P², 2]
+    offset = torch.rand(batch, 1, 2, generator=generator) * (1 - scale[:, None, None])
+    size = torch.tensor([width, height], dtype=torch.float32)
+    return (offset + unit * scale[:, None, None]) * size, scale
+
+
+def sample_image_at(images: Tensor, pixels: Tensor) -> Tensor:
+    """Bilinear colours ``[B, N, 3]`` of images ``[B, 3, H, W]`` at pixel coordinates ``[B, N, 2]``."""
+    size = torch.tensor([images.shape[-1], images.shape[-2]], dtype=pixels.dtype, device=pixels.device)
+    grid = (pixels / size * 2 - 1)[:, None]  # align_corners=False: pixel centres at +0.5
+    return F.grid_sample(images, grid, mode="bilinear", align_corners=False)[:, :, 0].transpose(1, 2)
+
+
+class IRNeRF(nn.Module):
+    """The whole method on real images ``[N, 3, H, W]`` in [0, 1] with intrinsics ``K [3, 3]`` (pixels).
+
+    :meth:`train_step` runs one step of the schedule; :meth:`estimated_poses` are the current per-image
+    camera-to-world poses ``[N, 4, 4]`` (OpenCV axes, in the prior's frame).
+    """
+
+    def __init__(self, config: IRNeRFConfig, images: Tensor, K: Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("images", images.float())
+        self.register_buffer("K", K.float())
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        n, _, h, w = images.shape
+        self.field = CoarseField(config.field)
+        self.discriminator = PatchDiscriminator()
+        self.estimator = PoseEstimator(position_scale=config.prior.radius_max)
+        self.codebook = SceneCodebook(h, config.n_codes, config.code_dim, config.tokens) if config.use_codebook else None
+        if self.codebook is not None and config.codebook_init != "random":
+            if config.codebook_init != "patch-kmeans":
+                raise ValueError(f"codebook_init must be 'patch-kmeans' or 'random', got {config.codebook_init!r}")
+            codes = initial_codes(images, config.n_codes, config.code_dim, config.tokens, config.codebook_vgg19_weights, config.seed)
+            self.codebook.codes.data.copy_(codes)
+        self.prior_poses = sample_poses(config.prior, n, self.generator)  # what BARF-style refinement starts from
+        self.pose_params = nn.Parameter(pose_to_9d(self.prior_poses))
+        self.register_buffer("initial_poses", self.prior_poses.clone())
+        self.register_buffer("refining", torch.tensor(False))
+        self.step_count = 0
+        self.optimizers = self._make_optimizers()
+        self.seconds = 0.0
+
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        opts = {
+            "field": torch.optim.Adam(self.field.parameters(), lr=c.lr_field, betas=(0.5, 0.99)),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_discriminator, betas=(0.5, 0.99)),
+            "estimator": torch.optim.Adam(self.estimator.parameters(), lr=c.lr_estimator),
+            "poses": torch.optim.Adam([self.pose_params], lr=c.lr_poses),
+        }
+        if self.codebook is not None:
+            opts["codebook"] = torch.optim.Adam(
+                [p for name, p in self.codebook.named_parameters() if not name.startswith("pose_encoder")], lr=c.lr_codebook)
+            opts["pose_encoder"] = torch.optim.Adam(self.codebook.pose_encoder.parameters(), lr=c.lr_codebook)
+        return opts
+
+    # -- schedule -----------------------------------------------------------------------------------------
+    def progress(self, step: int) -> float:
+        """Fraction of training done at ``step`` (of ``max_steps``)."""
+        return min(step / max(self.config.max_steps, 1), 1.0)
+
+    def phase(self, step: int, progress: float | None = None) -> str:
+        """``"A"`` or ``"B"`` for a step (GNeRF's interleaving; see the module docstring)."""
+        c = self.config
+        if not c.adversarial:
+            return "B"
+        progress = self.progress(step) if progress is None else progress
+        if progress < c.phase_a_until:
+            return "A"
+        if progress < c.alternate_until:
+            return "A" if step % 2 == 0 else "B"
+        return "B"
+
+    def _set_learning_rates(self, progress: float) -> None:
+        factor = self.config.lr_final_factor ** progress
+        for name, opt in self.optimizers.items():
+            base = {"field": self.config.lr_field, "discriminator": self.config.lr_discriminator,
+                    "estimator": self.config.lr_estimator, "poses": self.config.lr_poses}.get(name, self.config.lr_codebook)
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def train_step(self, step: int | None = None, progress: float | None = None) -> dict[str, float]:
+        """One step of the schedule; returns its losses. ``progress`` in [0, 1] (default: ``step / max_steps``)
+        places the step in the schedule, e.g. by elapsed time under a time budget."""
+        step = self.step_count if step is None else step
+        progress = self.progress(step) if progress is None else progress
+        start = time.perf_counter()
+        self.train()
+        self._set_learning_rates(progress)
+        self.field.set_progress(progress)
+        if self.phase(step, progress) == "A":
+            out = self.adversarial_step()
+            out.update(self.estimator_step())
+            if self.codebook is not None:
+                out.update(self.codebook_step())
+        else:
+            if not bool(self.refining):
+                self.start_refinement()
+            out = self.refinement_step()
+        self.step_count = step + 1
+        self.seconds += time.perf_counter() - start
+        return out
+
+    # -- phase A --------------------------------------------------------------------------------------------
+    def render_pixels(self, c2w: Tensor, pixels: Tensor, stratified: bool = True) -> Tensor:
+        """Colours ``[B, N, 3]`` at pixel coordinates ``[B, N, 2]`` of cameras ``[B, 4, 4]``."""
+        origins, directions = camera_rays(c2w, self.K, pixels)
+        return self.field.render(origins, directions, stratified=stratified)[0]
+
+    def render_image(self, c2w: Tensor, chunk: int = 8192) -> Tensor:
+        """Full images ``[B, 3, H, W]`` at the training resolution (no gradient)."""
+        h, w = self.images.shape[-2:]
+        pixels = image_pixels(h, w).to(self.K)
+        out = []
+        with torch.no_grad():
+            for pose in c2w:
+                rows = [self.render_pixels(pose[None], pixels[None, i:i + chunk], stratified=False) for i in range(0, h * w, chunk)]
+                out.append(torch.cat(rows, dim=1)[0].T.reshape(3, h, w))
+        return torch.stack(out)
+
+    def adversarial_step(self) -> dict[str, float]:
+        c, (n, _, h, w) = self.config, self.images.shape
+        poses = sample_poses(c.prior, c.batch_size, self.generator).to(self.K)
+        pixels, scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
+        fake = self.render_pixels(poses, pixels.to(self.K))  # [B, P², 3]
+        fake = fake.transpose(1, 2).reshape(-1, 3, c.patch_size, c.patch_size)
+        real_idx = torch.randint(n, (c.batch_size,), generator=self.generator)
+        real_pixels, real_scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
+        real = sample_image_at(self.images[real_idx], real_pixels.to(self.K)).transpose(1, 2)
+        real = real.reshape(-1, 3, c.patch_size, c.patch_size).requires_grad_(True)
+        scales, real_scales = scales.to(self.K), real_scales.to(self.K)
+
+        real_logits = self.discriminator(real, real_scales)
+        d_loss = losses.discriminator_loss(real_logits, self.discriminator(fake.detach(), scales))
+        r1 = losses.r1_penalty(real_logits, real)
+        self.optimizers["discriminator"].zero_grad()
+        (d_loss + c.r1_weight * r1).backward()
+        self.optimizers["discriminator"].step()
+
+        g_loss = losses.generator_loss(self.discriminator(fake, scales))
+        self.optimizers["field"].zero_grad()
+        g_loss.backward()
+        self.optimizers["field"].step()
+        self.discriminator.zero_grad(set_to_none=True)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item()}
+
+    def estimator_step(self) -> dict[str, float]:
+        """P learns the poses of renders at prior samples (their poses are known)."""
+        poses = sample_poses(self.config.prior, self.config.estimator_batch, self.generator).to(self.K)
+        renders = self.render_image(poses)
+        loss = losses.pose_regression_loss(self.estimator(renders), pose_to_9d(poses))
+        self.optimizers["estimator"].zero_grad()
+        loss.backward()
+        self.optimizers["estimator"].step()
+        return {"pose_loss": loss.item()}
+
+    def codebook_step(self) -> dict[str, float]:
+        """L_rec trains E_I, C, G on real images; L_c (G and C frozen) trains E_P and regularises P on them."""
+        idx = torch.randint(self.images.shape[0], (self.config.batch_size,), generator=self.generator)
+        real = self.images[idx]
+        rec = losses.reconstruction_loss(self.codebook, real)
+        self.optimizers["codebook"].zero_grad()
+        rec.backward()
+        self.optimizers["codebook"].step()
+        l_c = losses.pose_consistency_loss(self.codebook, self.estimator(real), real)
+        self.optimizers["estimator"].zero_grad()
+        self.optimizers["pose_encoder"].zero_grad()
+        (self.config.codebook_weight * l_c).backward()
+        self.optimizers["estimator"].step()
+        self.optimizers["pose_encoder"].step()
+        return {"l_rec": rec.item(), "l_c": l_c.item()}
+
+    # -- phase B --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predicted_poses(self) -> Tensor:
+        """P's poses ``[N, 4, 4]`` of the real images."""
+        self.estimator.eval()
+        out = torch.cat([self.estimator(chunk) for chunk in self.images.split(64)])
+        self.estimator.train()
+        return pose_from_9d(out)
+
+    @torch.no_grad()
+    def start_refinement(self) -> None:
+        """Per-image poses start from P's estimates (from the prior samples without phase A)."""
+        if self.config.adversarial:
+            self.pose_params.copy_(pose_to_9d(self.predicted_poses()))
+        self.initial_poses.copy_(pose_from_9d(self.pose_params))
+        self.refining.fill_(True)
+
+    @torch.no_grad()
+    def start_from(self, c2w: Tensor) -> None:
+        """Refine from given poses ``[N, 4, 4]`` (OpenCV axes) from now on (skips P's estimates)."""
+        self.pose_params.copy_(pose_to_9d(c2w.to(self.pose_params)))
+        self.initial_poses.copy_(pose_from_9d(self.pose_params))
+        self.refining.fill_(True)
+
+    def refinement_step(self) -> dict[str, float]:
+        c, (n, _, h, w) = self.config, self.images.shape
+        idx = torch.randint(n, (c.rays_per_batch,), generator=self.generator)
+        pixels = torch.rand(c.rays_per_batch, 2, generator=self.generator) * torch.tensor([w, h])
+        poses = pose_from_9d(self.pose_params[idx])
+        origins, directions = camera_rays(poses, self.K, pixels[:, None].to(self.K))
+        rgb = self.field.render(origins, directions, stratified=True)[0][:, 0]
+        target = sample_image_at(self.images[idx], pixels[:, None].to(self.K))[:, 0]
+        loss = losses.photometric_loss(rgb, target)
+        total = loss
+        out = {"photometric": loss.item()}
+        if c.adversarial and c.pose_reg_weight > 0:  # GNeRF's regulariser: refined poses and P agree
+            k = torch.randint(n, (c.batch_size,), generator=self.generator)
+            reg = F.mse_loss(self.estimator(self.images[k]), self.pose_params[k].detach()) + \
+                F.mse_loss(self.pose_params[k], self.estimator(self.images[k]).detach())
+            total = total + c.pose_reg_weight * reg
+            out["pose_reg"] = reg.item()
+        for name in ("field", "poses", "estimator"):
+            self.optimizers[name].zero_grad()
+        total.backward()
+        for name in ("field", "poses", "estimator"):
+            self.optimizers[name].step()
+        return out
+
+    @torch.no_grad()
+    def estimated_poses(self) -> Tensor:
+        """Current camera-to-world poses ``[N, 4, 4]`` (OpenCV axes): refined ones, or P's before refinement."""
+        if bool(self.refining) or not self.config.adversarial:
+            return pose_from_9d(self.pose_params)
+        return self.predicted_poses()
