@@ -47,22 +47,30 @@ def write_cameras(path: str | Path, estimated: Tensor, ground_truth: Tensor | No
     return path
 
 
-def estimated_and_gt_cameras(model_or_run) -> dict[str, np.ndarray | None]:
+def estimated_and_gt_cameras(model_or_run, frame: str = "ground_truth") -> dict[str, np.ndarray | None]:
     """Both camera sets for drawing frusta: ``{"estimated": [N, 4, 4], "ground_truth": [N, 4, 4] or None,
-    "K": [3, 3], "size": (width, height)}``; camera-to-world in OpenCV axes, the estimated set aligned
-    (Sim(3)) onto the ground truth when there is one (then both are in the ground truth's frame).
+    "K": [3, 3], "size": (width, height)}``; camera-to-world in OpenCV axes, in one frame: with
+    ``frame="ground_truth"`` the estimated set is aligned (Sim(3)) onto the ground truth when there is one;
+    with ``frame="model"`` (a model only) the estimated set stays in the model's (prior's) frame, where the
+    viewer renders the field, and the ground truth is brought there by the inverse alignment.
 
     ``model_or_run``: an ``IRNeRFModel`` (nerfstudio model), or a run folder (holding ``cameras.npz``,
     written during training) or the ``cameras.npz`` / ``config.yml`` path in it.
     """
+    if frame not in ("ground_truth", "model"):
+        raise ValueError(f"frame must be 'ground_truth' or 'model', got {frame!r}")
     system = getattr(model_or_run, "system", None)
     if system is not None:
         gt = model_or_run.gt_c2w
         estimated = system.estimated_poses().cpu()
-        if gt is not None:
+        if gt is not None and frame == "ground_truth":
             estimated = align_poses(estimated, gt).apply_to_poses(estimated)
+        elif gt is not None:
+            gt = align_poses(estimated, gt).inverse().apply_to_poses(gt.float())
         return {"estimated": estimated.double().numpy(), "ground_truth": None if gt is None else gt.double().numpy(),
                 "K": model_or_run.original_K.double().numpy(), "size": tuple(model_or_run.original_size)}
+    if frame != "ground_truth":
+        raise ValueError(f"{model_or_run}: a run's cameras.npz holds the ground truth's frame only (frame='model' needs a model)")
     path = Path(model_or_run)
     if path.is_dir():
         candidates = [path / "cameras.npz", *sorted(path.glob("**/cameras.npz"))]

@@ -7,7 +7,8 @@ pipeline's ``get_train_loss_dict`` runs one step of the schedule and hands nerfs
 loss and no parameter groups (nerfstudio's checkpoint holds the networks and poses, not those optimisers'
 moments). The schedule's length follows the trainer's ``max_num_iterations``. Every ``steps_per_export``
 steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
-``frusta.png`` (:mod:`~vision3d.methods.ir_nerf.cameras`). The viewer renders the field in the prior's frame.
+``frusta.png`` (:mod:`~vision3d.methods.ir_nerf.cameras`). The viewer renders the field in the prior's frame
+and draws the estimated and (aligned) ground-truth frusta there (``self.frusta``, redrawn at each export).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
 from vision3d import metrics
-from vision3d.methods.ir_nerf.cameras import write_cameras, write_transforms
+from vision3d.methods.ir_nerf.cameras import estimated_and_gt_cameras, write_cameras, write_transforms
 from vision3d.methods.ir_nerf.evaluation import plot_frusta, pose_errors
 from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
+from vision3d.viewer.frusta import CameraFrustaControl
 
 
 @dataclass
@@ -48,6 +50,7 @@ class IRNeRFModel(Model):
         self.original_K = metadata["ir_nerf_original_K"]
         self.original_size = metadata["ir_nerf_original_size"]
         self.image_paths = metadata["ir_nerf_paths"]
+        self.frusta = CameraFrustaControl(lambda: estimated_and_gt_cameras(self, frame="model"))
 
     def get_param_groups(self) -> dict[str, list]:
         return {}
@@ -83,11 +86,12 @@ class IRNeRFModel(Model):
         return {k: sum(row[k] for row in rows) / len(rows) for k in rows[0]}
 
     def export(self, folder) -> None:
-        """Write transforms.json, cameras.npz and frusta.png into ``folder``."""
+        """Write transforms.json, cameras.npz and frusta.png into ``folder``; redraw the viewer's frusta."""
         estimated = self.system.estimated_poses().cpu()
         write_transforms(folder / "transforms.json", estimated, self.original_K, self.original_size, self.image_paths)
         write_cameras(folder / "cameras.npz", estimated, self.gt_c2w, self.original_K, self.original_size)
         plot_frusta(folder / "frusta.png", estimated, self.gt_c2w, self.original_K)
+        self.frusta.refresh()
 
 
 @dataclass
