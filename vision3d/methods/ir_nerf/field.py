@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vision3d.fields.hash_grid import HashGrid, grid_config
-from vision3d.geometry.camera import PIXEL_CENTRE
+from vision3d.geometry.camera import normalize_pixels, pixel_grid
 
 
 @dataclass
@@ -57,17 +57,15 @@ def coarse_to_fine_weights(progress: float, n_bands: int, c2f: tuple[float, floa
 def camera_rays(c2w: Tensor, K: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
     """Rays of pixel coordinates ``pixels [B, N, 2]`` (x, y; centres at +0.5) of cameras ``c2w [B, 4, 4]``
     (OpenCV axes) with intrinsics ``K [3, 3]``: origins and unit directions ``[B, N, 3]``."""
-    x = (pixels[..., 0] - K[0, 2]) / K[0, 0]
-    y = (pixels[..., 1] - K[1, 2]) / K[1, 1]
-    d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)
+    xy = normalize_pixels(pixels, K[None])
+    d_cam = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1)
     d = torch.nn.functional.normalize(d_cam @ c2w[:, :3, :3].transpose(-1, -2), dim=-1)
     return c2w[:, None, :3, 3].expand_as(d), d
 
 
 def image_pixels(height: int, width: int) -> Tensor:
     """All pixel-centre coordinates ``[H·W, 2]`` (row-major)."""
-    ys, xs = torch.meshgrid(torch.arange(height) + PIXEL_CENTRE, torch.arange(width) + PIXEL_CENTRE, indexing="ij")
-    return torch.stack([xs, ys], dim=-1).reshape(-1, 2).float()
+    return pixel_grid(height, width).reshape(-1, 2)
 
 
 class CoarseField(nn.Module):
