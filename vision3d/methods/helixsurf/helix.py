@@ -16,6 +16,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
+from vision3d.geometry.camera import normalize_pixels, pixel_grid
 from vision3d.geometry.se3 import opengl_to_opencv
 from vision3d.mvs import MVSConfig, Seed, run_mvs
 
@@ -89,10 +90,9 @@ def depth_ranges(c2w: Tensor, aabb: Tensor, min_fraction: float = 0.02) -> Tenso
 
 def pixel_ray_norms(K: Tensor, h: int, w: int) -> Tensor:  # noqa: N803
     """``[V, h, w]`` length of each pixel-centre ray with unit z: ray distance / it = z-depth."""
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=K.dtype) + 0.5, torch.arange(w, dtype=K.dtype) + 0.5, indexing="ij")
-    x = (cols[None] - K[:, None, None, 0, 2]) / K[:, None, None, 0, 0]
-    y = (rows[None] - K[:, None, None, 1, 2]) / K[:, None, None, 1, 1]
-    return torch.sqrt(x * x + y * y + 1.0)
+    pixels = pixel_grid(h, w, dtype=K.dtype).reshape(1, -1, 2).expand(len(K), -1, -1)
+    xy = normalize_pixels(pixels, K)
+    return torch.sqrt((xy * xy).sum(dim=-1) + 1.0).view(len(K), h, w)
 
 
 @dataclass

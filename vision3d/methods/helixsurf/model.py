@@ -41,6 +41,7 @@ from torch import Tensor
 from vision3d import metrics
 from vision3d.fields.hash_grid import grid_config
 from vision3d.fields.sdf import SDFField, SDFFieldConfig, eikonal_loss
+from vision3d.geometry.camera import project_points
 from vision3d.geometry.se3 import invert_pose, opengl_to_opencv, transform_points
 from vision3d.mvs import MVSConfig
 from vision3d.render.sdf_volume import neus_alpha
@@ -316,9 +317,9 @@ class HelixSurfModel(Model):
         c2w[:3] = camera.camera_to_worlds[0].cpu().float()
         cam = transform_points(invert_pose(opengl_to_opencv(c2w)), self.mvs_points[:, :3].cpu())
         K = camera.get_intrinsics_matrices()[0].cpu().float()  # noqa: N806
-        z = cam[:, 2]
-        u = (cam[:, 0] / z.clamp_min(1e-9) * K[0, 0] + K[0, 2]).floor().long()
-        v = (cam[:, 1] / z.clamp_min(1e-9) * K[1, 1] + K[1, 2]).floor().long()
+        uv, z = project_points(cam[None], K[None], eps=1e-9)
+        u, v = uv[0].floor().long().unbind(-1)
+        z = z[0]
         seen = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         pixel, distance = v[seen] * w + u[seen], cam[seen].norm(dim=-1)
         nearest = torch.full((h * w,), float("inf")).scatter_reduce(0, pixel, distance, "amin")
