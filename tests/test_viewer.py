@@ -2,7 +2,8 @@
 
 - Every output each model returns goes through the viewer's own render state machine (resolution choice,
   colour mapping, JPEG into a viser scene), and the frame shrinks while the camera moves, on CPU as on GPU.
-- ``ns-render camera-path`` writes a video for each method (skips without ffmpeg).
+- ``ns-render camera-path`` writes a video for a splat method and for nerfacto (skips without ffmpeg); the
+  newer methods are checked in ``test_viewer_methods.py``.
 - ``ns-viewer`` in Chromium (skips without chromium, chromedriver or selenium): the first frame arrives, the
   output switches to depth, and both screenshots are real renders that differ. They are kept in the test's
   tmp dir (printed).
@@ -112,7 +113,7 @@ def _camera_path_json(c2ws: torch.Tensor, path: Path, width: int = 32, height: i
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ns-render needs ffmpeg (apt-get install -y ffmpeg)")
-@pytest.mark.parametrize("method", ["vision3d-splat", "det-gs", "vision3d-nerfacto"])
+@pytest.mark.parametrize("method", ["vision3d-splat", "vision3d-nerfacto"])  # det-gs renders through vision3d-splat's code
 def test_ns_render_camera_path_video(runs, method, tmp_path):
     from nerfstudio.scripts.render import RenderCameraPath
 
