@@ -27,6 +27,7 @@ import viser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from room_factory import write_room  # noqa: E402
 from scene_factory import write_scene  # noqa: E402
+from viewer_helpers import camera_path_json, free_port  # noqa: E402
 
 from vision3d.export.from_run import MeshExportConfig, load_run, mesh_run  # noqa: E402
 from vision3d.methods import run  # noqa: E402
@@ -126,7 +127,7 @@ def _start_ns_viewer(config: Path, monkeypatch):
     for module in (viser._gui_api, viser._gui_handles):  # viser reads each icon from a 5 MB tar: once is enough here
         monkeypatch.setattr(module, "svg_from_icon", _cached_icon)
     monkeypatch.setattr(run_viewer.time, "sleep", serve)
-    options = run_viewer.ViewerConfigWithoutNumRays(websocket_port=_free_port(), websocket_host="127.0.0.1")
+    options = run_viewer.ViewerConfigWithoutNumRays(websocket_port=free_port(), websocket_host="127.0.0.1")
     with pytest.raises(Serving):
         run_viewer.RunViewer(load_config=config, viewer=options).main()
     monkeypatch.undo()
@@ -140,26 +141,6 @@ def _cached_icon(name: str) -> str:
     return svg_from_icon(name)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _camera_path(c2ws: torch.Tensor, path: Path, width: int = 32, height: int = 24) -> Path:
-    """nerfstudio's camera_path.json (as the viewer's Render tab writes it) through the poses ``c2ws [N, 3, 4]``."""
-    frames = []
-    for c2w in c2ws:
-        matrix = torch.eye(4, dtype=torch.float64)
-        matrix[:3] = c2w.double()
-        frames.append({"camera_to_world": matrix.flatten().tolist(), "fov": 60.0, "aspect": width / height})
-    path.write_text(json.dumps({"camera_type": "perspective", "render_width": width, "render_height": height,
-                                "seconds": len(frames) / 2.0, "camera_path": frames, "crop": None}))
-    return path
-
-
 @pytest.mark.parametrize("method", ["helixsurf", "ir-nerf", "romap"])
 def test_viewer_modes_ns_viewer_ns_render_and_mesh_export(runs, method, tmp_path, monkeypatch):
     loaded = load_run(runs[method])
@@ -170,7 +151,7 @@ def test_viewer_modes_ns_viewer_ns_render_and_mesh_export(runs, method, tmp_path
 
     # the output dropdown: every mode is [H, W, 1 or 3], goes through the state machine, and shrinks while moving
     states = orbit_camera_states(c2w, 3, fov=math.radians(60), aspect=16 / 9)
-    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
     try:
         frames = viewer_frames(model, server.scene, states, ["static", "move", "static"], max_res=40)
         assert [f.state for f in frames] == ["high", "low_move", "low_static"]
@@ -209,7 +190,7 @@ def test_viewer_modes_ns_viewer_ns_render_and_mesh_export(runs, method, tmp_path
         video = tmp_path / "video.mp4"
         poses = torch.stack([s.c2w for s in states[:2]])
         RenderCameraPath(load_config=runs[method] / "config.yml", output_path=video, rendered_output_names=["rgb", "depth"],
-                         camera_path_filename=_camera_path(poses, tmp_path / "path.json")).main()
+                         camera_path_filename=camera_path_json(poses, tmp_path / "path.json")).main()
         probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                                 "stream=nb_read_frames,width", "-of", "json", str(video)], capture_output=True, text=True,
                                check=True)  # fmt: skip
