@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--rays", type=int, default=None, help="Rays per batch (default: the cpu preset's).")
     parser.add_argument("--mvs-max-side", type=int, default=None, help="MVS resolution (default: the cpu preset's).")
+    parser.add_argument("--scene-scale", type=float, default=None,
+                        help="Scene box = nerfstudio's camera box x this (default: the preset's, 4).")
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--methods", nargs="+", default=["mvs", "sdf", "helixsurf", "helixsurf-no-grid"],
                         choices=["mvs", "sdf", "helixsurf", "helixsurf-no-grid", "sdf-equal-time"])
@@ -101,6 +103,8 @@ def main() -> None:
             model = config.pipeline.model
             if args.rays:
                 config.pipeline.datamanager.train_num_rays_per_batch = args.rays
+            if args.scene_scale:
+                config.pipeline.datamanager.dataparser.scene_scale = args.scene_scale
             if args.mvs_max_side:
                 model.mvs_max_side = args.mvs_max_side
             model = config.pipeline.model
