@@ -8,6 +8,7 @@ Phase 1 trains part labels against the scene's 2D part masks, phase 2 edits ``--
 from __future__ import annotations
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from vision3d.data.dataparser import Vision3DDataParserConfig
@@ -15,9 +16,10 @@ from vision3d.methods.romap.dataset import RomapDataManagerConfig
 from vision3d.methods.romap.model import LABELS, RomapModelConfig
 from vision3d.methods.splat.config import splat_trainer_config
 
-LABEL_LR = 0.025
-"""Adam rate of the label SH coefficients: 20x splatfacto's colour rate, since a label's DC term goes
-from 0 to 1/C0 ≈ 3.5 (a colour's moves by far less)."""
+LABEL_LR = (0.1, 0.005)
+"""Adam rate of the label SH coefficients, decaying exponentially from the first to the second over the
+label phase. The DC term of a label spans 0 to 1/C0 ≈ 3.5 (a colour's moves by far less); the decay lets
+the labels settle instead of following the last views' mask noise (docs/romap.md)."""
 COLOUR_LR = 0.01
 """Adam rate of the base colour in the edit: 4x splatfacto's, which is made for 30k steps; an edit of a
 few hundred steps must move a grey Gaussian (DC 0) to a saturated colour (|DC| ≈ 1.5)."""
@@ -30,7 +32,10 @@ def romap_trainer_config(max_steps: int = 1300, label_steps: int = 300):
     )
     config.optimizers["features_dc"]["optimizer"] = AdamOptimizerConfig(lr=COLOUR_LR, eps=1e-15)
     config.optimizers["features_rest"]["optimizer"] = AdamOptimizerConfig(lr=COLOUR_LR / 20, eps=1e-15)
-    config.optimizers[LABELS] = {"optimizer": AdamOptimizerConfig(lr=LABEL_LR, eps=1e-15), "scheduler": None}
+    config.optimizers[LABELS] = {
+        "optimizer": AdamOptimizerConfig(lr=LABEL_LR[0], eps=1e-15),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=LABEL_LR[1], max_steps=label_steps),
+    }
     config.load_scheduler = False
     config.steps_per_save = max_steps
     return config
