@@ -10,11 +10,12 @@ the tests. Per scene and seed:
    views that see it (centre depth within 5 % of the rendered depth), as LEGaussians-style per-Gaussian
    voting; both are rendered on the held-out views and scored by part mIoU against the clean ids
    (mean over parts 1..P, background excluded; a pixel's label is the argmax where the rendered
-   labels sum > 0.5, else background);
+   labels sum > 0.5, else background); also scored: GALP's start (its vote init, no label step);
 3. a target-image edit of part 1 (training images with the part tinted gold) runs masked (romap) and
    unmasked (``confine=False``: every Gaussian free, L1 on the whole image, no prior removal); on held-out
    views: the change inside the part and the PSNR to the tinted unedited render there, and PSNR / SSIM
-   outside the part (dilated 1 px) against the unedited render. Before/after renders go to ``--out``.
+   outside the part (dilated 1 px) against the unedited render; the 3D mask's size and its rendered IoU
+   with part 1. Before/after renders go to ``--out``.
 
     nice -n 15 python benchmarks/romap.py --seeds 0
 """
@@ -174,14 +175,31 @@ def segmentation_rows(trainer, n_parts, masks_dir) -> dict:
     train = trainer.pipeline.datamanager.train_dataset
     noisy = torch.stack([read_part_ids(masks_dir / Path(p).name) for p in train.image_filenames])
     clean = torch.stack([read_part_ids(Path(p).parent.parent / "part_ids" / Path(p).name) for p in train.image_filenames])
+    coeffs = model.gauss_params["label_coeffs"]
+    trained = coeffs.detach().clone()
+    coeffs.data.zero_()
+    model.init_labels()  # 3D-GALP's start (galp.init = "vote"), before any label step
+    init = render_all(model, cams)[..., 3:]
+    coeffs.data.copy_(trained)
     vote = majority_vote(model, train.cameras, noisy, n_parts)
     onehot = torch.nn.functional.one_hot(vote, n_parts + 1)[:, 1:].float().to(model.device)
     voted = render_all(model, cams, onehot)
     return {
         "mask_error": float((noisy != clean).float().mean()),
         "galp_miou": float(np.mean([miou(label_map(g), t, n_parts) for g, t in zip(galp, gt, strict=True)])),
+        "init_miou": float(np.mean([miou(label_map(g), t, n_parts) for g, t in zip(init, gt, strict=True)])),
         "vote_miou": float(np.mean([miou(label_map(v), t, n_parts) for v, t in zip(voted, gt, strict=True)])),
     }
+
+
+@torch.no_grad()
+def mask3d_iou(model, cameras, gt_ids) -> float:
+    """IoU of the rendered 3D mask (``mask_3d`` > 0.5) with part 1 over the held-out views."""
+    model.eval()
+    masks = torch.stack([model.get_outputs(cameras[i : i + 1].to(model.device))["mask_3d"][..., 0].cpu() > 0.5
+                         for i in range(len(cameras))])  # fmt: skip
+    part = gt_ids == 1
+    return float((masks & part).sum() / (masks | part).sum().clamp_min(1))
 
 
 def edit_rows(before, after, gt_ids) -> dict:
@@ -244,6 +262,7 @@ def run_scene(name, args, seed) -> dict:
         if variant == "masked":
             row["selected"] = int(trainer.pipeline.model.selected.sum())
             row["gaussians"] = int(trainer.pipeline.model.selected.numel())
+            row["mask3d_iou"] = mask3d_iou(trainer.pipeline.model, cams, gt)
     args.out.mkdir(parents=True, exist_ok=True)
     view = int(torch.stack([(g == 1).sum() for g in gt]).argmax())
     save_grid(args.out / f"{name}-s{seed}.png",
@@ -269,11 +288,13 @@ def main() -> None:
     (args.cache / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\nromap benchmark ({args.resolution} px, {args.views} views, splat {args.splat_steps} steps, labels "
           f"{args.label_steps}, edit {args.edit_steps}; shared CPU)")  # fmt: skip
-    print("| scene | seed | noisy-mask pixel error | part mIoU 3D-GALP | part mIoU majority vote | label s |")
-    print("|---|---|---|---|---|---|")
+    print("| scene | seed | noisy-mask pixel error | part mIoU 3D-GALP | its vote init | majority vote | label s "
+          "| 3D mask: Gaussians | 3D mask IoU with part 1 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['scene']} | {r['seed']} | {r['mask_error']:.1%} | {r['galp_miou']:.3f} | {r['vote_miou']:.3f} "
-              f"| {r['label_seconds']:.0f} |")  # fmt: skip
+        selected = f"{r['selected']} / {r['gaussians']} | {r['mask3d_iou']:.3f}" if "selected" in r else "- | -"
+        print(f"| {r['scene']} | {r['seed']} | {r['mask_error']:.1%} | {r['galp_miou']:.3f} | {r['init_miou']:.3f} "
+              f"| {r['vote_miou']:.3f} | {r['label_seconds']:.0f} | {selected} |")  # fmt: skip
     print("\n| scene | seed | edit | change inside | PSNR inside to target | PSNR outside | SSIM outside |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
