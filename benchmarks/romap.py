@@ -91,11 +91,9 @@ def write_masks_and_targets(scene: Path, out: Path, seed: int) -> tuple[Path, Pa
 def romap_config(scene, out, ckpt, masks, label_steps, edit_steps, seed, **model):
     from vision3d.methods import run
     from vision3d.methods.romap.config import romap
-    from vision3d.methods.romap.model import LABELS
 
     config = run.configure(romap.config, scene, out, max_steps=label_steps + edit_steps, seed=seed)
     config.load_checkpoint = ckpt
-    config.optimizers[LABELS]["scheduler"].max_steps = max(label_steps, 1)  # the label rate decays over the phase
     config.pipeline.model.galp.anchor_fraction = ANCHOR_FRACTION  # the benchmark's choice (docs/romap.md)
     config.pipeline.datamanager.masks.mask_dir = masks
     config.pipeline.model.label_steps = label_steps

@@ -17,7 +17,7 @@ from vision3d.methods.romap.guidance import Guidance, GuidanceConfig
 from vision3d.methods.romap.masks import corrupt_part_masks, read_part_ids, resolve_part
 from vision3d.methods.romap.slamp import SlampConfig
 
-LABEL_STEPS, EDIT_STEPS = 60, 120
+LABEL_STEPS, EDIT_STEPS = 20, 120
 
 
 def splat_checkpoint(config, gaussians, path):

@@ -8,7 +8,6 @@ Phase 1 trains part labels against the scene's 2D part masks, phase 2 edits ``--
 from __future__ import annotations
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from vision3d.data.dataparser import Vision3DDataParserConfig
@@ -16,10 +15,9 @@ from vision3d.methods.romap.dataset import RomapDataManagerConfig
 from vision3d.methods.romap.model import LABELS, RomapModelConfig
 from vision3d.methods.splat.config import splat_trainer_config
 
-LABEL_LR = (0.1, 0.005)
-"""Adam rate of the label SH coefficients, decaying exponentially from the first to the second over the
-label phase. The DC term of a label spans 0 to 1/C0 ≈ 3.5 (a colour's moves by far less); the decay lets
-the labels settle instead of following the last views' mask noise (docs/romap.md)."""
+LABEL_LR = 0.1
+"""Adam rate of the label SH coefficients at the start of the label phase (it decays over the phase by
+``label_lr_decay``): a label's DC term spans 0 to 1/C0 ≈ 3.5, a colour's far less."""
 COLOUR_LR = 0.01
 """Adam rate of the base colour in the edit: 4x splatfacto's, which is made for 30k steps; an edit of a
 few hundred steps must move a grey Gaussian (DC 0) to a saturated colour (|DC| ≈ 1.5)."""
@@ -32,10 +30,7 @@ def romap_trainer_config(max_steps: int = 1300, label_steps: int = 300):
     )
     config.optimizers["features_dc"]["optimizer"] = AdamOptimizerConfig(lr=COLOUR_LR, eps=1e-15)
     config.optimizers["features_rest"]["optimizer"] = AdamOptimizerConfig(lr=COLOUR_LR / 20, eps=1e-15)
-    config.optimizers[LABELS] = {
-        "optimizer": AdamOptimizerConfig(lr=LABEL_LR[0], eps=1e-15),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=LABEL_LR[1], max_steps=label_steps),
-    }
+    config.optimizers[LABELS] = {"optimizer": AdamOptimizerConfig(lr=LABEL_LR, eps=1e-15), "scheduler": None}
     config.load_scheduler = False
     config.steps_per_save = max_steps
     return config

@@ -57,6 +57,9 @@ class RomapModelConfig(SplatModelConfig):
     """the part to edit: an id 1..P or a name from the masks' ``parts.json``."""
     label_steps: int = 300
     """phase 1 length (label training), from the run's first step; the edit follows."""
+    label_lr_decay: float = 0.05
+    """the labels' Adam rate decays exponentially to this fraction of its start over the label phase. Ours:
+    at a constant rate the labels kept following the last views' mask noise (docs/romap.md)."""
     prompt: str = ""
     """the edit prompt of the SDS and of SLaMP."""
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -152,6 +155,10 @@ class RomapModel(SplatModel):
                 self.init_labels()
         if not bool(self.editing) and self.local_step() >= self.config.label_steps:
             self.start_edit()
+        elif not bool(self.editing) and LABELS in self.optimizers:
+            progress = self.local_step() / max(self.config.label_steps, 1)
+            group = self.optimizers[LABELS].param_groups[0]
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * self.config.label_lr_decay**progress
 
     def init_labels(self) -> None:
         """Labels from the blend-weighted votes of the training views' part masks (``galp.init``)."""
