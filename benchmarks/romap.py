@@ -103,6 +103,18 @@ def romap_config(scene, out, ckpt, masks, label_steps, edit_steps, seed, **model
     return config
 
 
+def apply_settings(model_config, settings: list[str]) -> None:
+    """``--set galp.knn_weight=0`` style overrides of the romap model config (values parsed as the field's type)."""
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *path, field = key.split(".")
+        target = model_config
+        for name in path:
+            target = getattr(target, name)
+        old = getattr(target, field)
+        setattr(target, field, value.lower() == "true" if isinstance(old, bool) else type(old)(value))
+
+
 def label_map(rendered: torch.Tensor) -> torch.Tensor:  # [H, W, P] -> [H, W] ids
     return torch.where(rendered.sum(-1) > 0.5, rendered.argmax(-1) + 1, 0)
 
@@ -239,9 +251,13 @@ def run_scene(name, args, seed) -> dict:
     row = {"scene": name, "seed": seed, "parts": n_parts}
 
     start = time.perf_counter()
-    labels = run.train(romap_config(scene, work / "labels", ckpt, masks, args.label_steps, 0, seed))
+    config = romap_config(scene, work / "labels", ckpt, masks, args.label_steps, 0, seed)
+    apply_settings(config.pipeline.model, args.set)
+    labels = run.train(config)
     row["label_seconds"] = time.perf_counter() - start
     row.update(segmentation_rows(labels, n_parts, masks))
+    if args.labels_only:
+        return row
     cams, gt = eval_views(labels)
     before = render_all(labels.pipeline.model, cams)[..., :3]
 
@@ -249,6 +265,7 @@ def run_scene(name, args, seed) -> dict:
     afters = {}
     for variant, extra in (("masked", {}), ("unmasked", {"confine": False, "prior_removal": False})):
         config = romap_config(scene, work / variant, labelled, masks, 0, args.edit_steps, seed, **extra)
+        apply_settings(config.pipeline.model, args.set)
         config.pipeline.datamanager.target_dir = targets
         try:
             trainer = run.train(config)
@@ -278,6 +295,8 @@ def main() -> None:
     parser.add_argument("--label-steps", type=int, default=300)
     parser.add_argument("--edit-steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], help="romap model settings, e.g. galp.knn_weight=0")
+    parser.add_argument("--labels-only", action="store_true", help="stop after the segmentation rows")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vision3d" / "bench-romap")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "romap")
     args = parser.parse_args()
@@ -285,7 +304,7 @@ def main() -> None:
     rows = [run_scene(name, args, seed) for name in args.scenes for seed in args.seeds]
     (args.cache / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\nromap benchmark ({args.resolution} px, {args.views} views, splat {args.splat_steps} steps, labels "
-          f"{args.label_steps}, edit {args.edit_steps}; shared CPU)")  # fmt: skip
+          f"{args.label_steps}, edit {args.edit_steps}, settings {args.set}; shared CPU)")  # fmt: skip
     print("| scene | seed | noisy-mask pixel error | part mIoU 3D-GALP | its vote init | majority vote | label s "
           "| 3D mask: Gaussians | 3D mask IoU with part 1 |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
@@ -293,6 +312,7 @@ def main() -> None:
         selected = f"{r['selected']} / {r['gaussians']} | {r['mask3d_iou']:.3f}" if "selected" in r else "- | -"
         print(f"| {r['scene']} | {r['seed']} | {r['mask_error']:.1%} | {r['galp_miou']:.3f} | {r['init_miou']:.3f} "
               f"| {r['vote_miou']:.3f} | {r['label_seconds']:.0f} | {selected} |")  # fmt: skip
+    rows = [r for r in rows if "masked_change_in" in r or "edit_error" in r]  # not with --labels-only
     print("\n| scene | seed | edit | change inside | PSNR inside to target | PSNR outside | SSIM outside |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
