@@ -134,6 +134,7 @@ class RomapModel(SplatModel):
     def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> list[TrainingCallback]:
         """Only the step counter and the phase switch: no densification."""
         self.optimizers = attributes.optimizers.optimizers
+        self._optimizer_configs = attributes.optimizers.config
         self._datamanager = attributes.pipeline.datamanager
         cameras = attributes.pipeline.datamanager.train_dataset.cameras
         self.train_centres = cameras.camera_to_worlds[:, :3, 3].float().to(self.device)
@@ -157,8 +158,7 @@ class RomapModel(SplatModel):
             self.start_edit()
         elif not bool(self.editing) and LABELS in self.optimizers:
             progress = self.local_step() / max(self.config.label_steps, 1)
-            group = self.optimizers[LABELS].param_groups[0]
-            group["lr"] = group.setdefault("initial_lr", group["lr"]) * self.config.label_lr_decay**progress
+            self.optimizers[LABELS].param_groups[0]["lr"] = self.configured_lr(LABELS) * self.config.label_lr_decay**progress
 
     def init_labels(self) -> None:
         """Labels from the blend-weighted votes of the training views' part masks (``galp.init``)."""
@@ -182,12 +182,18 @@ class RomapModel(SplatModel):
         CONSOLE.log(f"romap: labels start from the masks' votes ({int((votes[:, 1:].sum(-1) > votes[:, 0]).sum())} "
                     f"of {self.num_points} Gaussians mostly on a part)")
 
+    def configured_lr(self, name: str) -> float:
+        return self._optimizer_configs[name]["optimizer"].lr
+
     def restart_optimizers(self) -> None:
-        """Point each optimiser at the current Parameter of its group and clear its state (fresh Adam)."""
+        """Point each optimiser at the current Parameter of its group, clear its state (fresh Adam) and set its
+        configured rate: nerfstudio's checkpoint loading restores the saved run's rates (a splat's colour rate
+        would otherwise replace romap's ``COLOUR_LR``; scheduled groups are reset by their scheduler)."""
         for name, params in self.get_param_groups().items():
             if name in self.optimizers:
                 optimizer = self.optimizers[name]
                 optimizer.param_groups[0]["params"] = list(params)
+                optimizer.param_groups[0]["lr"] = self.configured_lr(name)
                 optimizer.state.clear()
 
     # ------------------------------------------------------------------ the edit
