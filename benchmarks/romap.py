@@ -188,7 +188,7 @@ def segmentation_rows(trainer, n_parts, masks_dir) -> dict:
     coeffs = model.gauss_params["label_coeffs"]
     trained = coeffs.detach().clone()
     coeffs.data.zero_()
-    model.init_labels()  # 3D-GALP's start (galp.init = "vote"), before any label step
+    model.init_labels()  # 3D-GALP's start (galp.init = "vote") before any label step, whatever the run's init
     init = render_all(model, cams)[..., 3:]
     coeffs.data.copy_(trained)
     vote = majority_vote(model, train.cameras, noisy, n_parts)

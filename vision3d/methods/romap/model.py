@@ -91,6 +91,8 @@ class RomapModel(SplatModel):
             raise ValueError("romap: the number of parts is unknown: give part masks or --pipeline.model.n-parts")
         self.part_names = metadata.get("romap_part_names", [])
         self.part_id = resolve_part(self.config.part, self.part_names, self.n_parts)
+        if self.config.galp.init not in ("zero", "vote", "soft-vote"):
+            raise ValueError(f"romap: galp.init must be 'zero', 'vote' or 'soft-vote', got {self.config.galp.init!r}")
         n = self.gauss_params["means"].shape[0]
         self.gauss_params[LABELS] = torch.nn.Parameter(init_label_coeffs(n, self.n_parts, self.config.galp.sh_degree))
         self.register_buffer("selected", torch.zeros(n, dtype=torch.bool))
@@ -153,18 +155,15 @@ class RomapModel(SplatModel):
             if bool(self.editing):  # a romap checkpoint continues its edit
                 self.arm_edit()
             elif self.config.galp.init != "zero" and not self.gauss_params[LABELS].any():
-                self.init_labels()
+                self.init_labels(soft=self.config.galp.init == "soft-vote")
         if not bool(self.editing) and self.local_step() >= self.config.label_steps:
             self.start_edit()
         elif not bool(self.editing) and LABELS in self.optimizers:
             progress = self.local_step() / max(self.config.label_steps, 1)
             self.optimizers[LABELS].param_groups[0]["lr"] = self.configured_lr(LABELS) * self.config.label_lr_decay**progress
 
-    def init_labels(self) -> None:
-        """Labels from the blend-weighted votes of the training views' part masks (``galp.init``)."""
-        cfg = self.config.galp
-        if cfg.init not in ("vote", "soft-vote"):
-            raise ValueError(f"romap: galp.init must be 'zero', 'vote' or 'soft-vote', got {cfg.init!r}")
+    def init_labels(self, soft: bool = False) -> None:
+        """Labels from the blend-weighted votes of the training views' part masks (their shares when ``soft``)."""
         cameras = self._datamanager.train_dataset.cameras
         ids = [data["part_ids"] for data in self._datamanager.cached_train]
 
@@ -178,7 +177,7 @@ class RomapModel(SplatModel):
         ids = [resize_part_ids(i, size) for i in ids]
         votes = mask_votes(render_view, ids, self.num_points, self.n_parts, self.device)
         with torch.no_grad():
-            self.gauss_params[LABELS].copy_(init_labels_from_votes(votes, cfg.sh_degree, cfg.init == "soft-vote"))
+            self.gauss_params[LABELS].copy_(init_labels_from_votes(votes, self.config.galp.sh_degree, soft))
         CONSOLE.log(f"romap: labels start from the masks' votes ({int((votes[:, 1:].sum(-1) > votes[:, 0]).sum())} "
                     f"of {self.num_points} Gaussians mostly on a part)")
 
