@@ -11,7 +11,9 @@ Decisions where the paper is silent or differs from ours:
   sphere mean ``C0 · c0``: with views in a narrow cone the higher bands carry much of the label;
 - the anchors' kNN loss compares labels evaluated at the training views (L1 over parts, as the
   official code's 3-channel L1); neighbours come from a scipy cKDTree over the means (a random
-  subset of at most ``knn_max_points``), refreshed with the softness.
+  subset of at most ``knn_max_points``), refreshed with the softness; k shrinks with few Gaussians;
+- labels start from the masks' blend-weighted votes (:func:`mask_votes`), not from zero, and the
+  higher bands learn 20× slower than the DC term (``rest_lr_ratio``): see docs/romap.md.
 """
 
 from __future__ import annotations
