@@ -263,6 +263,14 @@ class RomapModel(SplatModel):
             out["background"] = background.expand(*rgb.shape[:2], 3)
         return out
 
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        """The viewer's and ns-render's outputs: ``get_outputs`` without the raw ``labels`` [H, W, P], which the
+        viewer cannot colour-map (it shows 1 or 3 channels); ``part_labels`` shows them."""
+        outputs = super().get_outputs_for_camera(camera, obb_box)
+        outputs.pop("labels", None)
+        return outputs
+
     def part_mask2d(self, labels: torch.Tensor) -> torch.Tensor:  # [H, W, P] -> [H, W, 1] float
         """M2D: pixels whose rendered label belongs to the part (:func:`.selection.part_membership` at
         ``mask2d_threshold``); all pixels when unconfined."""
