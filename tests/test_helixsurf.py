@@ -270,7 +270,7 @@ def test_presets_name_real_config_fields(name):
     config = presets.apply_preset(helixsurf.config, presets.find_preset("helixsurf", name))
     assert config.max_num_iterations == config.pipeline.model.max_steps
     assert config.optimizers["fields"]["scheduler"].max_steps == config.max_num_iterations
-    assert config.pipeline.datamanager.dataparser.scene_scale == 4.0
+    assert config.pipeline.datamanager.dataparser.scene_scale == {"cpu": 1.5, "paper": 4.0}[name]
 
 
 def test_entry_point_is_in_pyproject():

@@ -17,7 +17,7 @@ from vision3d.methods.romap.guidance import Guidance, GuidanceConfig
 from vision3d.methods.romap.masks import corrupt_part_masks, read_part_ids, resolve_part
 from vision3d.methods.romap.slamp import SlampConfig
 
-LABEL_STEPS, EDIT_STEPS = 20, 120
+LABEL_STEPS, EDIT_STEPS = 20, 60
 
 
 def splat_checkpoint(config, gaussians, path):
@@ -99,7 +99,7 @@ def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path, mon
     core = ids == 1
     err_before = (before - targets).abs()[core].mean()
     err_after = (after - targets).abs()[core].mean()
-    assert err_after < 0.4 * err_before, f"inside the part: error to the target {err_before:.3f} -> {err_after:.3f}"
+    assert err_after < 0.1 * err_before, f"inside the part: error to the target {err_before:.3f} -> {err_after:.3f}"
 
     # viewer outputs and the standard 3DGS export
     model.eval()
