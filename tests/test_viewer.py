@@ -2,7 +2,8 @@
 
 - Every output each model returns goes through the viewer's own render state machine (resolution choice,
   colour mapping, JPEG into a viser scene), and the frame shrinks while the camera moves, on CPU as on GPU.
-- ``ns-render camera-path`` writes a video for each method (skips without ffmpeg).
+- ``ns-render camera-path`` writes a video for a splat method and for nerfacto (skips without ffmpeg); the
+  newer methods are checked in ``test_viewer_methods.py``.
 - ``ns-viewer`` in Chromium (skips without chromium, chromedriver or selenium): the first frame arrives, the
   output switches to depth, and both screenshots are real renders that differ. They are kept in the test's
   tmp dir (printed).
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import viser
 from PIL import Image
 
@@ -33,14 +33,11 @@ from vision3d.export.from_run import load_run
 from vision3d.methods import run
 from vision3d.viewer.frame_rate import orbit_camera_states, viewer_frames
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from viewer_helpers import camera_path_json, free_port  # noqa: E402
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 NS_VIEWER = Path(sys.executable).parent / "ns-viewer"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +60,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def scene():
-    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
     yield server.scene
     server.stop()
 
@@ -99,20 +96,8 @@ def _camera(state, height: int, width: int):
     return get_camera(state, height, width)
 
 
-def _camera_path_json(c2ws: torch.Tensor, path: Path, width: int = 32, height: int = 24, fov: float = 60.0) -> Path:
-    """nerfstudio's camera_path.json (as the viewer's Render tab writes it) through the poses ``c2ws [N, 3, 4]``."""
-    frames = []
-    for c2w in c2ws:
-        matrix = torch.eye(4, dtype=torch.float64)
-        matrix[:3] = c2w.double()
-        frames.append({"camera_to_world": matrix.flatten().tolist(), "fov": fov, "aspect": width / height})
-    path.write_text(json.dumps({"camera_type": "perspective", "render_width": width, "render_height": height,
-                                "seconds": len(frames) / 2.0, "camera_path": frames, "crop": None}))
-    return path
-
-
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ns-render needs ffmpeg (apt-get install -y ffmpeg)")
-@pytest.mark.parametrize("method", ["vision3d-splat", "det-gs", "vision3d-nerfacto"])
+@pytest.mark.parametrize("method", ["vision3d-splat", "vision3d-nerfacto"])  # det-gs renders through vision3d-splat's code
 def test_ns_render_camera_path_video(runs, method, tmp_path):
     from nerfstudio.scripts.render import RenderCameraPath
 
@@ -120,7 +105,7 @@ def test_ns_render_camera_path_video(runs, method, tmp_path):
     loaded = load_run(runs[method])
     cameras = loaded.pipeline.datamanager.train_dataparser_outputs.cameras.camera_to_worlds[:3]
     video = tmp_path / "video.mp4"
-    RenderCameraPath(load_config=config, camera_path_filename=_camera_path_json(cameras, tmp_path / "path.json"),
+    RenderCameraPath(load_config=config, camera_path_filename=camera_path_json(cameras, tmp_path / "path.json"),
                      output_path=video, rendered_output_names=["rgb", "depth"]).main()
     probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
                             "stream=nb_read_frames,width,height", "-of", "json", str(video)],
@@ -159,7 +144,7 @@ def test_ns_viewer_in_headless_chromium(runs, tmp_path_factory):
 
     artefacts = tmp_path_factory.mktemp("viewer_screenshots")
     print(f"viewer screenshots in {artefacts} (selenium {selenium.__version__})")
-    port = _free_port()
+    port = free_port()
     log = (artefacts / "ns-viewer.log").open("w")
     viewer = subprocess.Popen([str(NS_VIEWER), "--load-config", str(runs["det-gs"] / "config.yml"),
                                "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1"],

@@ -10,6 +10,8 @@
   sees). The written mesh is mapped back to the scene's own frame (``transforms.json``'s, undoing
   ``dataparser_transform`` and ``dataparser_scale``) so it overlays the input and its ground-truth mesh;
   ``frame="dataparser"`` keeps the model's frame, as ``ns-export`` does.
+- A model whose cameras are not the dataparser's (ir-nerf estimates them) offers ``mesh_cameras()`` (nerfstudio
+  Cameras to fuse) and ``scene_frame()`` (its frame to the scene's, ``(A, b)``); both are optional.
 - Bad input fails in one line naming the file: no config, a config written by another version (missing or
   unknown fields, classes that no longer exist, a method not installed), no or a corrupt checkpoint, a model
   that renders no depth and offers no SDF, an empty TSDF or level set.
@@ -71,17 +73,27 @@ class LoadedRun:
         """The scene box [2, 3] in the model's (dataparser) frame."""
         return self.pipeline.datamanager.train_dataparser_outputs.scene_box.aabb.cpu().numpy().astype(np.float64)
 
-    def to_scene_frame(self, points: np.ndarray) -> np.ndarray:
-        """Points [N, 3] from the model's frame to the scene's own frame (undo the dataparser's transform)."""
+    def _model_to_scene(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(A [3, 3], b [3])`` with ``p_scene = A p_model + b``: the model's own ``scene_frame()`` when it offers
+        one (ir-nerf: its estimated frame aligned onto the ground truth), else the dataparser's transform undone."""
+        offer = getattr(self.pipeline.model, "scene_frame", None)
+        mapping = offer() if callable(offer) else None
+        if mapping is not None:
+            return mapping
         outputs = self.pipeline.datamanager.train_dataparser_outputs
         transform = outputs.dataparser_transform.double().cpu().numpy()  # [3, 4]: p_model = s (R p + t)
-        return (np.asarray(points, np.float64) / float(outputs.dataparser_scale) - transform[:, 3]) @ transform[:, :3]
+        rotation = transform[:, :3]
+        return rotation.T / float(outputs.dataparser_scale), -rotation.T @ transform[:, 3]
+
+    def to_scene_frame(self, points: np.ndarray) -> np.ndarray:
+        """Points [N, 3] from the model's frame to the scene's own frame."""
+        a, b = self._model_to_scene()
+        return np.asarray(points, np.float64) @ a.T + b
 
     def to_model_frame(self, points: np.ndarray) -> np.ndarray:
         """Points [N, 3] from the scene's own frame to the model's frame."""
-        outputs = self.pipeline.datamanager.train_dataparser_outputs
-        transform = outputs.dataparser_transform.double().cpu().numpy()
-        return (np.asarray(points, np.float64) @ transform[:, :3].T + transform[:, 3]) * float(outputs.dataparser_scale)
+        a, b = self._model_to_scene()
+        return (np.asarray(points, np.float64) - b) @ np.linalg.inv(a).T
 
 
 def resolve_config_path(run: Path | str) -> Path:
@@ -205,11 +217,13 @@ def directions_norm(camera: PinholeCamera) -> np.ndarray:
 
 @torch.no_grad()
 def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> Iterator[RenderedView]:
-    """Render each training camera of the run: colour, planar depth (0 where background), K and c2w."""
+    """Render each training camera of the run (or the model's ``mesh_cameras()``, when it offers them): colour,
+    planar depth (0 where background), K and c2w."""
     from nerfstudio.models.splatfacto import SplatfactoModel
 
     model = loaded.pipeline.model
-    cameras = loaded.pipeline.datamanager.train_dataparser_outputs.cameras
+    offer = getattr(model, "mesh_cameras", None)
+    cameras = offer() if callable(offer) else loaded.pipeline.datamanager.train_dataparser_outputs.cameras
     planar = isinstance(model, SplatfactoModel)
     for index in range(len(cameras)):
         camera = cameras[index : index + 1].to(model.device)

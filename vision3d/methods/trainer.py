@@ -8,16 +8,18 @@
   exponential-decay scheduler stores. Importing this module (every vision3d method config does) allows
   exactly those numpy scalar types, so our checkpoints load.
 - ``ns-viewer``, ``ns-render``, ``ns-export`` and ``ns-eval`` read a run's ``config.yml`` with ``yaml.load`` and
-  then ask it for its checkpoint folder (``get_checkpoint_dir``). A config of ours read that way (a yaml
-  constructor for our class marks it; a new timestamp unmarks it) checks first that its fields match the
-  installed classes and that its newest checkpoint is there and whole, and fails in one line naming the
-  file, where nerfstudio would print a traceback from deep inside torch or yaml.
+  then ask it for its checkpoint folder (``get_checkpoint_dir``). Our config read that way is built as a
+  ``SavedRunConfig`` (a yaml constructor for our class's tag; a new timestamp makes it a plain config again),
+  which checks first that its fields match the installed classes and that its newest checkpoint is there and
+  whole, and fails in one line naming the file, where nerfstudio would print a traceback from deep inside
+  torch or yaml.
+- The live viewer re-renders during training at a rate set from measured frame times
+  (:mod:`vision3d.viewer.live`), where nerfstudio's estimate refreshed a CPU run only every few hundred steps.
 """
 
 from __future__ import annotations
 
 import sys
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,32 +28,39 @@ import torch
 import yaml
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer import Viewer
 
 from vision3d.errors import one_line_errors_in_our_commands
+from vision3d.viewer.live import LiveRefresh, update_scene
 
 torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))])
 one_line_errors_in_our_commands()
-
-_READ_FROM_YAML: set[int] = set()  # ids of live configs that yaml.load built from a saved config.yml
 
 
 @dataclass
 class Vision3DTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: Vision3DTrainer)
+    viewer_min_refresh_s: float = 0.5
+    """Live viewer (``--vis viewer``): re-render during training at most this often (seconds); otherwise as often
+    as the "Train Util" slider allows for the measured frame time (:mod:`vision3d.viewer.live`)."""
+
+
+class SavedRunConfig(Vision3DTrainerConfig):
+    """Our config as ``yaml.load`` reads it back from a run's ``config.yml`` (module docstring): the same fields,
+    with checks before nerfstudio loads the run; a new timestamp makes it a config for a new run again."""
 
     def set_timestamp(self) -> None:
         """A new run (``ns-train --load-config``): no longer the saved run it was read from."""
-        _READ_FROM_YAML.discard(id(self))
         super().set_timestamp()
+        self.__class__ = Vision3DTrainerConfig
 
     def get_checkpoint_dir(self) -> Path:
-        """nerfstudio's checkpoint folder; for a config read from a saved run, checked first (module docstring)."""
-        checkpoint_dir = super().get_checkpoint_dir()
-        if id(self) in _READ_FROM_YAML:
-            from vision3d.export.from_run import check_config_version, newest_checkpoint
+        """nerfstudio's checkpoint folder, after checking the config's fields and the newest checkpoint."""
+        from vision3d.export.from_run import check_config_version, newest_checkpoint
 
-            check_config_version(_config_file(self), self)
-            newest_checkpoint(checkpoint_dir)
+        checkpoint_dir = super().get_checkpoint_dir()
+        check_config_version(_config_file(self), self)
+        newest_checkpoint(checkpoint_dir)
         return checkpoint_dir
 
 
@@ -66,19 +75,29 @@ def _config_file(config: TrainerConfig) -> Path:
     return config.get_base_dir() / "config.yml"
 
 
-def _construct_saved_config(loader: yaml.Loader, node: yaml.MappingNode):
-    """yaml.Loader's own construction of our config (as for any python/object), then marked as read from a file."""
-    config = Vision3DTrainerConfig.__new__(Vision3DTrainerConfig)
-    yield config
-    config.__dict__.update(loader.construct_mapping(node))
-    _READ_FROM_YAML.add(id(config))
-    weakref.finalize(config, _READ_FROM_YAML.discard, id(config))
-
-
-yaml.Loader.add_constructor(f"tag:yaml.org,2002:python/object:{__name__}.Vision3DTrainerConfig", _construct_saved_config)
+yaml.Loader.add_constructor(  # a saved Vision3DTrainerConfig loads as a SavedRunConfig
+    f"tag:yaml.org,2002:python/object:{__name__}.Vision3DTrainerConfig",
+    lambda loader, node: loader.construct_python_object(f"{__name__}.SavedRunConfig", node),
+)
 
 
 class Vision3DTrainer(Trainer):
+    config: Vision3DTrainerConfig
+
+    def __init__(self, config: Vision3DTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, local_rank, world_size)
+        self.live_refresh = LiveRefresh(min_interval_s=config.viewer_min_refresh_s)
+
+    def _update_viewer_state(self, step: int) -> None:
+        """nerfstudio's viewer update, re-rendering at the rate of :mod:`vision3d.viewer.live` (the legacy viewer as is)."""
+        if not isinstance(self.viewer_state, Viewer):
+            super()._update_viewer_state(step)
+            return
+        try:
+            update_scene(self.viewer_state, self.live_refresh, step)
+        except RuntimeError:  # as nerfstudio: a failed render must not stop training
+            CONSOLE.log("Viewer failed. Continuing training.")
+
     def train(self) -> None:
         try:
             super().train()

@@ -4,26 +4,31 @@ The model holds the whole method (:class:`~vision3d.methods.ir_nerf.training.IRN
 images the ``ir-nerf-data`` parser put in ``metadata``. IR-NeRF alternates updates of different networks
 against each other (discriminator and field, P and the codebook), so it steps its own optimisers: the
 pipeline's ``get_train_loss_dict`` runs one step of the schedule and hands nerfstudio's trainer a constant
-loss and no parameter groups (nerfstudio's checkpoint holds the networks and poses, not those optimisers'
-moments). The schedule's length follows the trainer's ``max_num_iterations``. Every ``steps_per_export``
-steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
+loss and no parameter groups; the optimisers' moments travel in the checkpoint as the system's extra state
+(``IRNeRF.get_extra_state``), so ``--load-dir`` resumes the run where it stopped. The schedule's length
+follows the trainer's ``max_num_iterations``. Every ``steps_per_export`` steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
 ``frusta.png`` (:mod:`~vision3d.methods.ir_nerf.cameras`). The viewer renders the field in the prior's frame
 and draws the estimated and (aligned) ground-truth frusta there (``self.frusta``, redrawn at each export).
+``v3d export mesh`` fuses renders at the estimated poses (``mesh_cameras``) and writes the mesh aligned onto
+the ground-truth poses when there are any (``scene_frame``), so it can be scored against a ground-truth mesh.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
 from vision3d import metrics
+from vision3d.geometry.se3 import opencv_to_opengl
 from vision3d.methods.ir_nerf.cameras import estimated_and_gt_cameras, write_cameras, write_transforms
-from vision3d.methods.ir_nerf.evaluation import plot_frusta, pose_errors
+from vision3d.methods.ir_nerf.evaluation import align_poses, plot_frusta, pose_errors
 from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
 from vision3d.viewer.frusta import CameraFrustaControl
 
@@ -84,6 +89,23 @@ class IRNeRFModel(Model):
         rows = [metrics.image_metrics(r.permute(1, 2, 0).clamp(0, 1).cpu(), i.permute(1, 2, 0).cpu())
                 for r, i in zip(renders, self.system.images, strict=True)]
         return {k: sum(row[k] for row in rows) / len(rows) for k in rows[0]}
+
+    def mesh_cameras(self) -> Cameras:
+        """What ``v3d export mesh`` fuses: every image at its estimated pose and the working resolution (OpenGL
+        axes, the model's frame); the dataparser's cameras hold placeholder poses."""
+        c2w = opencv_to_opengl(self.system.estimated_poses().detach().float().cpu())[:, :3, :4].contiguous()
+        K = self.system.K.cpu()  # noqa: N806
+        height, width = self.system.images.shape[-2:]
+        return Cameras(camera_to_worlds=c2w, fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]),
+                       cy=float(K[1, 2]), width=width, height=height, camera_type=CameraType.PERSPECTIVE)
+
+    def scene_frame(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The model's frame to the ground truth's ``(A [3, 3], b [3])``, ``p_scene = A p + b``: the Sim(3) that
+        aligns the estimated camera centres onto the ground-truth ones (None without ground-truth poses)."""
+        if self.gt_c2w is None:
+            return None
+        sim = align_poses(self.system.estimated_poses().detach().cpu(), self.gt_c2w)
+        return sim.s * sim.R.double().numpy(), sim.t.double().numpy()
 
     def export(self, folder) -> None:
         """Write transforms.json, cameras.npz and frusta.png into ``folder``; redraw the viewer's frusta."""
