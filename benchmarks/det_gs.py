@@ -4,8 +4,11 @@ Scenes are real meshes (Debian's libcgal-demo) rendered with Blender; none is th
 Two families: forward-facing paths (the LLFF-like sparse-view protocol) and 360° orbits of 32 views
 whose background is a textured ground and an HDRI (far content). Each run trains one variant for
 ``--steps`` on a seeded split of ``--views`` training views and reports held-out PSNR / SSIM (LPIPS when
-its weights are on disk), depth AbsRel against ground-truth depth, wall seconds and the final number of
-Gaussians; the table gives mean ± std over seeds and each variant's PSNR against base. The depth prior
+its weights are on disk), depth AbsRel against ground-truth depth over all pixels and over the pixels the
+render covers (accumulation >= 0.5; ``run.evaluate``), wall seconds and the final number of Gaussians;
+the tables give mean ± std over seeds with each variant's PSNR against base, then each seed's run.
+A run is bit-reproducible on CPU for its seed (``run.train`` seeds every generator), so differences
+between seeds are the seed spread, not run-to-run noise. The depth prior
 is the monocular-like prior (ground truth with per-region affine distortion, blur and noise): no
 monocular network can be downloaded here.
 
@@ -240,7 +243,8 @@ def main() -> None:
 
 def print_table(results: dict, wanted: dict, args, version: str) -> None:
     """One line per (scene, frame, scale, views, variant): mean ± std over the seeds found in ``results``."""
-    metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "seconds", "gaussians"]
+    metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "depth_abs_rel_covered", "depth_coverage", "seconds",
+               "gaussians"]
     print(f"\ndet-gs benchmark: {args.steps} steps per run, {args.resolution}px, seeds {args.seeds}, code {version}, "
           f"held-out views of each scene; mean ± std over seeds")
     header = f"{'scene':12s} {'frame':>7s} {'scale':>5s} {'views':>5s} {'variant':20s} " + " ".join(f"{m:>16s}" for m in metrics)
@@ -263,6 +267,15 @@ def print_table(results: dict, wanted: dict, args, version: str) -> None:
                         base_psnr = psnr if variant == "base" else base_psnr
                         delta = f"  ({psnr - base_psnr:+.2f} dB)" if base_psnr is not None and variant != "base" else ""
                         print(f"{name:12s} {frame:>7s} {scale:5g} {views:5d} {variant:20s} " + " ".join(cells) + delta)
+    print(f"\nper seed: {'scene':12s} {'frame':>7s} {'scale':>5s} {'views':>5s} {'seed':>4s} {'variant':20s} "
+          f"{'psnr':>7s} {'ssim':>6s} {'absrel':>7s} {'covered':>7s} {'coverage':>8s} {'seconds':>7s}")
+    for key, row in sorted(results.items(), key=lambda item: (wanted[item[0]][:4], int(item[0].split("|")[4]))):
+        name, frame, scale, views, variant = wanted[key]
+        seed = key.split("|")[4]
+        print(f"          {name:12s} {frame:>7s} {scale:5g} {views:5d} {seed:>4s} {variant:20s} {row['psnr']:7.2f} "
+              f"{row['ssim']:6.3f} {row.get('depth_abs_rel', float('nan')):7.3f} "
+              f"{row.get('depth_abs_rel_covered', float('nan')):7.3f} {row.get('depth_coverage', float('nan')):8.3f} "
+              f"{row['seconds']:7.0f}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import torch
 
+from vision3d.methods.ir_nerf.field import CoarseFieldConfig
+from vision3d.methods.ir_nerf.training import IRNeRFConfig
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "(a) BARF-style": {"adversarial": False, "use_codebook": False},
@@ -51,15 +54,14 @@ def scene_path(name: str, cache: Path, views: int, resolution: int) -> Path:
 
 def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
     from vision3d.methods.ir_nerf.evaluation import align_poses, novel_view_metrics, pose_errors
-    from vision3d.methods.ir_nerf.field import CoarseFieldConfig
     from vision3d.methods.ir_nerf.pose_prior import prior_preset, prior_spherical
-    from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
+    from vision3d.methods.ir_nerf.training import IRNeRF
 
     radius = float(prior_spherical(None, data.gt_c2w)[2].mean())
     prior = prior_preset("360-object", radius_min=radius, radius_max=radius,
                          elevation_min_deg=args.elevation[0], elevation_max_deg=args.elevation[1])
-    field = CoarseFieldConfig(encoding=args.encoding, barf_c2f=name.startswith("(a)"))
-    config = IRNeRFConfig(prior=prior, field=field, seed=args.seed, **VARIANTS[name])
+    field = CoarseFieldConfig(encoding=args.encoding, barf_c2f=name.startswith("(a)"), bound=args.bound)
+    config = IRNeRFConfig(prior=prior, field=field, seed=args.seed, lr_poses=args.lr_poses, **VARIANTS[name])
     torch.manual_seed(args.seed)
     system = IRNeRF(config, data.images[train_idx], data.K)
     start, step = time.perf_counter(), 0
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600.0, help="wall seconds per variant")
     parser.add_argument("--elevation", type=float, nargs=2, default=(5.0, 60.0))
     parser.add_argument("--encoding", default="hash", choices=["hash", "pe"])
+    parser.add_argument("--bound", type=float, default=CoarseFieldConfig.bound, help="half-size of the field's cube")
+    parser.add_argument("--lr-poses", type=float, default=IRNeRFConfig.lr_poses, help="learning rate of the per-image poses")
     parser.add_argument("--tto-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -105,7 +109,8 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# ir-nerf benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
     print(f"# scene {scene} ({len(train_idx)} training / {len(test_idx)} held-out views), working size {args.size}, "
-          f"budget {args.budget:.0f} s per variant, {args.threads} thread(s), encoding {args.encoding}, seed {args.seed}")
+          f"budget {args.budget:.0f} s per variant, {args.threads} thread(s), encoding {args.encoding}, seed {args.seed}, "
+          f"bound {args.bound}, pose lr {args.lr_poses}")
     print("| variant | rot err (deg) | trans err | start rot err | start trans err | PSNR | SSIM | steps | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:

@@ -10,11 +10,12 @@ the tests. Per scene and seed:
    views that see it (centre depth within 5 % of the rendered depth), as LEGaussians-style per-Gaussian
    voting; both are rendered on the held-out views and scored by part mIoU against the clean ids
    (mean over parts 1..P, background excluded; a pixel's label is the argmax where the rendered
-   labels sum > 0.5, else background);
+   labels sum > 0.5, else background); also scored: GALP's start (its vote init, no label step);
 3. a target-image edit of part 1 (training images with the part tinted gold) runs masked (romap) and
    unmasked (``confine=False``: every Gaussian free, L1 on the whole image, no prior removal); on held-out
    views: the change inside the part and the PSNR to the tinted unedited render there, and PSNR / SSIM
-   outside the part (dilated 1 px) against the unedited render. Before/after renders go to ``--out``.
+   outside the part (dilated 1 px) against the unedited render; the 3D mask's size and its rendered IoU
+   with part 1. Before/after renders go to ``--out``.
 
     nice -n 15 python benchmarks/romap.py --seeds 0
 """
@@ -35,7 +36,6 @@ SCENES = {  # name -> (model, render overrides)
     "cow-duck": ("cow", {"parts": "models", "extra_models": ("duck",), "hdri": "forest"}),
 }
 GOLD = torch.tensor([1.0, 0.78, 0.25])
-LABEL_LR = 0.05  # 2x ns-train romap's: the label phase is short here
 ANCHOR_FRACTION = 0.005  # the paper's anchor density (1000 among ~2·10⁵), not ns-train romap's default (1.0)
 
 
@@ -91,18 +91,28 @@ def write_masks_and_targets(scene: Path, out: Path, seed: int) -> tuple[Path, Pa
 def romap_config(scene, out, ckpt, masks, label_steps, edit_steps, seed, **model):
     from vision3d.methods import run
     from vision3d.methods.romap.config import romap
-    from vision3d.methods.romap.model import LABELS
 
     config = run.configure(romap.config, scene, out, max_steps=label_steps + edit_steps, seed=seed)
     config.load_checkpoint = ckpt
-    config.optimizers[LABELS]["optimizer"].lr = LABEL_LR  # the benchmark's choices (docs/romap.md), not ns-train's
-    config.pipeline.model.galp.anchor_fraction = ANCHOR_FRACTION
+    config.pipeline.model.galp.anchor_fraction = ANCHOR_FRACTION  # the benchmark's choice (docs/romap.md)
     config.pipeline.datamanager.masks.mask_dir = masks
     config.pipeline.model.label_steps = label_steps
     config.pipeline.model.background_color = "black"
     for key, value in model.items():
         setattr(config.pipeline.model, key, value)
     return config
+
+
+def apply_settings(model_config, settings: list[str]) -> None:
+    """``--set galp.knn_weight=0`` style overrides of the romap model config (values parsed as the field's type)."""
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *path, field = key.split(".")
+        target = model_config
+        for name in path:
+            target = getattr(target, name)
+        old = getattr(target, field)
+        setattr(target, field, value.lower() == "true" if isinstance(old, bool) else type(old)(value))
 
 
 def label_map(rendered: torch.Tensor) -> torch.Tensor:  # [H, W, P] -> [H, W] ids
@@ -175,14 +185,31 @@ def segmentation_rows(trainer, n_parts, masks_dir) -> dict:
     train = trainer.pipeline.datamanager.train_dataset
     noisy = torch.stack([read_part_ids(masks_dir / Path(p).name) for p in train.image_filenames])
     clean = torch.stack([read_part_ids(Path(p).parent.parent / "part_ids" / Path(p).name) for p in train.image_filenames])
+    coeffs = model.gauss_params["label_coeffs"]
+    trained = coeffs.detach().clone()
+    coeffs.data.zero_()
+    model.init_labels()  # 3D-GALP's start (galp.init = "vote") before any label step, whatever the run's init
+    init = render_all(model, cams)[..., 3:]
+    coeffs.data.copy_(trained)
     vote = majority_vote(model, train.cameras, noisy, n_parts)
     onehot = torch.nn.functional.one_hot(vote, n_parts + 1)[:, 1:].float().to(model.device)
     voted = render_all(model, cams, onehot)
     return {
         "mask_error": float((noisy != clean).float().mean()),
         "galp_miou": float(np.mean([miou(label_map(g), t, n_parts) for g, t in zip(galp, gt, strict=True)])),
+        "init_miou": float(np.mean([miou(label_map(g), t, n_parts) for g, t in zip(init, gt, strict=True)])),
         "vote_miou": float(np.mean([miou(label_map(v), t, n_parts) for v, t in zip(voted, gt, strict=True)])),
     }
+
+
+@torch.no_grad()
+def mask3d_iou(model, cameras, gt_ids) -> float:
+    """IoU of the rendered 3D mask (``mask_3d`` > 0.5) with part 1 over the held-out views."""
+    model.eval()
+    masks = torch.stack([model.get_outputs(cameras[i : i + 1].to(model.device))["mask_3d"][..., 0].cpu() > 0.5
+                         for i in range(len(cameras))])  # fmt: skip
+    part = gt_ids == 1
+    return float((masks & part).sum() / (masks | part).sum().clamp_min(1))
 
 
 def edit_rows(before, after, gt_ids) -> dict:
@@ -224,9 +251,13 @@ def run_scene(name, args, seed) -> dict:
     row = {"scene": name, "seed": seed, "parts": n_parts}
 
     start = time.perf_counter()
-    labels = run.train(romap_config(scene, work / "labels", ckpt, masks, args.label_steps, 0, seed))
+    config = romap_config(scene, work / "labels", ckpt, masks, args.label_steps, 0, seed)
+    apply_settings(config.pipeline.model, args.set)
+    labels = run.train(config)
     row["label_seconds"] = time.perf_counter() - start
     row.update(segmentation_rows(labels, n_parts, masks))
+    if args.labels_only:
+        return row
     cams, gt = eval_views(labels)
     before = render_all(labels.pipeline.model, cams)[..., :3]
 
@@ -234,6 +265,7 @@ def run_scene(name, args, seed) -> dict:
     afters = {}
     for variant, extra in (("masked", {}), ("unmasked", {"confine": False, "prior_removal": False})):
         config = romap_config(scene, work / variant, labelled, masks, 0, args.edit_steps, seed, **extra)
+        apply_settings(config.pipeline.model, args.set)
         config.pipeline.datamanager.target_dir = targets
         try:
             trainer = run.train(config)
@@ -245,6 +277,7 @@ def run_scene(name, args, seed) -> dict:
         if variant == "masked":
             row["selected"] = int(trainer.pipeline.model.selected.sum())
             row["gaussians"] = int(trainer.pipeline.model.selected.numel())
+            row["mask3d_iou"] = mask3d_iou(trainer.pipeline.model, cams, gt)
     args.out.mkdir(parents=True, exist_ok=True)
     view = int(torch.stack([(g == 1).sum() for g in gt]).argmax())
     save_grid(args.out / f"{name}-s{seed}.png",
@@ -262,6 +295,8 @@ def main() -> None:
     parser.add_argument("--label-steps", type=int, default=300)
     parser.add_argument("--edit-steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], help="romap model settings, e.g. galp.knn_weight=0")
+    parser.add_argument("--labels-only", action="store_true", help="stop after the segmentation rows")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vision3d" / "bench-romap")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "romap")
     args = parser.parse_args()
@@ -269,12 +304,15 @@ def main() -> None:
     rows = [run_scene(name, args, seed) for name in args.scenes for seed in args.seeds]
     (args.cache / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\nromap benchmark ({args.resolution} px, {args.views} views, splat {args.splat_steps} steps, labels "
-          f"{args.label_steps}, edit {args.edit_steps}; shared CPU)")  # fmt: skip
-    print("| scene | seed | noisy-mask pixel error | part mIoU 3D-GALP | part mIoU majority vote | label s |")
-    print("|---|---|---|---|---|---|")
+          f"{args.label_steps}, edit {args.edit_steps}, settings {args.set}; shared CPU)")  # fmt: skip
+    print("| scene | seed | noisy-mask pixel error | part mIoU 3D-GALP | its vote init | majority vote | label s "
+          "| 3D mask: Gaussians | 3D mask IoU with part 1 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['scene']} | {r['seed']} | {r['mask_error']:.1%} | {r['galp_miou']:.3f} | {r['vote_miou']:.3f} "
-              f"| {r['label_seconds']:.0f} |")  # fmt: skip
+        selected = f"{r['selected']} / {r['gaussians']} | {r['mask3d_iou']:.3f}" if "selected" in r else "- | -"
+        print(f"| {r['scene']} | {r['seed']} | {r['mask_error']:.1%} | {r['galp_miou']:.3f} | {r['init_miou']:.3f} "
+              f"| {r['vote_miou']:.3f} | {r['label_seconds']:.0f} | {selected} |")  # fmt: skip
+    rows = [r for r in rows if "masked_change_in" in r or "edit_error" in r]  # not with --labels-only
     print("\n| scene | seed | edit | change inside | PSNR inside to target | PSNR outside | SSIM outside |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

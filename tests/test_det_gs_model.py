@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import random
 
-import numpy as np
 import pytest
 import torch
 
@@ -115,12 +113,6 @@ def _metric_config(tmp_path, steps: int, scale: float):
     return config
 
 
-def _seed_everything(seed: int = 0) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _scale_scene_in_place(trainer, scale: float) -> None:
     """Multiply the Gaussians' positions and sizes and the training cameras' positions by ``scale``."""
     model = trainer.pipeline.model
@@ -134,7 +126,6 @@ def test_det_gs_is_unchanged_by_the_scene_units(tmp_path):
     """Scaling a scene by 100 leaves every det-gs loss term as it was and a short run's held-out PSNR too."""
     psnr, trainers = {}, {}
     for scale in (1.0, 100.0):
-        _seed_everything()
         trainers[scale] = run.train(_metric_config(tmp_path / str(scale), steps=60, scale=scale))
         psnr[scale] = run.mean_metrics(run.evaluate(trainers[scale], depth_gt=False))["psnr"]
     assert abs(psnr[1.0] - psnr[100.0]) < 0.1, psnr
@@ -144,12 +135,66 @@ def test_det_gs_is_unchanged_by_the_scene_units(tmp_path):
     for scale in (1.0, 100.0):
         if scale != 1.0:
             _scale_scene_in_place(trainer, scale)
-        _seed_everything()
+        run.seed_everything(0)
         trainer.pipeline.datamanager.train_unseen_cameras = [0]  # the same view both times
         losses[scale] = {k: v.item() for k, v in _one_step_losses(trainer, step=10).items()}
     assert {"det_gs_depth_hard", "det_gs_edge", "det_gs_tv"} <= losses[1.0].keys()
     for key, value in losses[1.0].items():
         assert losses[100.0][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+
+
+def _densifying_config(tmp_path, steps: int):
+    """det-gs on the bundled scene at half resolution, refining every 10 steps from step 10."""
+    config = _config(tmp_path, steps)
+    config.pipeline.datamanager.camera_res_scale_factor = 0.5
+    model = config.pipeline.model
+    model.warmup_length, model.refine_every, model.stop_split_at = 10, 10, steps
+    return config
+
+
+def test_two_identical_trainings_give_identical_gaussians(tmp_path):
+    """Same config and seed in one process: bit-identical Gaussians after a run that densifies (random
+    backgrounds, split samples). Before run.train seeded torch, the second run continued the first's
+    torch stream and ended with another number of Gaussians."""
+    params = []
+    for name in ("a", "b"):
+        trainer = run.train(_densifying_config(tmp_path / name, steps=20))
+        params.append({k: v.detach().clone() for k, v in trainer.pipeline.model.gauss_params.items()})
+    assert params[0]["means"].shape[0] > 2000  # densification ran
+    for key, value in params[0].items():
+        assert torch.equal(value, params[1][key]), key
+    config = _densifying_config(tmp_path / "c", steps=20)
+    config.machine.seed += 1
+    other = run.train(config).pipeline.model.gauss_params["means"]
+    assert other.shape != params[0]["means"].shape or not torch.equal(other, params[0]["means"])
+
+
+def test_covered_depth_abs_rel_ignores_faintly_covered_pixels(tmp_path, monkeypatch):
+    """``depth_abs_rel_covered`` is blind to the depth of pixels with accumulation < 0.5, which move the
+    all-pixel ``depth_abs_rel``; it equals it when every pixel counts as covered."""
+    monkeypatch.setattr(run.metrics, "image_metrics", lambda pred, gt: {})  # only depth is under test
+    trainer = run.train(_densifying_config(tmp_path, steps=1))
+    model = trainer.pipeline.model
+    before = run.evaluate(trainer)
+    everything = run.evaluate(trainer, min_accumulation=0.0)
+    for row, row_all in zip(before, everything, strict=True):
+        assert row_all["depth_coverage"] == 1.0
+        assert row_all["depth_abs_rel_covered"] == pytest.approx(row["depth_abs_rel"])
+        assert 0.0 < row["depth_coverage"] < 1.0
+
+    render = model.get_outputs_for_camera
+
+    def faint_pixels_far_away(camera, *args, **kwargs):
+        outputs = dict(render(camera, *args, **kwargs))
+        faint = outputs["accumulation"] < 0.5
+        outputs["depth"] = torch.where(faint, outputs["depth"] * 10.0, outputs["depth"])
+        return outputs
+
+    monkeypatch.setattr(model, "get_outputs_for_camera", faint_pixels_far_away)
+    after = run.evaluate(trainer)
+    for row, row_after in zip(before, after, strict=True):
+        assert row_after["depth_abs_rel_covered"] == pytest.approx(row["depth_abs_rel_covered"], rel=1e-6)
+        assert row_after["depth_abs_rel"] > row["depth_abs_rel"] + 0.1
 
 
 @pytest.mark.slow

@@ -203,6 +203,32 @@ def test_blend_normals_weights_mvs_where_it_exists():
 
 
 # ---------------------------------------------------------------- end to end
+def test_first_plane_refresh_uses_mvs_normals_alone_without_rendering(monkeypatch):
+    """After the random first MVS pass the SDF is its initial sphere: planes come from MVS's normals where it kept
+    pixels, nothing is rendered, and no Manhattan seed is made (they need pixels without MVS support)."""
+    model = small_model()
+    h, w = 12, 16
+    labels = torch.zeros(h, w, dtype=torch.long)
+    labels[:, w // 2 :] = 1  # two superpixels: the left one kept by MVS, the right one not
+    mask = torch.zeros(1, h, w, dtype=torch.bool)
+    mask[0, :, : w // 2] = True
+    normal = torch.tensor([0.0, 0.0, 1.0]).expand(1, h, w, 3).clone()
+    model.targets = helix.MVSTargets(torch.ones(1, h, w), normal, torch.ones(1, h, w), mask, torch.zeros(0, 3), torch.zeros(0))
+    model.labels = [labels]
+
+    def no_render(*args):  # noqa: ANN002, ANN202
+        raise AssertionError("rendered the untrained SDF")
+
+    monkeypatch.setattr(model, "_render_views", no_render)
+    monkeypatch.setattr(model, "_views", no_render)
+    model.refresh_planes(None, mvs_only=True)
+    assert torch.equal(model.planes["plane_mask"], mask)
+    assert torch.allclose(model.planes["plane_normal"][mask], normal[mask])
+    assert not model.planes["manhattan_mask"].any()
+    with pytest.raises(AssertionError, match="rendered"):
+        model.refresh_planes(None)  # later refreshes blend in the SDF's normals
+
+
 def depth_error(model, dataset, gt_dir: Path) -> float:  # noqa: ANN001
     """Median |z-depth − GT| / GT over the training views."""
     from PIL import Image
@@ -270,7 +296,7 @@ def test_presets_name_real_config_fields(name):
     config = presets.apply_preset(helixsurf.config, presets.find_preset("helixsurf", name))
     assert config.max_num_iterations == config.pipeline.model.max_steps
     assert config.optimizers["fields"]["scheduler"].max_steps == config.max_num_iterations
-    assert config.pipeline.datamanager.dataparser.scene_scale == 4.0
+    assert config.pipeline.datamanager.dataparser.scene_scale == {"cpu": 1.5, "paper": 4.0}[name]
 
 
 def test_entry_point_is_in_pyproject():

@@ -141,7 +141,7 @@ def test_pose_estimator_recovers_sampled_poses_on_renders_of_a_tiny_scene():
         return float(torch.rad2deg(torch.arccos(((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1))).median())
 
     before = rotation_error()
-    for _ in range(100):
+    for _ in range(80):
         system.estimator_step()
     after = rotation_error()
     assert before > 60
@@ -346,3 +346,36 @@ def test_the_model_draws_estimated_and_gt_frusta_in_its_frame_and_redraws_them_o
         assert (tmp_path / "cameras.npz").is_file()
     finally:
         server.stop()
+
+
+def test_a_checkpoint_holds_the_optimisers_so_a_resumed_run_continues_the_same_run(tmp_path):
+    """IR-NeRF steps its own optimisers; their moments, the sampling generator and the step count are in the
+    module's state dict (as nerfstudio saves it), so a system loaded from it takes the same next steps as the
+    original (fails if Adam restarts or the sampling generator is not restored: the resumed steps then differ)."""
+    from vision3d.methods.ir_nerf.field import CoarseFieldConfig
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    images = render_tiny_scene(sample_poses(SMALL_PRIOR, 4, g), 8)
+    K = torch.tensor([[8.0, 0, 4], [0, 8.0, 4], [0, 0, 1]])  # noqa: N806
+    config = IRNeRFConfig(prior=SMALL_PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
+                          max_steps=6, phase_a_until=0.5, alternate_until=0.5, patch_size=8, batch_size=2,
+                          estimator_batch=2, rays_per_batch=32, n_codes=8, code_dim=4, tokens=2,
+                          codebook_init="random")
+    original = IRNeRF(config, images, K)
+    for step in range(4):  # through phase A into phase B
+        original.train_step(step)
+    torch.save(original.state_dict(), tmp_path / "ckpt.pt")
+    resumed = IRNeRF(config, images, K)
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))  # weights_only, as nerfstudio loads it
+    assert resumed.step_count == 4
+    moments = resumed.optimizers["poses"].state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(moments, original.optimizers["poses"].state_dict()["state"][0]["exp_avg"])
+    assert moments.abs().sum() > 0
+    for system in (original, resumed):
+        torch.manual_seed(7)  # the stratified ray samples draw from the global generator
+        system.train_step()
+        system.train_step()
+    for (name, a), b in zip(original.state_dict().items(), resumed.state_dict().values(), strict=True):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), name

@@ -11,16 +11,19 @@ from vision3d.methods.romap.galp import (
     GalpLoss,
     camera_centres,
     init_label_coeffs,
+    init_labels_from_votes,
     knn_consistency_loss,
     knn_neighbours,
     label_loss,
     label_softness,
+    mask_votes,
     mean_labels,
     part_masks_to_onehot,
     render_labels,
     select_anchors,
 )
-from vision3d.methods.romap.selection import mask_gradients, select_part, zero_optimizer_rows
+from vision3d.methods.romap.selection import mask_gradients, part_membership, select_part, zero_optimizer_rows
+from vision3d.render.rasterize import rasterize_gaussians
 from vision3d.render.sh import _C0 as SH_C0
 
 W, H = 32, 24
@@ -141,6 +144,59 @@ def test_optimisation_on_noisy_masks_recovers_parts():
     assert sel.sum() > 0.6 * (part == 1).sum() and torch.all(part[sel] == 1), sel
 
 
+def view_renderer(scene):
+    """``render_view(v, feats [N, D]) -> [H, W, D]`` of view v of the scene."""
+
+    def render_view(v, feats):
+        img, _, _ = rasterize_gaussians(scene["means"], scene["quats"], scene["scales"], scene["opacities"], feats,
+                                        scene["viewmats"][v : v + 1], scene["Ks"][v : v + 1], W, H)  # fmt: skip
+        return img[0]
+
+    return render_view
+
+
+def test_mask_votes_are_blend_weights_and_recover_parts_from_noisy_masks():
+    scene, part, _ = two_part_scene()
+    render_view = view_renderer(scene)
+    # one Gaussian: its votes for an all-part-1 mask are the image's total alpha, split by mask id otherwise
+    one = {k: v if k in ("viewmats", "Ks") else v[:1] for k, v in scene.items()}
+    _, alpha, _ = rasterize_gaussians(one["means"], one["quats"], one["scales"], one["opacities"], torch.ones(1, 1),
+                                      one["viewmats"][:1], one["Ks"][:1], W, H)  # fmt: skip
+    halves = torch.zeros(H, W, dtype=torch.long)
+    halves[:, W // 2 :] = 2
+    votes = mask_votes(view_renderer(one), [torch.ones(H, W, dtype=torch.long), halves], 1, 2)
+    assert torch.allclose(votes[0, 1], alpha.sum(), rtol=1e-4), (votes, alpha.sum())
+    assert votes[0, 0] == 0
+    # two parts, 25 % of pixels relabelled per view: the majority of the votes is the true part
+    ids = gt_part_ids(scene, part)
+    g = torch.Generator().manual_seed(1)
+    flip = torch.rand(ids.shape, generator=g) < 0.25
+    noisy = torch.where(flip, torch.randint(0, 3, ids.shape, generator=g), ids)
+    votes = mask_votes(render_view, list(noisy), part.shape[0], 2)
+    coeffs = init_labels_from_votes(votes, 3, soft=False)
+    centres = camera_centres(scene["viewmats"])
+    labels = mean_labels(coeffs, scene["means"], centres, 3)
+    seen = votes.sum(-1) > 0
+    assert seen.float().mean() > 0.9
+    assert (labels[seen].argmax(-1) + 1 == part[seen]).float().mean() > 0.95
+    # one-hot (or background: all zero) in every direction
+    assert torch.allclose(labels, labels.round(), atol=1e-5) and torch.all(labels.round().sum(-1) <= 1)
+    soft = mean_labels(init_labels_from_votes(votes, 3, soft=True), scene["means"], centres, 3)
+    assert torch.all(soft.sum(-1) <= 1 + 1e-5) and torch.all(soft >= -1e-6)
+
+
+def test_part_membership_keeps_labels_that_overshoot_one():
+    labels = torch.tensor([[1.6, 0.1], [0.4, 0.0], [0.6, 0.7], [1.0, 0.0], [0.0, 0.0]])
+    assert part_membership(labels, 1).tolist() == [True, False, False, True, False]
+    assert part_membership(labels, 2).tolist() == [False, False, True, False, False]
+    coeffs = init_label_coeffs(5, 2, 3)
+    coeffs[:, 0] = labels / SH_C0
+    views = torch.tensor([[0.0, 0.0, -4.0], [3.0, 1.0, -3.0]])
+    assert select_part(coeffs, torch.zeros(5, 3), views, 1).tolist() == [True, False, False, True, False]
+    with pytest.raises(ValueError, match="part_id"):
+        part_membership(labels, 3)
+
+
 def test_softness_high_for_view_dependent_label_low_for_constant():
     n = 10
     means = torch.randn(n, 3) * 0.1
@@ -181,8 +237,6 @@ def test_gradient_mask_keeps_unselected_gaussians_fixed():
     opt = torch.optim.Adam([means, colours], lr=0.05)
 
     def step():
-        from vision3d.render.rasterize import rasterize_gaussians
-
         img, _, _ = rasterize_gaussians(means, scene["quats"], scene["scales"], scene["opacities"], colours,
                                         scene["viewmats"], scene["Ks"], W, H)  # fmt: skip
         opt.zero_grad()

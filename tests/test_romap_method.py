@@ -12,12 +12,12 @@ from PIL import Image
 from romap_scene import write_two_part_scene
 
 from vision3d.methods import run
-from vision3d.methods.romap.config import romap
+from vision3d.methods.romap.config import COLOUR_LR, romap
 from vision3d.methods.romap.guidance import Guidance, GuidanceConfig
 from vision3d.methods.romap.masks import corrupt_part_masks, read_part_ids, resolve_part
 from vision3d.methods.romap.slamp import SlampConfig
 
-LABEL_STEPS, EDIT_STEPS = 60, 120
+LABEL_STEPS, EDIT_STEPS = 20, 60
 
 
 def splat_checkpoint(config, gaussians, path):
@@ -35,7 +35,12 @@ def splat_checkpoint(config, gaussians, path):
     state["_model.gauss_params.features_dc"] = RGB2SH(gaussians["colours"])
     state["_model.gauss_params.features_rest"] = torch.zeros(n, 15, 3)
     state["_model.gauss_params.opacities"] = torch.logit(gaussians["opacities"])[:, None]
-    torch.save({"step": 99, "pipeline": state, "optimizers": {}, "scalers": trainer.grad_scaler.state_dict()}, path)
+    # the optimisers as a splat run saves them, with its own rates (loading restores those rates)
+    optimizers = {k: o.state_dict() for k, o in trainer.optimizers.optimizers.items() if k != "label_coeffs"}
+    for k in ("features_dc", "features_rest"):
+        optimizers[k]["param_groups"][0]["lr"] = 0.0025
+    torch.save({"step": 99, "pipeline": state, "optimizers": optimizers, "scalers": trainer.grad_scaler.state_dict()},
+               path)  # fmt: skip
     return {k.removeprefix("_model.gauss_params."): v for k, v in state.items() if "gauss_params" in k}
 
 
@@ -68,6 +73,9 @@ def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path, mon
     trainer = run.train(config)
     model = trainer.pipeline.model
 
+    # the edit runs at romap's colour rate, not at the rate the splat checkpoint saved
+    assert trainer.optimizers.optimizers["features_dc"].param_groups[0]["lr"] == COLOUR_LR
+
     # phase 1: the 3D mask of "left" is the part-1 Gaussians
     truth = gaussians["part"] == 1
     assert bool(model.editing)
@@ -91,7 +99,7 @@ def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path, mon
     core = ids == 1
     err_before = (before - targets).abs()[core].mean()
     err_after = (after - targets).abs()[core].mean()
-    assert err_after < 0.4 * err_before, f"inside the part: error to the target {err_before:.3f} -> {err_after:.3f}"
+    assert err_after < 0.1 * err_before, f"inside the part: error to the target {err_before:.3f} -> {err_after:.3f}"
 
     # viewer outputs and the standard 3DGS export
     model.eval()

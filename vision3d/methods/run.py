@@ -1,12 +1,19 @@
 """Train and evaluate a nerfstudio method in-process: what ``ns-train`` does, for the demo and benchmarks.
 
 The demo and the benchmarks go through the same TrainerConfig, pipeline and checkpoints as ``ns-train``
-so that what they measure is what users run.
+so that what they measure is what users run. Like ``ns-train``, :func:`train` seeds Python's, NumPy's and
+torch's global generators from ``config.machine.seed`` first: nerfstudio's Trainer does not, torch (>= 2.x
+here) starts each process from a random seed, and several runs in one process would otherwise continue
+one another's torch stream (splat initialisation, random backgrounds, densification's split samples).
+With that, a CPU run is bit-reproducible for a given seed (the CPU rasterizer's kernels sum in a fixed
+order at any thread count); CUDA runs are not (gsplat's backward accumulates with atomics).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +56,17 @@ def configure(
     return config
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators, as ``ns-train`` does."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def train(config: TrainerConfig) -> Trainer:
-    """Set up and run nerfstudio's trainer (saves ``config.yml`` and the final checkpoint)."""
+    """Seed from ``config.machine.seed``, set up and run nerfstudio's trainer (saves ``config.yml`` and the
+    final checkpoint)."""
+    seed_everything(config.machine.seed)
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
@@ -59,11 +75,18 @@ def train(config: TrainerConfig) -> Trainer:
 
 
 @torch.no_grad()
-def evaluate(trainer: Trainer, picture_dir: Path | None = None, depth_gt: bool = True) -> list[dict[str, float]]:
+def evaluate(
+    trainer: Trainer, picture_dir: Path | None = None, depth_gt: bool = True, min_accumulation: float = 0.5
+) -> list[dict[str, float]]:
     """Per held-out view: PSNR, SSIM, LPIPS (when available) and depth AbsRel (when GT depth exists).
 
-    With ``picture_dir``, writes for each view ``render``, ``gt``, ``depth`` and ``error`` PNGs.
-    Depths are compared in the dataparser's scaled units on both sides.
+    ``depth_abs_rel`` is over every pixel with GT depth. Where a render covers a pixel only faintly, its
+    expected depth is ill-conditioned (a ratio of two small sums) and a few such pixels can decide the
+    mean, so with an ``accumulation`` output there are also ``depth_abs_rel_covered``, over the pixels
+    with GT depth and accumulation >= ``min_accumulation`` (NaN when there are none), and
+    ``depth_coverage``, the share of GT-depth pixels that passes. With ``picture_dir``, writes for each
+    view ``render``, ``gt``, ``depth`` and ``error`` PNGs. Depths are compared in the dataparser's scaled
+    units on both sides, GT depth resized (nearest) to the render's size when the cameras were downscaled.
     """
     pipeline = trainer.pipeline
     pipeline.eval()
@@ -87,7 +110,17 @@ def evaluate(trainer: Trainer, picture_dir: Path | None = None, depth_gt: bool =
         depth = outputs["depth"][..., 0].cpu().numpy()
         if depth_gt and depth_files is not None:
             gt_depth = read_depth(depth_files[batch["image_idx"]], depth_unit) * scale
-            row["depth_abs_rel"] = metrics.depth_abs_rel(torch.from_numpy(depth), torch.from_numpy(gt_depth))
+            depth_t, gt_depth_t = torch.from_numpy(depth), torch.from_numpy(gt_depth)
+            if gt_depth_t.shape != depth_t.shape:  # cameras downscaled (camera_res_scale_factor): nearest, no mixing
+                gt_depth_t = torch.nn.functional.interpolate(gt_depth_t[None, None], size=depth_t.shape, mode="nearest")[0, 0]
+            row["depth_abs_rel"] = metrics.depth_abs_rel(depth_t, gt_depth_t)
+            if "accumulation" in outputs:
+                covered = outputs["accumulation"][..., 0].cpu() >= min_accumulation
+                has_gt = gt_depth_t > 0
+                row["depth_coverage"] = float((covered & has_gt).sum() / has_gt.sum())
+                row["depth_abs_rel_covered"] = (
+                    metrics.depth_abs_rel(depth_t, gt_depth_t, valid=covered) if (covered & has_gt).any() else math.nan
+                )
         rows.append(row)
         if picture_dir is not None:
             error = np.abs(pred.numpy() - gt.cpu().numpy()).mean(-1)

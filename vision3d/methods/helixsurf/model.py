@@ -213,23 +213,32 @@ class HelixSurfModel(Model):
             if self.labels is None:
                 self.labels = [torch.from_numpy(textureless.superpixels(img.numpy(), self.config.textureless))
                                for img in views.images]
-            self.refresh_planes(dataset, views, renders)
+            self.refresh_planes(dataset, views, renders, mvs_only=renders is None)
 
     def refresh_planes(self, dataset, views: helix.MVSViews | None = None,  # noqa: ANN001
-                       renders: helix.SDFRenders | None = None) -> None:
-        """Superpixel plane normals and Manhattan seeds from the blended MVS/SDF normals (MVS weight 4^-k)."""
+                       renders: helix.SDFRenders | None = None, mvs_only: bool = False) -> None:
+        """Superpixel plane normals and Manhattan seeds from the blended MVS/SDF normals (MVS weight 4^-k).
+
+        ``mvs_only``: MVS's normals alone where it kept pixels (after the random first pass, when the SDF is still
+        its initial sphere and its normals would make planes and Manhattan seeds of the sphere; no render).
+        """
         if self.targets is None or self.labels is None:
             return
-        views = views or self._views(dataset)
-        renders = renders or self._render_views(views)
-        weight = 0.25 ** self.plane_refreshes
         targets = self.targets
+        if not mvs_only:
+            views = views or self._views(dataset)
+            renders = renders or self._render_views(views)
+        weight = 0.25 ** self.plane_refreshes
         axes = self.scene_axes()
         planes = []
         for v in range(len(self.labels)):
-            normals = textureless.blend_normals(renders.normal[v], targets.normal[v].cpu(), targets.mask[v].cpu(), weight)
-            valid = (renders.accumulation[v] >= self.config.seed_min_accumulation) | targets.mask[v].cpu()
-            planes.append(textureless.plane_targets(self.labels[v], normals, valid, targets.mask[v].cpu(), axes,
+            mvs_mask = targets.mask[v].cpu()
+            if mvs_only:
+                normals, valid = targets.normal[v].cpu(), mvs_mask
+            else:
+                normals = textureless.blend_normals(renders.normal[v], targets.normal[v].cpu(), mvs_mask, weight)
+                valid = (renders.accumulation[v] >= self.config.seed_min_accumulation) | mvs_mask
+            planes.append(textureless.plane_targets(self.labels[v], normals, valid, mvs_mask, axes,
                                                     self.config.textureless))
         self.planes = {name: torch.stack([getattr(p, name) for p in planes]).to(self.device)
                        for name in ("plane_normal", "plane_mask", "manhattan_normal", "manhattan_mask")}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from nerfstudio.utils.math import intersect_aabb
 from torch import Tensor, nn
 
 from vision3d.fields.hash_grid import HashGrid, grid_config
@@ -155,9 +156,9 @@ def _positional_encoding(x: Tensor, n_frequencies: int, weights: Tensor | None) 
 
 
 def _cube_hits(o: Tensor, d: Tensor, bound: float) -> tuple[Tensor, Tensor]:
-    """Entry and exit distances ``[R]`` of rays through ``[-bound, bound]³`` (a miss gets near = far)."""
-    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
-    t0, t1 = (-bound - o) * inv, (bound - o) * inv
-    near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
-    far = torch.maximum(t0, t1).amin(dim=-1)
-    return near, torch.maximum(far, near)
+    """Entry and exit distances ``[R]`` of rays through ``[-bound, bound]³``: nerfstudio's ``intersect_aabb``
+    with misses mapped to a zero-length segment at the origin (near = far = 0: zero weight, the ray gets the
+    background) instead of its 1e10, and direction components of 0 nudged to 1e-9 (0/0 there would be NaN)."""
+    safe = torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
+    aabb = torch.tensor([-bound] * 3 + [bound] * 3, dtype=o.dtype, device=o.device)
+    return intersect_aabb(o, safe, aabb, invalid_value=0.0)

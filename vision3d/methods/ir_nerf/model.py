@@ -4,9 +4,9 @@ The model holds the whole method (:class:`~vision3d.methods.ir_nerf.training.IRN
 images the ``ir-nerf-data`` parser put in ``metadata``. IR-NeRF alternates updates of different networks
 against each other (discriminator and field, P and the codebook), so it steps its own optimisers: the
 pipeline's ``get_train_loss_dict`` runs one step of the schedule and hands nerfstudio's trainer a constant
-loss and no parameter groups (nerfstudio's checkpoint holds the networks and poses, not those optimisers'
-moments). The schedule's length follows the trainer's ``max_num_iterations``. Every ``steps_per_export``
-steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
+loss and no parameter groups; the optimisers' moments travel in the checkpoint as the system's extra state
+(``IRNeRF.get_extra_state``), so ``--load-dir`` resumes the run where it stopped. The schedule's length
+follows the trainer's ``max_num_iterations``. Every ``steps_per_export`` steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
 ``frusta.png`` (:mod:`~vision3d.methods.ir_nerf.cameras`). The viewer renders the field in the prior's frame
 and draws the estimated and (aligned) ground-truth frusta there (``self.frusta``, redrawn at each export).
 ``v3d export mesh`` fuses renders at the estimated poses (``mesh_cameras``) and writes the mesh aligned onto

@@ -14,6 +14,7 @@ Patches (GNeRF's dynamic patch sampler): ``patch_size²`` pixels on a grid spann
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -136,6 +137,18 @@ class IRNeRF(nn.Module):
                 [p for name, p in self.codebook.named_parameters() if not name.startswith("pose_encoder")], lr=c.lr_codebook)
             opts["pose_encoder"] = torch.optim.Adam(self.codebook.pose_encoder.parameters(), lr=c.lr_codebook)
         return opts
+
+    def get_extra_state(self) -> dict:
+        """What a checkpoint holds besides the parameters, so that a resumed run continues this one: the
+        optimisers' moments, the sampling generator's state and the step count (see :meth:`set_extra_state`)."""
+        return {"optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()},
+                "generator": self.generator.get_state(), "step_count": self.step_count, "seconds": self.seconds}
+
+    def set_extra_state(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.generator.set_state(state["generator"])
+        self.step_count, self.seconds = state["step_count"], state["seconds"]
 
     # -- schedule -----------------------------------------------------------------------------------------
     def progress(self, step: int) -> float:

@@ -26,8 +26,8 @@ from PIL import Image
 from .masks import MASK_DIR_NAME, PartMaskConfig, Segmenter, find_mask_file, read_part_ids, read_part_names
 
 
-def _fit(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an id image to ``size`` (the dataset's downscaled images)."""
+def resize_part_ids(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an id image [H, W] to ``size`` (downscaled images, renders)."""
     if tuple(ids.shape) == size:
         return ids
     return F.interpolate(ids[None, None].float(), size=size, mode="nearest")[0, 0].long()
@@ -70,7 +70,7 @@ class PartMaskDataset(InputDataset):
             ids = read_part_ids(path, self.masks.part_colours, self.masks.colour_tolerance)
         else:
             ids = self.segmenter(self._image(idx))
-        out = {"part_ids": _fit(ids, size)}
+        out = {"part_ids": resize_part_ids(ids, size)}
         if self.target_dir is not None:
             path = find_mask_file(self.target_dir, self.image_filenames[idx])
             target = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)

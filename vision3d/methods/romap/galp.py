@@ -11,11 +11,14 @@ Decisions where the paper is silent or differs from ours:
   sphere mean ``C0 · c0``: with views in a narrow cone the higher bands carry much of the label;
 - the anchors' kNN loss compares labels evaluated at the training views (L1 over parts, as the
   official code's 3-channel L1); neighbours come from a scipy cKDTree over the means (a random
-  subset of at most ``knn_max_points``), refreshed with the softness.
+  subset of at most ``knn_max_points``), refreshed with the softness; k shrinks with few Gaussians;
+- labels start from the masks' blend-weighted votes (:func:`mask_votes`), not from zero, and the
+  higher bands learn 20× slower than the DC term (``rest_lr_ratio``): see docs/romap.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +28,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from ...render.rasterize import rasterize_gaussians
+from ...render.sh import _C0 as SH_C0
 from ...render.sh import MAX_SH_DEGREE, spherical_harmonics
 
 
@@ -38,6 +42,10 @@ class GalpConfig:
     """weight of the rendered-label L1 against the 2D part masks (×30 in the official code)."""
     knn_k: int = 50
     """neighbours per anchor in the consistency loss."""
+    knn_fraction: float = 0.003
+    """k is also capped at this share of the Gaussians (at least 1). Ours: the paper's 50 neighbours among
+    ~10⁵–10⁶ Gaussians are a local neighbourhood; among the ~3000 of a CPU scene they span 1/60 of it,
+    across part borders, and the term lowered part mIoU (docs/romap.md). 0.003 keeps k = 50 from ~17k."""
     knn_weight: float = 2.0
     """λ of the kNN consistency loss (also multiplied by ``label_weight``, as the code does)."""
     knn_start_step: int = 50
@@ -55,9 +63,19 @@ class GalpConfig:
     """softness, anchors and neighbours are recomputed every this many steps."""
     entropy_clip_percentile: float = 10.0
     """entropies below this percentile are raised to it before ``S = H · v`` (official code)."""
+    rest_lr_ratio: float = 0.05
+    """the label's higher SH bands learn at this fraction of the label rate (as splatfacto's colour
+    ``features_rest``, 1/20 of ``features_dc``): the model stores them divided by it. Ours: at one rate, 200
+    steps of Adam on 21 views let the 15 higher coefficients fit each view's mask noise, and the held-out
+    views' labels fell apart (docs/romap.md)."""
+    init: str = "vote"
+    """label start: ``"vote"`` (the one-hot majority of each Gaussian's blend-weighted votes of the 2D masks,
+    :func:`mask_votes`, as its DC term), ``"soft-vote"`` (each class's share of the votes) or ``"zero"``
+    (all background, the paper's). Ours: from zero the labels had not converged after
+    the few hundred steps an edit affords (docs/romap.md)."""
     mask_threshold: float = 0.5
-    """3D mask: a Gaussian belongs to a part when the L1 distance of its mean label to the part's
-    one-hot vector is below this (the official code uses 0.3–1.0; 0.5 is ours: two parts are 2 apart)."""
+    """3D mask: a Gaussian belongs to a part when its mean label is largest for the part and at least
+    this (:func:`.selection.part_membership`; ours, the official code thresholds an L1 distance)."""
 
 
 def init_label_coeffs(n_gaussians: int, n_parts: int, sh_degree: int = 3, device=None) -> Tensor:  # [N, K, P]
@@ -67,6 +85,44 @@ def init_label_coeffs(n_gaussians: int, n_parts: int, sh_degree: int = 3, device
     if n_parts < 1:
         raise ValueError(f"n_parts must be >= 1, got {n_parts}")
     return torch.zeros(n_gaussians, (sh_degree + 1) ** 2, n_parts, device=device)
+
+
+def mask_votes(
+    render_view: Callable[[int, Tensor], Tensor],  # (view, feats [N, D]) -> rendered [H, W, D]
+    part_ids: Sequence[Tensor],  # per view [H, W] int, 0 = background
+    n_gaussians: int,
+    n_parts: int,
+    device: torch.device | str | None = None,
+) -> Tensor:  # [N, P + 1] votes, column 0 = background
+    """Blend-weighted votes ``V_ic = Σ_views Σ_pixels w_i(pixel) · [id(pixel) = c]`` of every Gaussian.
+
+    ``w_i`` is the Gaussian's alpha-blending weight at the pixel (occluded Gaussians get none). The render
+    is linear in the features, so the votes are the gradient of ``Σ render · one-hot(ids)`` with respect to
+    zero per-Gaussian features: one forward and backward pass per view.
+    """
+    feats = torch.zeros(n_gaussians, n_parts + 1, device=device, requires_grad=True)
+    for view, ids in enumerate(part_ids):
+        rendered = render_view(view, feats)
+        onehot = F.one_hot(ids.long().to(rendered.device), n_parts + 1).to(rendered.dtype)
+        if onehot.shape != rendered.shape:
+            raise ValueError(f"part ids of view {view} {list(ids.shape)} do not match the render {list(rendered.shape[:2])}")
+        (rendered * onehot).sum().backward()
+    return feats.grad
+
+
+def init_labels_from_votes(votes: Tensor, sh_degree: int, soft: bool) -> Tensor:  # [N, P + 1] -> [N, K, P]
+    """Label coefficients whose label is the vote (``soft``: each class's share; else the one-hot of the
+    majority), view-independent (DC only); Gaussians without votes stay background."""
+    n, classes = votes.shape
+    coeffs = init_label_coeffs(n, classes - 1, sh_degree, device=votes.device)
+    total = votes.sum(-1, keepdim=True)
+    if soft:
+        label = votes / total.clamp_min(1e-12)
+    else:
+        label = F.one_hot(votes.argmax(-1), classes).to(votes.dtype)
+    label = torch.where(total > 0, label, torch.zeros_like(label))
+    coeffs[:, 0, :] = label[:, 1:] / SH_C0
+    return coeffs
 
 
 def camera_centres(viewmats: Tensor) -> Tensor:  # [C, 4, 4] world-to-camera -> [C, 3]
@@ -225,7 +281,8 @@ class GalpLoss:
         self.softness = label_softness(label_coeffs, means, centres, cfg.sh_degree, cfg.entropy_clip_percentile)
         n_anchors = min(cfg.n_anchors, max(2, round(cfg.anchor_fraction * means.shape[0])))
         self.anchors = select_anchors(self.softness, n_anchors)
-        self.neighbours = knn_neighbours(means, self.anchors, cfg.knn_k, cfg.knn_max_points, self.generator)
+        k = min(cfg.knn_k, max(1, round(cfg.knn_fraction * means.shape[0])))
+        self.neighbours = knn_neighbours(means, self.anchors, k, cfg.knn_max_points, self.generator)
         self._refreshed_at = step
         self._n_gaussians = means.shape[0]
 

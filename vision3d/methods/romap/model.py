@@ -6,7 +6,7 @@ A run continues a splat checkpoint (``--load-checkpoint``) in two phases, counte
 2. the edit: the 3D mask of ``part`` (:func:`.selection.select_part`) is fixed, every other Gaussian's
    gradient is zeroed, the selected Gaussians lose their colour prior (base colour grey, higher SH 0),
    and ``L = sds_weight · masked SDS + anchor_weight · masked L1(render, anchor)`` drives them. The 2D
-   mask M2D is where the rendered label is within L1 ``mask2d_threshold`` of the part's one-hot.
+   mask M2D is where the rendered label is largest for the part and at least ``mask2d_threshold``.
    The anchor is the user's edited image of the view (``target_dir``) or else, with a rectified-flow
    guidance backend, a SLaMP image (:mod:`.slamp`) made from the first prior-removed render of the view.
 No densification (the 3D mask needs a fixed set of Gaussians). Adam restarts at each phase: the
@@ -27,10 +27,19 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from vision3d.methods.splat.model import SplatModel, SplatModelConfig
 from vision3d.render.sh import spherical_harmonics
 
-from .galp import GalpConfig, GalpLoss, eval_labels, init_label_coeffs, part_masks_to_onehot
+from .dataset import resize_part_ids
+from .galp import (
+    GalpConfig,
+    GalpLoss,
+    eval_labels,
+    init_label_coeffs,
+    init_labels_from_votes,
+    mask_votes,
+    part_masks_to_onehot,
+)
 from .guidance import GuidanceConfig
 from .masks import part_palette, resolve_part
-from .selection import mask_gradients, select_part
+from .selection import mask_gradients, part_membership, select_part
 from .slamp import SlampConfig, slamp_image
 
 LABELS = "label_coeffs"
@@ -48,6 +57,9 @@ class RomapModelConfig(SplatModelConfig):
     """the part to edit: an id 1..P or a name from the masks' ``parts.json``."""
     label_steps: int = 300
     """phase 1 length (label training), from the run's first step; the edit follows."""
+    label_lr_decay: float = 0.05
+    """the labels' Adam rate decays exponentially to this fraction of its start over the label phase. Ours:
+    at a constant rate the labels kept following the last views' mask noise (docs/romap.md)."""
     prompt: str = ""
     """the edit prompt of the SDS and of SLaMP."""
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -63,7 +75,7 @@ class RomapModelConfig(SplatModelConfig):
     """β: the guidance input is ``(1 − β M) rgb + β M · 0.5`` (grey inside the mask), β → 0 over ``grey_input_steps``."""
     grey_input_steps: int = 100
     mask2d_threshold: float = 0.5
-    """M2D: L1 distance of the rendered label to the part's one-hot below this (parts are 2 apart)."""
+    """M2D: the rendered label is largest for the part and at least this."""
     confine: bool = True
     """False: the same edit unconfined (every Gaussian selected, M2D the whole image), the ablation baseline."""
 
@@ -79,6 +91,8 @@ class RomapModel(SplatModel):
             raise ValueError("romap: the number of parts is unknown: give part masks or --pipeline.model.n-parts")
         self.part_names = metadata.get("romap_part_names", [])
         self.part_id = resolve_part(self.config.part, self.part_names, self.n_parts)
+        if self.config.galp.init not in ("zero", "vote", "soft-vote"):
+            raise ValueError(f"romap: galp.init must be 'zero', 'vote' or 'soft-vote', got {self.config.galp.init!r}")
         n = self.gauss_params["means"].shape[0]
         self.gauss_params[LABELS] = torch.nn.Parameter(init_label_coeffs(n, self.n_parts, self.config.galp.sh_degree))
         self.register_buffer("selected", torch.zeros(n, dtype=torch.bool))
@@ -107,6 +121,13 @@ class RomapModel(SplatModel):
         self._loaded = True
         return super().load_state_dict(state, **kwargs)
 
+    def label_coeffs(self) -> torch.Tensor:  # [N, K, P]
+        """The label SH coefficients: the stored ones, the higher bands times ``galp.rest_lr_ratio`` (a slower rate)."""
+        stored = self.gauss_params[LABELS]
+        scale = torch.full((stored.shape[1], 1), self.config.galp.rest_lr_ratio, device=stored.device)
+        scale[0] = 1.0
+        return stored * scale
+
     def get_param_groups(self):
         groups = super().get_param_groups()
         groups[LABELS] = [self.gauss_params[LABELS]]
@@ -115,6 +136,8 @@ class RomapModel(SplatModel):
     def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> list[TrainingCallback]:
         """Only the step counter and the phase switch: no densification."""
         self.optimizers = attributes.optimizers.optimizers
+        self._optimizer_configs = attributes.optimizers.config
+        self._datamanager = attributes.pipeline.datamanager
         cameras = attributes.pipeline.datamanager.train_dataset.cameras
         self.train_centres = cameras.camera_to_worlds[:, :3, 3].float().to(self.device)
         return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.before_step)]
@@ -131,22 +154,52 @@ class RomapModel(SplatModel):
             self.restart_optimizers()
             if bool(self.editing):  # a romap checkpoint continues its edit
                 self.arm_edit()
+            elif self.config.galp.init != "zero" and not self.gauss_params[LABELS].any():
+                self.init_labels(soft=self.config.galp.init == "soft-vote")
         if not bool(self.editing) and self.local_step() >= self.config.label_steps:
             self.start_edit()
+        elif not bool(self.editing) and LABELS in self.optimizers:
+            progress = self.local_step() / max(self.config.label_steps, 1)
+            self.optimizers[LABELS].param_groups[0]["lr"] = self.configured_lr(LABELS) * self.config.label_lr_decay**progress
+
+    def init_labels(self, soft: bool = False) -> None:
+        """Labels from the blend-weighted votes of the training views' part masks (their shares when ``soft``)."""
+        cameras = self._datamanager.train_dataset.cameras
+        ids = [data["part_ids"] for data in self._datamanager.cached_train]
+
+        def render_view(view: int, feats: torch.Tensor) -> torch.Tensor:
+            render, _, _ = self.render(cameras[view : view + 1].to(self.device), colors=feats, sh_degree=None,
+                                       means=self.means.detach(), scales=torch.exp(self.scales).detach(),
+                                       quats=self.quats.detach(), opacities=torch.sigmoid(self.opacities).squeeze(-1).detach())  # fmt: skip
+            return render[0]
+
+        size = tuple(render_view(0, torch.zeros(self.num_points, 1, device=self.device)).shape[:2])
+        ids = [resize_part_ids(i, size) for i in ids]
+        votes = mask_votes(render_view, ids, self.num_points, self.n_parts, self.device)
+        with torch.no_grad():
+            self.gauss_params[LABELS].copy_(init_labels_from_votes(votes, self.config.galp.sh_degree, soft))
+        CONSOLE.log(f"romap: labels start from the masks' votes ({int((votes[:, 1:].sum(-1) > votes[:, 0]).sum())} "
+                    f"of {self.num_points} Gaussians mostly on a part)")
+
+    def configured_lr(self, name: str) -> float:
+        return self._optimizer_configs[name]["optimizer"].lr
 
     def restart_optimizers(self) -> None:
-        """Point each optimiser at the current Parameter of its group and clear its state (fresh Adam)."""
+        """Point each optimiser at the current Parameter of its group, clear its state (fresh Adam) and set its
+        configured rate: nerfstudio's checkpoint loading restores the saved run's rates (a splat's colour rate
+        would otherwise replace romap's ``COLOUR_LR``; scheduled groups are reset by their scheduler)."""
         for name, params in self.get_param_groups().items():
             if name in self.optimizers:
                 optimizer = self.optimizers[name]
                 optimizer.param_groups[0]["params"] = list(params)
+                optimizer.param_groups[0]["lr"] = self.configured_lr(name)
                 optimizer.state.clear()
 
     # ------------------------------------------------------------------ the edit
     def start_edit(self) -> None:
         """Fix the 3D mask, remove the selected Gaussians' colour prior, mask gradients, load the guidance."""
         cfg = self.config
-        self.selected = select_part(self.gauss_params[LABELS], self.means.detach(), self.train_centres, self.part_id,
+        self.selected = select_part(self.label_coeffs(), self.means.detach(), self.train_centres, self.part_id,
                                     cfg.galp.sh_degree, cfg.galp.mask_threshold)  # fmt: skip
         if not cfg.confine:
             self.selected = torch.ones_like(self.selected)
@@ -178,7 +231,7 @@ class RomapModel(SplatModel):
         degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
         shs = torch.cat((self.features_dc[:, None, :], self.features_rest), dim=1)
         rgb = torch.clamp_min(spherical_harmonics(degree, dirs, shs) + 0.5, 0.0)
-        labels = eval_labels(self.gauss_params[LABELS], self.means.detach(), centre[None], self.config.galp.sh_degree)[0]
+        labels = eval_labels(self.label_coeffs(), self.means.detach(), centre[None], self.config.galp.sh_degree)[0]
         editing = bool(self.editing)
         feats = [rgb.detach() if self.training and not editing else rgb, labels.detach() if editing else labels]
         if not self.training:
@@ -219,12 +272,11 @@ class RomapModel(SplatModel):
         return outputs
 
     def part_mask2d(self, labels: torch.Tensor) -> torch.Tensor:  # [H, W, P] -> [H, W, 1] float
-        """M2D: pixels whose rendered label is within ``mask2d_threshold`` (L1) of the part's one-hot (all when unconfined)."""
+        """M2D: pixels whose rendered label belongs to the part (:func:`.selection.part_membership` at
+        ``mask2d_threshold``); all pixels when unconfined."""
         if not self.config.confine:
             return torch.ones_like(labels[..., :1])
-        target = torch.zeros(self.n_parts, device=labels.device)
-        target[self.part_id - 1] = 1.0
-        return ((labels.detach() - target).abs().sum(-1, keepdim=True) < self.config.mask2d_threshold).float()
+        return part_membership(labels.detach(), self.part_id, self.config.mask2d_threshold)[..., None].float()
 
     # ------------------------------------------------------------------ losses
     def get_loss_dict(self, outputs, batch, metrics_dict=None):
@@ -232,11 +284,9 @@ class RomapModel(SplatModel):
             return super().get_loss_dict(outputs, batch, metrics_dict)
         labels = outputs["labels"]
         if not bool(self.editing):
-            ids = batch["part_ids"].to(self.device)
-            if tuple(ids.shape) != tuple(labels.shape[:2]):
-                ids = torch.nn.functional.interpolate(ids[None, None].float(), size=labels.shape[:2])[0, 0].long()
+            ids = resize_part_ids(batch["part_ids"].to(self.device), tuple(labels.shape[:2]))
             masks = part_masks_to_onehot(ids[None], self.n_parts)
-            return self.galp_loss(self.local_step(), labels[None], masks, self.gauss_params[LABELS], self.means.detach(),
+            return self.galp_loss(self.local_step(), labels[None], masks, self.label_coeffs(), self.means.detach(),
                                   self.train_centres)  # fmt: skip
         return self.edit_losses(outputs["rgb"], labels, batch)
 
@@ -277,3 +327,4 @@ class RomapModel(SplatModel):
             raise ValueError("romap: the edit has no objective: give --pipeline.model.guidance.backend or "
                              "--pipeline.datamanager.target-dir")  # fmt: skip
         return losses
+
