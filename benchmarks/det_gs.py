@@ -47,6 +47,7 @@ VARIANTS = {
     "tv only": {"use_depth": False, "use_edge": False, "use_tv": True},
     "det-gs": {"use_depth": True, "use_edge": True, "use_tv": True},
     "depth+edge": {"use_depth": True, "use_edge": True, "use_tv": False},
+    "depth+tv": {"use_depth": True, "use_edge": False, "use_tv": True},  # det-gs without L_edge
     # the paper's constant weights and both depth passes every L_depth step (det-gs before issue 23's fix)
     "det-gs constant": {"use_depth": True, "use_edge": True, "use_tv": True, "support_reference_views": 0,
                         "depth_passes_alternate": False},
