@@ -58,10 +58,7 @@ def renders(model, cameras, params=None):
     return torch.stack([o["rgb"] for o in outs]).cpu(), torch.stack([o["mask_3d"][..., 0] for o in outs]).cpu()
 
 
-def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path, monkeypatch):
-    from nerfstudio.configs.method_configs import all_methods
-
-    monkeypatch.setitem(all_methods, "romap", romap.config)  # what the entry point registers once installed
+def test_labels_then_target_edit_changes_only_the_part_and_exports(tmp_path):
     root, gaussians = write_two_part_scene(tmp_path / "scene")
     config = run.configure(romap.config, root, tmp_path / "out", max_steps=LABEL_STEPS + EDIT_STEPS)
     config.pipeline.model.label_steps = LABEL_STEPS

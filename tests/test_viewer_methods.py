@@ -90,20 +90,11 @@ def _romap_run(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny runs of helixsurf, ir-nerf and romap, by method name: their run folders (methods registered as the
-    entry points do once the package is installed)."""
-    from nerfstudio.configs.method_configs import all_methods
-
-    from vision3d.methods.helixsurf.config import helixsurf
-    from vision3d.methods.ir_nerf.config import ir_nerf
-    from vision3d.methods.romap.config import romap
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name, spec in (("helixsurf", helixsurf), ("ir-nerf", ir_nerf), ("romap", romap)):
-            patch.setitem(all_methods, name, spec.config)
-        root = tmp_path_factory.mktemp("method_runs")
-        yield {"helixsurf": _helixsurf_run(root / "helixsurf"), "ir-nerf": _ir_nerf_run(root / "ir-nerf"),
-               "romap": _romap_run(root / "romap")}  # fmt: skip
+    """Tiny runs of helixsurf, ir-nerf and romap, by method name: their run folders (the methods are registered
+    by the package's entry points)."""
+    root = tmp_path_factory.mktemp("method_runs")
+    return {"helixsurf": _helixsurf_run(root / "helixsurf"), "ir-nerf": _ir_nerf_run(root / "ir-nerf"),
+            "romap": _romap_run(root / "romap")}  # fmt: skip
 
 
 def _start_ns_viewer(config: Path, monkeypatch):
