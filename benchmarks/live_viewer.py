@@ -15,7 +15,6 @@ import argparse
 import itertools
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,12 +23,7 @@ import time
 from pathlib import Path
 
 from vision3d.data.bundled import bundled_scene_path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from vision3d.viewer.browser import free_port, headless_chromium, wait_for_port
 
 
 def _stats(driver) -> tuple[int | None, str | None]:  # noqa: ANN001
@@ -46,11 +40,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--max-steps", type=int, default=30000)
     args = parser.parse_args()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
+    port = free_port()
     out = Path(tempfile.mkdtemp())
     ns_train = Path(sys.executable).parent / "ns-train"
     log = (out / "ns-train.log").open("w")
@@ -59,21 +51,10 @@ def main() -> None:
          "--max-num-iterations", str(args.max_steps), "--viewer.websocket-port", str(port),
          "--viewer.websocket-host", "127.0.0.1", "--machine.device-type", "cpu"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,700",
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"):
-        options.add_argument(flag)
-    options.binary_location = "/usr/bin/chromium"
     driver = None
     try:
-        deadline = time.monotonic() + 300
-        while trainer.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(1)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        wait_for_port(port, trainer, timeout_s=300)
+        driver = headless_chromium()
         driver.get(f"http://127.0.0.1:{port}")
         WebDriverWait(driver, 300, 0.5).until(lambda d: _stats(d)[1] is not None)
         seen = []  # (seconds, step) at each change of the shown step

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,10 +30,11 @@ from PIL import Image
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.export.from_run import load_run
 from vision3d.methods import run
+from vision3d.viewer.browser import free_port, headless_chromium, wait_for_port
 from vision3d.viewer.frame_rate import orbit_camera_states, viewer_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from viewer_helpers import camera_path_json, free_port  # noqa: E402
+from viewer_helpers import camera_path_json  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 NS_VIEWER = Path(sys.executable).parent / "ns-viewer"
@@ -137,8 +137,6 @@ def test_ns_viewer_in_headless_chromium(runs, tmp_path_factory):
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
     selenium = pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -149,22 +147,11 @@ def test_ns_viewer_in_headless_chromium(runs, tmp_path_factory):
     viewer = subprocess.Popen([str(NS_VIEWER), "--load-config", str(runs["det-gs"] / "config.yml"),
                                "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1"],
                               stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,700",
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"):  # the page's analytics stay offline
-        options.add_argument(flag)
-    options.binary_location = CHROMIUM
     driver = None
     try:
-        deadline = time.monotonic() + 240
-        while viewer.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(1)
+        wait_for_port(port, viewer, timeout_s=240)
         assert viewer.poll() is None, f"ns-viewer exited: {(artefacts / 'ns-viewer.log').read_text()[-2000:]}"
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver = headless_chromium(CHROMIUM, CHROMEDRIVER)
         driver.get(f"http://127.0.0.1:{port}")
         high = "512x"  # the first static frame at nerfstudio's default "Max res"
         WebDriverWait(driver, 240, 0.5).until(lambda d: (_resolution(d) or "").startswith(high))

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 import viser
 import viser.transforms as vtf
 
+from vision3d.viewer.browser import free_port
 from vision3d.viewer.frusta import (
     ESTIMATED_COLOUR,
     GROUND_TRUTH_COLOUR,
     CameraFrustaControl,
     add_estimated_and_gt_frusta,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RecordingScene:
@@ -36,7 +29,7 @@ class RecordingScene:
 
 @pytest.fixture(scope="module")
 def server():
-    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
     yield server
     server.stop()
 

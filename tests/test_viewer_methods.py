@@ -27,10 +27,11 @@ import viser
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from room_factory import write_room  # noqa: E402
 from scene_factory import write_scene  # noqa: E402
-from viewer_helpers import camera_path_json, free_port  # noqa: E402
+from viewer_helpers import camera_path_json  # noqa: E402
 
 from vision3d.export.from_run import MeshExportConfig, load_run, mesh_run  # noqa: E402
 from vision3d.methods import run  # noqa: E402
+from vision3d.viewer.browser import free_port  # noqa: E402
 from vision3d.viewer.frame_rate import orbit_camera_states, viewer_frames  # noqa: E402
 
 MODES = {"helixsurf": {"normals", "mvs_depth", "mvs_confidence", "sdf_level_set"}, "ir-nerf": set(),

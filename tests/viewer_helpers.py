@@ -1,18 +1,11 @@
-"""Helpers of the viewer tests: a free local port, and nerfstudio camera-path files."""
+"""Helper of the viewer tests: nerfstudio camera-path files."""
 
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import torch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def camera_path_json(c2ws: torch.Tensor, path: Path, width: int = 32, height: int = 24, fov: float = 60.0) -> Path:
