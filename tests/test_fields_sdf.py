@@ -10,7 +10,7 @@ from nerfstudio.cameras.rays import Frustums, RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
 
 from vision3d.fields.sdf import SDFField, SDFFieldConfig, central_difference_gradient, eikonal_loss
-from vision3d.render.sdf_volume import laplace_cdf, neus_alpha, volsdf_density
+from vision3d.render.sdf_volume import laplace_cdf, neus_alpha, neus_alpha_along_rays, volsdf_density
 
 AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
 
@@ -117,6 +117,28 @@ def test_neus_alpha_puts_opacity_at_the_zero_crossing():
     # behind the surface, on a ray leaving it (sdf growing, cos > 0), no opacity once annealing is over
     leaving = mid > 1.05
     assert neus_alpha(-sdf[leaving], -cos[leaving], deltas[leaving], inv_s=200.0).max() < 1e-3
+
+
+def test_neus_alpha_along_rays_matches_the_gradient_formula_on_a_plane():
+    """A slanted plane (linear SDF): the along-ray difference quotient is the exact directional derivative, so α
+    matches NeuS's α with the true cos; unevaluated samples (NaN) get 0 and their neighbours one-sided quotients."""
+    t = torch.linspace(0.1, 2.1, 41).expand(3, 41)
+    deltas = torch.full_like(t, 0.05)
+    cos = torch.tensor([[-1.0], [-0.6], [-0.2]])  # ray direction · plane normal
+    sdf = 0.7 + cos * t  # crossing at t = 0.7, 1.17 and 3.5
+    expected = neus_alpha(sdf[..., None], cos.expand(3, 41)[..., None], deltas[..., None], 60.0, 0.5)[..., 0]
+    assert torch.allclose(neus_alpha_along_rays(sdf, t, deltas, 60.0, 0.5), expected, atol=1e-5)
+    holes = sdf.clone()
+    holes[:, ::3] = float("nan")
+    alpha = neus_alpha_along_rays(holes, t, deltas, 60.0, 0.5)
+    assert (alpha[:, ::3] == 0).all()
+    evaluated = ~torch.isnan(holes)
+    assert torch.allclose(alpha[evaluated], expected[evaluated], atol=1e-5)
+    # a lone evaluated sample has no neighbour: treated as heading straight at the surface (cos = −1)
+    lone = torch.full_like(sdf, float("nan"))
+    lone[:, 10] = sdf[:, 10]
+    straight = neus_alpha(sdf[:, 10:11, None], -torch.ones(3, 1, 1), deltas[:, 10:11, None], 60.0, 0.5)[:, 0, 0]
+    assert torch.allclose(neus_alpha_along_rays(lone, t, deltas, 60.0, 0.5)[:, 10], straight)
 
 
 def test_volsdf_density_is_the_scaled_laplace_cdf():

@@ -32,6 +32,28 @@ def neus_alpha(
     return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clip(0.0, 1.0)
 
 
+def neus_alpha_along_rays(
+    sdf: Tensor,  # [R, S] signed distance at the sample midpoints, NaN where not evaluated
+    t: Tensor,  # [R, S] ray distance of the sample midpoints
+    deltas: Tensor,  # [R, S] sample interval lengths
+    inv_s: Tensor | float,
+    cos_anneal_ratio: float = 1.0,
+) -> Tensor:
+    """NeuS's α [R, S] from SDF values alone, without gradients (to choose which samples to evaluate).
+
+    ``cos`` (the directional derivative along the ray) is the SDF's difference quotient between neighbouring
+    samples: the mean of the forward and backward quotients where both neighbours were evaluated, the one
+    available otherwise, −1 (a ray heading straight at a surface) where neither. α is 0 where ``sdf`` is NaN.
+    """
+    slope = (sdf[:, 1:] - sdf[:, :-1]) / (t[:, 1:] - t[:, :-1]).clamp_min(1e-12)  # [R, S - 1]
+    missing = torch.full_like(slope[:, :1], float("nan"))
+    cos = torch.stack([torch.cat([slope, missing], 1), torch.cat([missing, slope], 1)]).nanmean(dim=0)
+    cos = torch.nan_to_num(cos, nan=-1.0)
+    alpha = neus_alpha(torch.nan_to_num(sdf, nan=1.0)[..., None], cos[..., None], deltas[..., None], inv_s,
+                       cos_anneal_ratio)[..., 0]
+    return torch.where(torch.isnan(sdf), torch.zeros_like(alpha), alpha)
+
+
 def laplace_cdf(x: Tensor, beta: Tensor | float) -> Tensor:
     """CDF of the zero-mean Laplace distribution with scale ``beta`` at ``x`` (any shape)."""
     return 0.5 + 0.5 * torch.sign(x) * (1.0 - torch.exp(-x.abs() / beta))

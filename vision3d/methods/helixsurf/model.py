@@ -8,9 +8,12 @@ Training, as the official code runs it (details and measurements in docs/helixsu
   official schedule and clamps (:mod:`.losses`), superpixel plane normals and Manhattan seeds refreshed every
   ``plane_refresh_every`` steps (:mod:`.textureless`);
 - rendering: NeuS's α on uniform samples between the scene box's entry and exit (the official code marches at
-  a fixed step, without importance sampling); an occupancy grid of NeuS densities (:mod:`.occupancy`) skips
-  samples in empty cells — their opacity is 0 and the field is not evaluated there. ``use_occupancy_grid=False``
-  is plain SDF rendering (the ablation).
+  a fixed step, without importance sampling); an occupancy grid of NeuS opacities (:mod:`.occupancy`) skips
+  samples in empty cells, and, like a grid marcher's early ray termination, samples behind the point where a
+  ray's transmittance falls below ``early_stop_transmittance`` (from a gradient-free pass of the SDF alone at
+  the occupied samples) — their opacity is 0 and the field is not evaluated there (with gradients, colour and
+  the normals' finite differences: the costly part). ``use_occupancy_grid=False`` is plain SDF rendering (the
+  ablation).
 Decisions: the SDF starts as a sphere filling the scene box seen from inside (rooms), of radius
 ``sphere_radius_fraction`` of the box's half extent; rays carry no background model (closed rooms), and
 training composites on a random background so that opacity is driven to 1.
@@ -44,7 +47,7 @@ from vision3d.fields.sdf import SDFField, SDFFieldConfig, eikonal_loss
 from vision3d.geometry.camera import project_points
 from vision3d.geometry.se3 import invert_pose, opengl_to_opencv, transform_points
 from vision3d.mvs import MVSConfig
-from vision3d.render.sdf_volume import neus_alpha
+from vision3d.render.sdf_volume import neus_alpha, neus_alpha_along_rays
 
 from . import helix, textureless
 from .losses import LossSchedule, depth_loss, normal_loss, photometric_confidence
@@ -91,10 +94,19 @@ class HelixSurfModelConfig(ModelConfig):
     """Plane normals count only where the rendered normal is within this cos of them."""
     manhattan_mult: float = 0.03
     use_occupancy_grid: bool = True
+    """False: every sample is evaluated (plain SDF rendering, the grid's ablation; no early termination either)."""
     occupancy_resolution: int = 64
     occupancy_decay: float = 0.9
-    occupancy_threshold: float = 0.01
+    occupancy_quantity: Literal["opacity", "density"] = "opacity"
+    """What a cell holds (:mod:`.occupancy`): the opacity a ray can gain across it at the current s, or the
+    official NeuS density (use threshold 0.01 with it)."""
+    occupancy_threshold: float = 1e-3
+    """A cell is empty below this: the opacity a skipped cell could have added to a ray."""
     occupancy_update_every: int = 16
+    early_stop_transmittance: float = 1e-3
+    """With the grid: samples after a ray's transmittance (estimated without gradients from the SDF at the occupied
+    samples, :func:`~vision3d.render.sdf_volume.neus_alpha_along_rays`) falls below this are not evaluated; they
+    could have added at most this much to the ray's colour (nerfacc's early_stop_eps; 0: off)."""
     max_steps: int = 24000
     """Training length used by the schedules when no trainer tells it (the trainer's max_num_iterations wins)."""
 
@@ -112,7 +124,8 @@ class HelixSurfModel(Model):
         sdf_config = config.sdf
         sdf_config.sphere_radius = config.sphere_radius_fraction * float((aabb[1] - aabb[0]).min()) / 2
         self.field = SDFField(sdf_config, aabb, self.num_train_data)
-        self.occupancy = OccupancyGrid(aabb, config.occupancy_resolution, config.occupancy_decay, config.occupancy_threshold)
+        self.occupancy = OccupancyGrid(aabb, config.occupancy_resolution, config.occupancy_decay, config.occupancy_threshold,
+                                       config.occupancy_quantity)
         self.collider = AABBBoxCollider(self.scene_box, near_plane=config.near_plane)
         self.sampler = UniformSampler(num_samples=config.num_samples, single_jitter=False)
         self.renderer_rgb = RGBRenderer(background_color="random")
@@ -259,7 +272,8 @@ class HelixSurfModel(Model):
         samples = self.sampler(ray_bundle)
         positions = samples.frustums.get_positions()  # [R, S, 3]
         n_rays, n_samples = positions.shape[:2]
-        keep = self.occupancy.occupied_at(positions) if self.config.use_occupancy_grid else torch.ones_like(positions[..., 0], dtype=torch.bool)
+        anneal = min(1.0, self.step / max(self.config.cos_anneal_fraction * self.max_steps, 1)) if self.training else 1.0
+        keep = self.samples_to_evaluate(samples, positions, anneal)
         flat = positions[keep]
         directions = samples.frustums.directions[keep]
         sdf, features = self.field.sdf_and_features(flat)
@@ -268,7 +282,6 @@ class HelixSurfModel(Model):
         camera_indices = samples.camera_indices[keep] if samples.camera_indices is not None else None
         rgb = self.field.color(flat, normals, directions, features, camera_indices)
         cos = (directions * gradients).sum(dim=-1, keepdim=True)
-        anneal = min(1.0, self.step / max(self.config.cos_anneal_fraction * self.max_steps, 1)) if self.training else 1.0
         alpha = neus_alpha(sdf, cos, samples.deltas[keep], self.field.sharpness.inv_s(), anneal)
 
         def dense(values: Tensor, fill: float = 0.0) -> Tensor:
@@ -295,6 +308,23 @@ class HelixSurfModel(Model):
             random_points = box[0] + torch.rand(self.config.eikonal_random_points, 3, device=box.device) * (box[1] - box[0])
             outputs["eikonal_gradients"] = torch.cat([gradients, self.field.gradient(random_points)])
         return outputs
+
+    def samples_to_evaluate(self, samples, positions: Tensor, anneal: float) -> Tensor:  # noqa: ANN001
+        """Bool [R, S]: the samples whose field is evaluated — all without the grid; with it, those in occupied
+        cells up to where the ray's transmittance, estimated from the SDF alone, falls below
+        ``early_stop_transmittance``."""
+        if not self.config.use_occupancy_grid:
+            return torch.ones(positions.shape[:2], dtype=torch.bool, device=positions.device)
+        keep = self.occupancy.occupied_at(positions)
+        if self.config.early_stop_transmittance <= 0:
+            return keep
+        with torch.no_grad():
+            sdf = torch.full(keep.shape, float("nan"), device=positions.device)
+            sdf[keep] = self.field.sdf(positions[keep])[:, 0]
+            t = ((samples.frustums.starts + samples.frustums.ends) / 2)[..., 0]
+            alpha = neus_alpha_along_rays(sdf, t, samples.deltas[..., 0], self.field.sharpness.inv_s(), anneal)
+            transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
+        return keep & (transmittance > self.config.early_stop_transmittance)
 
     @staticmethod
     def first_zero_crossing(sdf: Tensor, samples) -> Tensor:  # noqa: ANN001

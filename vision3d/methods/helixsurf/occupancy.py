@@ -1,37 +1,44 @@
-"""HelixSurf's occupancy grid: a dense grid of NeuS densities over the scene box that marks empty space.
+"""HelixSurf's occupancy grid: a dense grid over the scene box that marks where NeuS can put opacity.
 
 As the official code (``models/grid.py``): a dense ``resolution``³ grid, refreshed every few steps by an
-exponential moving average of the NeuS logistic density at each cell, thresholded; samples in empty cells
-are not evaluated. Written in torch (nerfacc's grid needs CUDA), so it runs on every device.
+exponential moving average of a per-cell NeuS quantity, thresholded; samples in empty cells are not
+evaluated. Written in torch (nerfacc's grid needs CUDA), so it runs on every device.
 
 Decisions:
-- The update is nerfacc's/Instant-NGP's rule ``value = max(decay · value, density)`` (an EMA that lets a
-  cell become occupied at once and empty only slowly), evaluated at one jittered point per cell.
-- The density is taken at ``max(|f| − r, 0)`` with r the cell's half diagonal: a signed distance is
-  1-Lipschitz, so no point of the cell is closer to the surface than that. Without it a cell that the surface
-  crosses off-centre reads ~0 once NeuS's s is large, and the surface would be skipped.
+- The update is nerfacc's/Instant-NGP's rule ``value = max(decay · value, v)`` (an EMA that lets a
+  cell become occupied at once and empty only slowly), evaluated at the cell centres: a signed distance is
+  1-Lipschitz, so the SDF anywhere in the cell lies within f ± r of the centre's f, r the half diagonal.
+- ``quantity="opacity"`` (default): v is the most opacity one NeuS sample inside the cell can have, α of a
+  straight approach (cos = −1) from f + r to f − r, so the threshold bounds the opacity a skipped cell could
+  have added (nerfacc's NeuS users threshold α over a step the same way). Cells inside solid matter (f < −r)
+  stay occupied, as NeuS gives them opacity; early ray termination (model) skips them behind the surface.
+  ``"density"``: the official rule, NeuS's logistic density at max(|f| − r, 0) (threshold 0.01 in the official
+  code), symmetric: it also empties the inside, which is exact only once s·δ is large behind a surface.
 - Before the first update every cell is occupied (plain rendering).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from vision3d.render.sdf_volume import neus_density
+from vision3d.render.sdf_volume import neus_alpha, neus_density
 
 
 class OccupancyGrid(nn.Module):
-    """Dense occupancy over ``aabb [2, 3]``: ``value [R, R, R]`` (EMA of density) and ``occupied [R, R, R]`` bool."""
+    """Dense occupancy over ``aabb [2, 3]``: ``value [R, R, R]`` (EMA of the cell's opacity or density) and
+    ``occupied [R, R, R]`` bool."""
 
-    def __init__(self, aabb: Tensor, resolution: int = 64, decay: float = 0.9, threshold: float = 0.01) -> None:
+    def __init__(self, aabb: Tensor, resolution: int = 64, decay: float = 0.9, threshold: float = 1e-3,
+                 quantity: Literal["opacity", "density"] = "opacity") -> None:
         super().__init__()
-        if resolution < 2 or not 0.0 <= decay < 1.0 or threshold <= 0:
-            raise ValueError(f"OccupancyGrid: need resolution >= 2, 0 <= decay < 1, threshold > 0; "
-                             f"got {resolution}, {decay}, {threshold}")
-        self.resolution, self.decay, self.threshold = resolution, decay, threshold
+        if resolution < 2 or not 0.0 <= decay < 1.0 or threshold <= 0 or quantity not in ("opacity", "density"):
+            raise ValueError(f"OccupancyGrid: need resolution >= 2, 0 <= decay < 1, threshold > 0, quantity "
+                             f"'opacity' or 'density'; got {resolution}, {decay}, {threshold}, {quantity!r}")
+        self.resolution, self.decay, self.threshold, self.quantity = resolution, decay, threshold, quantity
         self.register_buffer("aabb", aabb.clone().float())
         self.register_buffer("value", torch.full((resolution,) * 3, float("inf")))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
@@ -59,13 +66,14 @@ class OccupancyGrid(nn.Module):
         r = self.resolution
         device = self.value.device
         cells = torch.stack(torch.meshgrid(*(torch.arange(r, device=device),) * 3, indexing="ij"), dim=-1).reshape(-1, 3)
-        points = self.aabb[0] + (cells + torch.rand(cells.shape, device=device)) * self.cell_size
+        centres = self.aabb[0] + (cells + 0.5) * self.cell_size
         half_diagonal = 0.5 * float(self.cell_size.norm())
-        density = torch.cat([
-            neus_density((sdf_fn(points[i : i + chunk]).reshape(-1).abs() - half_diagonal).clamp_min(0.0), inv_s)
-            for i in range(0, points.shape[0], chunk)
-        ]).reshape(r, r, r)
+        sdf = torch.cat([sdf_fn(centres[i : i + chunk]).reshape(-1) for i in range(0, centres.shape[0], chunk)]).reshape(r, r, r)
+        if self.quantity == "density":
+            value = neus_density((sdf.abs() - half_diagonal).clamp_min(0.0), inv_s)
+        else:
+            value = neus_alpha(sdf, -torch.ones_like(sdf), 2 * half_diagonal, inv_s)
         previous = torch.where(torch.isinf(self.value), torch.zeros_like(self.value), self.value)
-        self.value.copy_(torch.maximum(previous * self.decay, density))
+        self.value.copy_(torch.maximum(previous * self.decay, value))
         self.occupied.copy_(self.value > self.threshold)
         return float(self.occupied.float().mean())
