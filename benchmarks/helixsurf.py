@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--mvs-max-side", type=int, default=None, help="MVS resolution (default: the cpu preset's).")
     parser.add_argument("--scene-scale", type=float, default=None,
                         help="Scene box = nerfstudio's camera box x this (default: the preset's, 4).")
+    parser.add_argument("--sharpness-floor", type=float, nargs=2, default=None, metavar=("S0", "S1"),
+                        help="NeuS s at least S0 -> S1 (geometric) over training (default: the model's, off).")
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--methods", nargs="+", default=["mvs", "sdf", "helixsurf", "helixsurf-no-grid"],
                         choices=["mvs", "sdf", "helixsurf", "helixsurf-no-grid", "sdf-equal-time"])
@@ -107,6 +109,8 @@ def main() -> None:
                 config.pipeline.datamanager.dataparser.scene_scale = args.scene_scale
             if args.mvs_max_side:
                 model.mvs_max_side = args.mvs_max_side
+            if args.sharpness_floor:
+                model.sharpness_floor = tuple(args.sharpness_floor)
             model = config.pipeline.model
             model.use_mvs = not method.startswith("sdf")
             model.use_occupancy_grid = method != "helixsurf-no-grid"

@@ -1,12 +1,13 @@
-"""HelixSurf's occupancy grid at a trained state: training iterations and renders timed with the grid on and off.
+"""HelixSurf's occupancy grid at a trained state: training iterations and renders timed with and without it.
 
 The issue's ablation trains the whole run twice (``benchmarks/helixsurf.py --methods helixsurf
-helixsurf-no-grid``); on the shared CPU that does not fit, so this measures the same speed-up on one trained
-run: it loads the run (its grid is in the checkpoint), then, alternating grid on / off, times ``--iterations``
-training iterations (forward and backward of ``--rays`` random training rays: colour, depth and eikonal terms;
-no optimiser step, so every repeat sees the same model) and a render of ``--views`` training views. Quality
-is equal by construction (same weights); the renders' depth and colour differences between on and off are
-printed to show the grid skips nothing that matters. Also printed: the fraction of samples the grid keeps.
+helixsurf-no-grid``); this measures the per-step speed-up on one trained run at equal weights: it loads the
+run, then for each variant — no grid (plain), the official density grid, the opacity grid, and the opacity grid
+with early ray termination (the default) — refreshes the grid at the loaded SDF and s, and times
+``--iterations`` training iterations (forward and backward of ``--rays`` random training rays: colour, depth
+and eikonal terms; no optimiser step, so every variant sees the same model) and a render of ``--views``
+training views. Quality is equal by construction (same weights); each variant's render is compared with the
+plain one (depth and colour differences). Also printed: the fraction of samples evaluated with gradients.
 
     nice -n 15 python benchmarks/helixsurf_grid_timing.py RUN_DIR --iterations 10 --rays 512 --views 3
 """
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--rays", type=int, default=512)
     parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="Alternating on/off rounds; the fastest is kept.")
+    parser.add_argument("--repeats", type=int, default=1, help="Rounds over the variants; the fastest of each is kept.")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,34 +58,45 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     batches = [random_rays(cameras, args.rays, generator).to(model.device) for _ in range(args.iterations)]
     views = torch.linspace(0, len(cameras) - 1, args.views).round().long().tolist()
-    best = {True: {"train": float("inf"), "render": float("inf")}, False: {"train": float("inf"), "render": float("inf")}}
-    kept, renders = {}, {}
+    variants = {  # name: (use_occupancy_grid, occupancy quantity, threshold, early_stop_transmittance)
+        "off (plain)": (False, "opacity", 1e-3, 0.0),
+        "density grid (official, 0.01)": (True, "density", 0.01, 0.0),
+        "opacity grid (1e-3)": (True, "opacity", 1e-3, 0.0),
+        "opacity grid + termination (1e-3, default)": (True, "opacity", 1e-3, 1e-3),
+    }
+    model.train()
+    training_iteration(model, batches[0])  # warm-up (allocations), untimed
+    best = {name: {"train": float("inf"), "render": float("inf")} for name in variants}
+    kept, renders, occupied = {}, {}, {}
     for _ in range(args.repeats):
-        for grid in (True, False):
-            model.config.use_occupancy_grid = grid
+        for name, (grid, quantity, threshold, early_stop) in variants.items():
+            model.config.use_occupancy_grid, model.config.early_stop_transmittance = grid, early_stop
+            model.occupancy.quantity, model.occupancy.threshold = quantity, threshold
+            model.occupancy.value.fill_(float("inf"))
+            occupied[name] = model.update_occupancy() if grid else 1.0
             model.train()
             start = time.perf_counter()
-            kept[grid] = sum(training_iteration(model, rays) for rays in batches) / len(batches)
-            best[grid]["train"] = min(best[grid]["train"], (time.perf_counter() - start) / len(batches))
+            kept[name] = sum(training_iteration(model, rays) for rays in batches) / len(batches)
+            best[name]["train"] = min(best[name]["train"], (time.perf_counter() - start) / len(batches))
             model.eval()
             start = time.perf_counter()
             with torch.no_grad():
-                renders[grid] = [model.get_outputs_for_camera(cameras[i : i + 1]) for i in views]
-            best[grid]["render"] = min(best[grid]["render"], (time.perf_counter() - start) / len(views))
-    depth = torch.cat([(a["depth"] - b["depth"]).abs().flatten() / b["depth"].flatten().clamp_min(1e-6)
-                       for a, b in zip(renders[True], renders[False], strict=True)])
-    colour = torch.cat([(a["rgb"] - b["rgb"]).abs().flatten() for a, b in zip(renders[True], renders[False], strict=True)])
-    print(f"run {args.run}: grid {model.occupancy.resolution}^3, {float(model.occupancy.occupied.float().mean()):.1%} of "
-          f"cells occupied, {kept[True]:.1%} of training samples kept; render with vs without grid: median relative "
-          f"depth difference {float(depth.median()):.4f}, mean colour difference {float(colour.mean()):.4f}")
-    print("\n| grid | training iteration s | render of one view s | samples evaluated |")
-    print("|---|---|---|---|")
-    for grid in (True, False):
-        print(f"| {'on' if grid else 'off'} | {best[grid]['train']:.3f} | {best[grid]['render']:.2f} | "
-              f"{kept[grid] if grid else 1.0:.1%} |")
-    print(f"\nspeed-up: training iteration {best[False]['train'] / best[True]['train']:.2f}x, "
-          f"render {best[False]['render'] / best[True]['render']:.2f}x")
-
+                renders[name] = [model.get_outputs_for_camera(cameras[i : i + 1]) for i in views]
+            best[name]["render"] = min(best[name]["render"], (time.perf_counter() - start) / len(views))
+    plain = next(iter(variants))
+    print(f"run {args.run}: grid {model.occupancy.resolution}^3, NeuS s = {float(model.field.sharpness.inv_s()):.1f}, "
+          f"{args.rays} rays x {model.config.num_samples} samples, {len(views)} view(s) rendered")
+    print("\n| variant | cells occupied | samples evaluated | training iteration s | speed-up | render of one view s "
+          "| speed-up | median rel. depth diff | mean colour diff | max colour diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in variants:
+        depth = torch.cat([(a["depth"] - b["depth"]).abs().flatten() / b["depth"].flatten().clamp_min(1e-6)
+                           for a, b in zip(renders[name], renders[plain], strict=True)])
+        colour = torch.cat([(a["rgb"] - b["rgb"]).abs().flatten() for a, b in zip(renders[name], renders[plain], strict=True)])
+        print(f"| {name} | {occupied[name]:.1%} | {kept[name]:.1%} | {best[name]['train']:.3f} | "
+              f"{best[plain]['train'] / best[name]['train']:.2f}x | {best[name]['render']:.2f} | "
+              f"{best[plain]['render'] / best[name]['render']:.2f}x | {float(depth.median()):.4f} | "
+              f"{float(colour.mean()):.4f} | {float(colour.max()):.4f} |")
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ import torch
 import trimesh
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.engine.callbacks import TrainingCallbackAttributes
 
 from vision3d.fields.hash_grid import grid_config
 from vision3d.methods.helixsurf import helix, textureless
@@ -106,6 +107,21 @@ def test_mvs_losses_vanish_when_the_sdf_renders_its_targets():
         assert losses["mvs_depth_loss"] < 1e-5 and losses["mvs_normal_loss"] < 1e-4, losses
         model.targets.depth += 0.05
         assert model.get_loss_dict(outputs, batch)["mvs_depth_loss"] > 0.04
+
+
+def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():
+    model = small_model(True, 0.3)  # s = e^3 ≈ 20
+    model.config.sharpness_floor, model.max_steps = (20.0, 200.0), 100
+    before_step = model.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None))[0].func
+    before_step(50)
+    assert float(model.field.sharpness.inv_s()) == pytest.approx(20.0 * 10 ** 0.5, rel=1e-4)
+    model.field.sharpness.value.data.fill_(0.6)  # s ≈ 403, above the floor
+    before_step(100)
+    assert float(model.field.sharpness.inv_s()) == pytest.approx(float(torch.exp(torch.tensor(6.0))), rel=1e-5)
+    model.config.sharpness_floor = (0.0, 0.0)
+    model.field.sharpness.value.data.fill_(0.1)
+    before_step(100)
+    assert float(model.field.sharpness.value) == pytest.approx(0.1)  # off: s is learned alone
 
 
 # ---------------------------------------------------------------- occupancy grid
