@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--scene-scale", type=float, default=None,
                         help="Scene box = nerfstudio's camera box x this (default: the preset's, 4).")
     parser.add_argument("--sharpness-floor", type=float, nargs=2, default=None, metavar=("S0", "S1"),
-                        help="NeuS s at least S0 -> S1 (geometric) over training (default: the model's, off).")
+                        help="NeuS s at least S0 -> S1 (geometric) over training (default: the cpu preset's, 20 200; 0 0: off).")
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--methods", nargs="+", default=["mvs", "sdf", "helixsurf", "helixsurf-no-grid"],
                         choices=["mvs", "sdf", "helixsurf", "helixsurf-no-grid", "sdf-equal-time"])
@@ -110,7 +110,7 @@ def main() -> None:
             if args.mvs_max_side:
                 model.mvs_max_side = args.mvs_max_side
             if args.sharpness_floor:
-                model.sharpness_floor = tuple(args.sharpness_floor)
+                model.sharpness_floor_start, model.sharpness_floor_end = args.sharpness_floor
             model = config.pipeline.model
             model.use_mvs = not method.startswith("sdf")
             model.use_occupancy_grid = method != "helixsurf-no-grid"

@@ -63,6 +63,8 @@ def main() -> None:
         "density grid (official, 0.01)": (True, "density", 0.01, 0.0),
         "opacity grid (1e-3)": (True, "opacity", 1e-3, 0.0),
         "opacity grid + termination (1e-3, default)": (True, "opacity", 1e-3, 1e-3),
+        "opacity grid (1e-4) + termination (1e-3)": (True, "opacity", 1e-4, 1e-3),
+        "density grid (0.01) + termination (1e-3)": (True, "density", 0.01, 1e-3),
     }
     model.train()
     training_iteration(model, batches[0])  # warm-up (allocations), untimed

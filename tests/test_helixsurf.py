@@ -111,14 +111,14 @@ def test_mvs_losses_vanish_when_the_sdf_renders_its_targets():
 
 def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():
     model = small_model(True, 0.3)  # s = e^3 ≈ 20
-    model.config.sharpness_floor, model.max_steps = (20.0, 200.0), 100
+    model.config.sharpness_floor_start, model.config.sharpness_floor_end, model.max_steps = 20.0, 200.0, 100
     before_step = model.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None))[0].func
     before_step(50)
     assert float(model.field.sharpness.inv_s()) == pytest.approx(20.0 * 10 ** 0.5, rel=1e-4)
     model.field.sharpness.value.data.fill_(0.6)  # s ≈ 403, above the floor
     before_step(100)
     assert float(model.field.sharpness.inv_s()) == pytest.approx(float(torch.exp(torch.tensor(6.0))), rel=1e-5)
-    model.config.sharpness_floor = (0.0, 0.0)
+    model.config.sharpness_floor_start = model.config.sharpness_floor_end = 0.0
     model.field.sharpness.value.data.fill_(0.1)
     before_step(100)
     assert float(model.field.sharpness.value) == pytest.approx(0.1)  # off: s is learned alone
