@@ -559,7 +559,9 @@ def prior_depth_edges(prior: torch.Tensor, prior_kind: DepthKind, valid: torch.T
         return torch.zeros_like(valid)
     prior = prior.float()
     disparity = prior if prior_kind == "disparity" else 1.0 / torch.where(valid, prior, torch.ones_like(prior)).clamp_min(1e-12)
-    lo, hi = torch.quantile(disparity[valid], torch.tensor([0.02, 0.98], device=prior.device)).tolist()
+    values = disparity[valid]
+    values = values[:: -(-values.numel() // 2**20)]  # torch.quantile takes at most 2**24 values; a stride keeps it exact enough
+    lo, hi = torch.quantile(values, torch.tensor([0.02, 0.98], device=prior.device)).tolist()
     threshold = jump * max(hi - lo, 1e-12)
     edges = torch.zeros_like(valid)
     for dim in (0, 1):
