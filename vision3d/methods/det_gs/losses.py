@@ -81,9 +81,10 @@ Decisions on what the paper leaves open (each is a config field; the reason is g
   sky of a 360° capture: dataset depth 0 there), and (ii) depth edges of the prior, neighbours whose prior
   disparity differs by more than ``edge_prior_jump`` of its range (silhouettes against a same-coloured
   background, the horizon), where Canny finds no edge. Why (docs/det-gs.md, dragon-360, 24 views; the
-  likely mechanism, supported by a count of Gaussians near cameras): the sky's Gaussians, smoothed towards the disparity of the ground at the horizon, moved in from infinity to
-  the camera orbit and became floaters in front of held-out cameras (depth AbsRel 0.036 -> 0.123 on one
-  seed, all from pixels rendered too near). Without a prior L_edge is the paper's.
+  likely mechanism, supported by a count of Gaussians near cameras): the sky's Gaussians, smoothed
+  towards the disparity of the ground at the horizon, moved in from infinity to the camera orbit and
+  became floaters in front of held-out cameras (depth AbsRel 0.036 -> 0.123 on one seed, all from pixels
+  rendered too near). Without a prior L_edge is the paper's.
 - **D̄ is not detached** (``edge_detach_mean=False``): the loss is then the stated formula and its
   gradient is the true one (a masked Laplacian smoothing), so gradient descent provably lowers it.
 - **TV channels** (``tv_channels="per_channel"``): masks and penalties are taken per colour channel and
