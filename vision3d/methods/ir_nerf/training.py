@@ -58,6 +58,10 @@ class IRNeRFConfig:
     lr_final_factor: float = 0.1
     """Learning rates decay exponentially to this fraction of their start over training."""
     r1_weight: float = 0.1
+    discriminator_spectral_norm: bool = True
+    discriminator_width: int = 32
+    discriminator_steps: int = 1
+    """D updates per field update in phase A."""
     codebook_weight: float = 1.0
     """λ of L_c in P's loss."""
     pose_reg_weight: float = 0.1
@@ -108,7 +112,7 @@ class IRNeRF(nn.Module):
         torch.manual_seed(config.seed)
         n, _, h, w = images.shape
         self.field = CoarseField(config.field)
-        self.discriminator = PatchDiscriminator()
+        self.discriminator = PatchDiscriminator(config.discriminator_width, spectral=config.discriminator_spectral_norm)
         self.estimator = PoseEstimator(position_scale=config.prior.radius_max)
         self.codebook = SceneCodebook(h, config.n_codes, config.code_dim, config.tokens) if config.use_codebook else None
         if self.codebook is not None and config.codebook_init != "random":
@@ -220,18 +224,18 @@ class IRNeRF(nn.Module):
         pixels, scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
         fake = self.render_pixels(poses, pixels.to(self.K))  # [B, P², 3]
         fake = fake.transpose(1, 2).reshape(-1, 3, c.patch_size, c.patch_size)
-        real_idx = torch.randint(n, (c.batch_size,), generator=self.generator)
-        real_pixels, real_scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
-        real = sample_image_at(self.images[real_idx], real_pixels.to(self.K)).transpose(1, 2)
-        real = real.reshape(-1, 3, c.patch_size, c.patch_size).requires_grad_(True)
-        scales, real_scales = scales.to(self.K), real_scales.to(self.K)
-
-        real_logits = self.discriminator(real, real_scales)
-        d_loss = losses.discriminator_loss(real_logits, self.discriminator(fake.detach(), scales))
-        r1 = losses.r1_penalty(real_logits, real)
-        self.optimizers["discriminator"].zero_grad()
-        (d_loss + c.r1_weight * r1).backward()
-        self.optimizers["discriminator"].step()
+        scales = scales.to(self.K)
+        for _ in range(c.discriminator_steps):  # fresh real patches each D step, the same fake ones
+            real_idx = torch.randint(n, (c.batch_size,), generator=self.generator)
+            real_pixels, real_scales = patch_pixels(c.batch_size, c.patch_size, w, h, (c.patch_scale_min, c.patch_scale_max), self.generator)
+            real = sample_image_at(self.images[real_idx], real_pixels.to(self.K)).transpose(1, 2)
+            real = real.reshape(-1, 3, c.patch_size, c.patch_size).requires_grad_(True)
+            real_logits = self.discriminator(real, real_scales.to(self.K))
+            d_loss = losses.discriminator_loss(real_logits, self.discriminator(fake.detach(), scales))
+            r1 = losses.r1_penalty(real_logits, real)
+            self.optimizers["discriminator"].zero_grad()
+            (d_loss + c.r1_weight * r1).backward()
+            self.optimizers["discriminator"].step()
 
         g_loss = losses.generator_loss(self.discriminator(fake, scales))
         self.optimizers["field"].zero_grad()
