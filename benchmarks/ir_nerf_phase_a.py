@@ -6,7 +6,9 @@ Runs ``--steps`` phase-A steps (:meth:`IRNeRF.adversarial_step`, :meth:`IRNeRF.e
 (chance: 2 ln 2 = 1.386), P's mean rotation error on renders at 32 held-out prior samples (their own frame, no
 alignment) and P's Sim(3)-aligned mean rotation error on the real images. ``--set NAME=VALUE`` overrides a field
 of IRNeRFConfig (``field.NAME`` / ``prior.NAME`` for the nested ones); ``--montage PNG`` writes renders at 8
-azimuths (elevation 30°) at the end.
+azimuths (elevation 30°) at the end. ``--schedule`` runs the whole method instead (:meth:`IRNeRF.train_step`,
+``max_steps=--steps``: phase A, A/B alternating, phase B) and prints the Sim(3)-aligned rotation error of the
+current poses (P's estimates, then the refined poses) against that of the prior samples the run started from.
 
     python benchmarks/ir_nerf_phase_a.py --steps 300 --set lr_discriminator=1e-3
 """
@@ -66,6 +68,22 @@ def montage(system: IRNeRF, path: str) -> None:
     Image.fromarray((row.numpy() * 255).astype("uint8")).resize((row.shape[1] * 4, row.shape[0] * 4), Image.NEAREST).save(path)
 
 
+def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
+    """The whole method; prints the rotation error of the current poses every ``every`` steps."""
+    print(f"| step | phase | rot err (deg) | seconds |\n|---:|---|---:|---:|\n| 0 | prior samples | "
+          f"{pose_errors(system.prior_poses, gt)['rot_err_deg']:.1f} | 0 |")
+    start = time.perf_counter()
+    for step in range(system.config.max_steps):
+        phase = system.phase(step)
+        if phase == "B" and not bool(system.refining):
+            print(f"| {step} | P's estimates | {pose_errors(system.predicted_poses(), gt)['rot_err_deg']:.1f} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
+        system.train_step()
+        if (step + 1) % every == 0:
+            print(f"| {step + 1} | {phase} | {pose_errors(system.estimated_poses(), gt)['rot_err_deg']:.1f} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32)
@@ -75,17 +93,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="NAME=VALUE overrides of IRNeRFConfig")
     parser.add_argument("--montage", help="PNG of renders at 8 azimuths at the end")
+    parser.add_argument("--schedule", action="store_true", help="the whole method (both phases), not phase A alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_unposed(bundled_scene_path(), args.size)
     prior = prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
     config = IRNeRFConfig(prior=prior, field=CoarseFieldConfig(encoding="pe", num_samples=16, pe_frequencies=6),
-                          use_codebook=args.codebook, n_codes=64, code_dim=32, lr_final_factor=1.0, seed=args.seed)
+                          use_codebook=args.codebook, n_codes=64, code_dim=32, lr_final_factor=1.0, seed=args.seed,
+                          max_steps=args.steps)
     apply_overrides(config, args.set)
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# size {args.size} seed {args.seed} set {args.set} codebook {args.codebook} commit {commit}")
+    if args.schedule:
+        run_schedule(system, data.gt_c2w, args.every)
+        return
     print("| step | D loss | G loss | P on renders (deg) | P on real (deg, aligned) | seconds |\n|---:|---:|---:|---:|---:|---:|")
     start, d_losses, g_losses = time.perf_counter(), [], []
     for step in range(args.steps):
