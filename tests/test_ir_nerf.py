@@ -154,7 +154,7 @@ def test_the_discriminator_learns_against_the_adversarial_field_on_the_bundled_s
     """With the CPU defaults (no spectral norm, two D steps per field step, 16 patches of 8², D and field lr
     2e-3), D separates the field's patches from the real ones within tens of steps: its loss leaves chance
     (2 ln 2 = 1.386). At GNeRF's settings (spectral norm, D lr 1e-4, 4 patches of 16²) it stays at chance
-    here (mean 1.40–1.43 over steps 30–60 in two seeds), and the field never becomes view-specific."""
+    here (mean 1.46 and 1.40 over steps 30–60 for seeds 0 and 1), and the field never becomes view-specific."""
     from vision3d.data.bundled import bundled_scene_path
     from vision3d.methods.ir_nerf.data import load_unposed
     from vision3d.methods.ir_nerf.field import CoarseFieldConfig
