@@ -58,7 +58,7 @@ class IRNeRFConfig:
     """Phase-A defaults are the CPU-budget ones measured in docs/ir-nerf.md (GNeRF: 5e-4 / 1e-4 / 1e-4, the
     ``gpu`` preset): at GNeRF's rates and a spectrally normalised D, D stays at chance for hundreds of steps.
     The field's adversarial updates have their own lr and Adam moments (GNeRF: one optimiser, lr 5e-4): the
-    GAN's gradients are on another scale than the photometric ones, and 2e-3 in phase B lowers PSNR."""
+    GAN's gradients are on another scale than the photometric ones, and phase B keeps the lr it was measured at."""
     lr_codebook: float = 1e-3
     lr_poses: float = 1e-3
     lr_final_factor: float = 0.1
