@@ -1,8 +1,8 @@
 """IR-NeRF's phase A (GAN + pose estimator) alone on the bundled armadillo scene: does the discriminator learn,
 and does P learn poses on renders and on the real images while the field trains adversarially?
 
-Runs ``--steps`` phase-A steps (:meth:`IRNeRF.adversarial_step`, :meth:`IRNeRF.estimator_step`, with
-``--codebook`` also :meth:`IRNeRF.codebook_step`) and every ``--every`` steps prints D's mean loss over the window
+Runs ``--steps`` phase-A steps (:meth:`IRNeRF.adversarial_step`, :meth:`IRNeRF.estimator_step`; with
+``--codebook`` P's loss has L_c and :meth:`IRNeRF.codebook_step` trains L_rec) and every ``--every`` steps prints D's mean loss over the window
 (chance: 2 ln 2 = 1.386), P's mean rotation error on renders at 32 held-out prior samples (their own frame, no
 alignment) and P's Sim(3)-aligned mean rotation error on the real images. ``--set NAME=VALUE`` overrides a field
 of IRNeRFConfig (``field.NAME`` / ``prior.NAME`` for the nested ones); ``--montage PNG`` writes renders at 8

@@ -255,30 +255,33 @@ class IRNeRF(nn.Module):
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item()}
 
     def estimator_step(self) -> dict[str, float]:
-        """P learns the poses of renders at prior samples (their poses are known)."""
-        poses = sample_poses(self.config.prior, self.config.estimator_batch, self.generator).to(self.K)
-        renders = self.render_image(poses)
-        loss = losses.pose_regression_loss(self.estimator(renders), pose_to_9d(poses))
-        self.optimizers["estimator"].zero_grad()
-        loss.backward()
-        self.optimizers["estimator"].step()
-        return {"pose_loss": loss.item()}
+        """One step of P on its loss: the poses of renders at prior samples (their poses are known), plus, with
+        the codebook, λ·L_c on real images (G and C held; E_P learns in the same step). One Adam step on the sum,
+        so that λ weighs the two terms (separate Adam steps would be equal-sized whatever λ is)."""
+        c = self.config
+        poses = sample_poses(c.prior, c.estimator_batch, self.generator).to(self.K)
+        loss = losses.pose_regression_loss(self.estimator(self.render_image(poses)), pose_to_9d(poses))
+        out, total, names = {"pose_loss": loss.item()}, loss, ["estimator"]
+        if self.codebook is not None:
+            real = self.images[torch.randint(self.images.shape[0], (c.batch_size,), generator=self.generator)]
+            l_c = losses.pose_consistency_loss(self.codebook, self.estimator(real), real)
+            total, out["l_c"] = total + c.codebook_weight * l_c, l_c.item()
+            names.append("pose_encoder")
+        for name in names:
+            self.optimizers[name].zero_grad()
+        total.backward()
+        for name in names:
+            self.optimizers[name].step()
+        return out
 
     def codebook_step(self) -> dict[str, float]:
-        """L_rec trains E_I, C, G on real images; L_c (G and C frozen) trains E_P and regularises P on them."""
-        idx = torch.randint(self.images.shape[0], (self.config.batch_size,), generator=self.generator)
-        real = self.images[idx]
+        """L_rec trains E_I, C, G on real images (L_c is part of P's loss: :meth:`estimator_step`)."""
+        real = self.images[torch.randint(self.images.shape[0], (self.config.batch_size,), generator=self.generator)]
         rec = losses.reconstruction_loss(self.codebook, real)
         self.optimizers["codebook"].zero_grad()
         rec.backward()
         self.optimizers["codebook"].step()
-        l_c = losses.pose_consistency_loss(self.codebook, self.estimator(real), real)
-        self.optimizers["estimator"].zero_grad()
-        self.optimizers["pose_encoder"].zero_grad()
-        (self.config.codebook_weight * l_c).backward()
-        self.optimizers["estimator"].step()
-        self.optimizers["pose_encoder"].step()
-        return {"l_rec": rec.item(), "l_c": l_c.item()}
+        return {"l_rec": rec.item()}
 
     # -- phase B --------------------------------------------------------------------------------------------
     @torch.no_grad()
