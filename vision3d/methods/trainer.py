@@ -94,7 +94,7 @@ class Vision3DTrainer(Trainer):
             super()._update_viewer_state(step)
             return
         try:
-            update_scene(self.viewer_state, self.live_refresh, step)
+            update_scene(self.viewer_state, self.live_refresh, step, self.pipeline.datamanager.get_train_rays_per_batch())
         except RuntimeError:  # as nerfstudio: a failed render must not stop training
             CONSOLE.log("Viewer failed. Continuing training.")
 
