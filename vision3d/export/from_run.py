@@ -246,9 +246,11 @@ def directions_norm(camera: PinholeCamera) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> Iterator[RenderedView]:
+def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5, seen: dict | None = None
+                          ) -> Iterator[RenderedView]:
     """Render each training camera of the run (or the model's ``mesh_cameras()``, when it offers them): colour,
-    planar depth (0 where background), K and c2w."""
+    planar depth (0 where background), K and c2w. ``seen["max_accumulation"]`` (when given) gets the highest
+    rendered accumulation, for the error when no pixel reaches ``min_accumulation``."""
     from nerfstudio.models.splatfacto import SplatfactoModel
 
     model = loaded.pipeline.model
@@ -266,6 +268,8 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> I
         if not planar:
             depth = depth / torch.as_tensor(directions_norm(intrinsics), dtype=depth.dtype, device=depth.device)
         if outputs.get("accumulation") is not None:
+            if seen is not None:
+                seen["max_accumulation"] = max(seen.get("max_accumulation", 0.0), float(outputs["accumulation"].max()))
             depth = torch.where(outputs["accumulation"][..., 0] >= min_accumulation, depth, torch.zeros_like(depth))
         yield RenderedView(
             rgb=outputs["rgb"].float().cpu().numpy(), depth=depth.cpu().numpy(),
@@ -278,6 +282,7 @@ def mesh_run(loaded: LoadedRun, options: MeshExportConfig | None = None) -> trim
     options = options or MeshExportConfig()
     box = loaded.scene_box
     offer = model_sdf(loaded.pipeline.model)
+    seen: dict = {}
     try:
         if offer is not None:
             sdf, color = offer
@@ -287,10 +292,13 @@ def mesh_run(loaded: LoadedRun, options: MeshExportConfig | None = None) -> trim
             voxel = options.voxel_size
             if voxel is None and options.resolution is not None:
                 voxel = default_voxel_size(box, options.resolution)
-            views = render_training_views(loaded, options.min_accumulation)
+            views = render_training_views(loaded, options.min_accumulation, seen)
             mesh = fuse_tsdf(views, box, voxel_size=voxel, truncation=options.truncation)
     except EmptyMeshError as err:
-        raise EmptyMeshError(f"{loaded.config_path}: {err}") from None
+        found = seen.get("max_accumulation")
+        hint = (f"; no rendered pixel reached --min-accumulation {options.min_accumulation:g} (highest {found:.3g})"
+                if found is not None and found < options.min_accumulation else "")
+        raise EmptyMeshError(f"{loaded.config_path}: {err}{hint}") from None
     if options.frame == "world":
         mesh.vertices = loaded.to_scene_frame(mesh.vertices)
     return mesh
