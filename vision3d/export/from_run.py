@@ -12,9 +12,10 @@
   ``frame="dataparser"`` keeps the model's frame, as ``ns-export`` does.
 - A model whose cameras are not the dataparser's (ir-nerf estimates them) offers ``mesh_cameras()`` (nerfstudio
   Cameras to fuse) and ``scene_frame()`` (its frame to the scene's, ``(A, b)``); both are optional.
-- Bad input fails in one line naming the file: no config, a config written by another version (missing or
-  unknown fields, classes that no longer exist, a method not installed), no or a corrupt checkpoint, a model
-  that renders no depth and offers no SDF, an empty TSDF or level set.
+- Bad input fails in one line naming the file: no config, a config written by another version (a field without
+  default missing, unknown fields, classes that no longer exist, a method not installed), no or a corrupt
+  checkpoint, a model that renders no depth and offers no SDF, an empty TSDF or level set. A field added since
+  the config was saved, with a default, gets the default (logged): old runs keep loading.
 """
 
 from __future__ import annotations
