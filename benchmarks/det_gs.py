@@ -52,6 +52,9 @@ VARIANTS = {
     "det-gs constant": {"use_depth": True, "use_edge": True, "use_tv": True, "support_reference_views": 0,
                         "depth_passes_alternate": False},
     "det-gs edge-in-depth": {"use_depth": True, "use_edge": True, "use_tv": True, "edge_space": "depth"},
+    # L_edge masked by Canny edges only, as the paper (det-gs before session 12: smooths across the sky and silhouettes)
+    "det-gs canny-only": {"use_depth": True, "use_edge": True, "use_tv": True, "edge_skip_unknown_depth": False,
+                          "edge_prior_jump": 0.0},
 }
 # name -> (model, render overrides, views rendered). Forward-facing paths as LLFF (with 3 views of an orbit
 # most held-out content is never seen); 360° orbits for the dense-view direction of the paper.

@@ -6,8 +6,14 @@ demo), then its mesh is fused from the training views (TSDF, defaults) and score
 ground-truth mesh (armadillo + ground plane, samples outside the scene box left out): accuracy,
 completeness, Chamfer-L1 and F-score at ``--threshold`` (scene units; the armadillo is 1 unit tall).
 
+romap continues the vision3d-splat of the same split and steps (trained first, also scored): the armadillo is its
+part 1 (part masks from the scene's depth and ``object.ply``), ``--romap-steps`` label steps then as many edit
+steps towards the training images with the armadillo tinted gold (benchmarks/romap.py's target edit); its
+geometry is the splat's with only the part's Gaussians free.
+
 helixsurf and ir-nerf run with their CPU presets (``configs/<method>/cpu.yaml``), the schedules fit to
-``--steps``; ir-nerf, pose-free, sees all views and its mesh is aligned onto the ground-truth poses (Sim(3)).
+``--steps``; ir-nerf, pose-free, sees all views, its pose prior set to the capture (:func:`capture_prior`), and its
+mesh is aligned onto the ground-truth poses (Sim(3)).
 
     nice python benchmarks/export_mesh.py --steps 800 --train-views 8
 """
@@ -16,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from scipy.spatial import cKDTree
 
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.demo import demo_config
@@ -49,7 +60,67 @@ def method_config(method: str, steps: int, output: Path, train_views: int):
     if method == "helixsurf":
         config.pipeline.model.max_steps = steps
         config.optimizers["fields"]["scheduler"].max_steps = steps
+    if method == "ir-nerf":
+        config.pipeline.model.ir_nerf.prior = capture_prior(bundled_scene_path())
     return config
+
+
+def capture_prior(scene: Path):
+    """ir-nerf's pose prior set to the capture, as benchmarks/ir_nerf.py does: GNeRF's 360° object prior at the
+    orbit's mean camera distance, elevation 5–60°. The preset's radius 4 is twice the bundled orbit's (1.99):
+    with it, P's estimates of the real images faced away from the object and every ray missed the field's cube."""
+    from vision3d.methods.ir_nerf.data import load_unposed
+    from vision3d.methods.ir_nerf.pose_prior import prior_preset, prior_spherical
+
+    radius = float(prior_spherical(None, load_unposed(scene, 32).gt_c2w)[2].mean())
+    return prior_preset("360-object", radius_min=radius, radius_max=radius, elevation_min_deg=5.0, elevation_max_deg=60.0)
+
+
+def scene_with_parts(out: Path, tolerance: float = 0.02) -> Path:
+    """A copy of the bundled scene with romap's part masks (``part_ids/``: 1 where a pixel's depth lands within
+    ``tolerance`` scene units of the armadillo, ``object.ply``, else 0) and gold-tinted targets (``targets/``)."""
+    import trimesh
+    from romap import tint  # benchmarks/romap.py, beside this script
+
+    from vision3d.data.scene import load_scene
+
+    scene_dir = out / "armadillo-parts"
+    if scene_dir.exists():
+        shutil.rmtree(scene_dir)
+    shutil.copytree(bundled_scene_path(), scene_dir)
+    scene = load_scene(scene_dir)
+    armadillo = cKDTree(trimesh.load(scene_dir / "object.ply", force="mesh").sample(200_000, seed=0))
+    (scene_dir / "part_ids").mkdir()
+    (scene_dir / "targets").mkdir()
+    (scene_dir / "part_ids" / "parts.json").write_text(json.dumps(["armadillo"]))
+    for index, frame in enumerate(scene.frames):
+        depth = scene.load_depth(index)
+        points = (frame.camera.rays() * depth[..., None]).reshape(-1, 3)  # OpenCV camera frame, planar depth
+        c2w = frame.c2w_opencv
+        world = points @ c2w[:3, :3].T + c2w[:3, 3]
+        near = (armadillo.query(world)[0] < tolerance).reshape(depth.shape) & (depth > 0)
+        Image.fromarray(near.astype(np.uint8)).save(scene_dir / "part_ids" / f"{frame.image_path.stem}.png")
+        image = torch.from_numpy(scene.load_image(index))
+        target = tint(image, torch.from_numpy(near))
+        Image.fromarray((target * 255).round().byte().numpy()).save(scene_dir / "targets" / f"{frame.image_path.stem}.png")
+    return scene_dir
+
+
+def romap_configs(steps: int, romap_steps: int, output: Path, train_views: int):
+    """The splat romap starts from (demo schedule) and romap's config: ``romap_steps`` label then edit steps."""
+    from vision3d.methods.romap.config import romap
+
+    scene = scene_with_parts(output)
+    splat = demo_config("vision3d-splat", steps, output, train_views=train_views)
+    splat.pipeline.datamanager.data = splat.pipeline.datamanager.dataparser.data = scene
+    splat.experiment_name = "romap-splat"
+    config = run.configure(romap.config, scene, output, max_steps=2 * romap_steps, num_train_views=train_views,
+                           experiment_name="romap")
+    config.pipeline.model.label_steps = romap_steps
+    config.pipeline.model.part = "armadillo"
+    config.pipeline.model.background_color = "black"
+    config.pipeline.datamanager.target_dir = scene / "targets"
+    return splat, config
 
 
 def main() -> None:
@@ -60,21 +131,34 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--output", type=Path, default=Path("outputs/bench_export_mesh"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--romap-steps", type=int, default=60, help="romap: label steps, then as many edit steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     gt = bundled_scene_path() / "mesh.ply"
     rows = []
+
+    def timed(train) -> tuple:
+        start = time.perf_counter()
+        return train(), time.perf_counter() - start
+
     for method in args.methods:
-        config = method_config(method, args.steps, args.output / "runs", args.train_views)
-        start = time.perf_counter()
-        trainer = run.train(config)
-        train_s = time.perf_counter() - start
-        start = time.perf_counter()
-        result = export_run_mesh(trainer.base_dir, args.output / f"{method}.ply", gt_mesh=gt, threshold=args.threshold)
-        export_s = time.perf_counter() - start
-        rows.append((method, getattr(trainer.pipeline.model, "num_points", "-"), result.summary, result.scores, train_s, export_s))
+        if method == "romap":  # its splat first, then romap from its checkpoint
+            splat, config = romap_configs(args.steps, args.romap_steps, args.output / "runs", args.train_views)
+            splat_run = timed(lambda c=splat: run.train(c))
+            config.load_checkpoint = sorted(splat_run[0].checkpoint_dir.glob("*.ckpt"))[-1]
+            trained = [("romap's splat", *splat_run), ("romap", *timed(lambda c=config: run.train(c)))]
+        else:
+            config = method_config(method, args.steps, args.output / "runs", args.train_views)
+            trained = [(method, *timed(lambda c=config: run.train(c)))]
+        for name, trainer, train_s in trained:
+            start = time.perf_counter()
+            result = export_run_mesh(trainer.base_dir, args.output / f"{name.replace(' ', '_')}.ply", gt_mesh=gt,
+                                     threshold=args.threshold)
+            export_s = time.perf_counter() - start
+            rows.append((name, getattr(trainer.pipeline.model, "num_points", "-"), result.summary, result.scores, train_s,
+                         export_s))
 
     print(f"\n{args.train_views} training views, {args.steps} steps, commit {commit}, "
           f"{time.strftime('%Y-%m-%d', time.gmtime())}\n")

@@ -4,8 +4,8 @@ at prior poses, recover the poses of the *real* images, and does phase B refine 
 This isolates the part of the pipeline after the coarse (GAN) field. On the bundled armadillo scene the field
 is first fitted photometrically at the true poses (``--prefit`` steps, poses frozen) — an oracle stand-in for
 a converged adversarial phase, in the true frame (the prior's +Z up, look-at origin). Then P trains on renders
-at prior samples (``IRNeRF.estimator_step``, with ``--codebook`` also ``codebook_step``: L_rec and L_c on the
-real images), and phase B refines per-image poses from P's estimates (``start_refinement``, photometric loss +
+at prior samples (``IRNeRF.estimator_step``; with ``--codebook`` P's loss also has L_c on the real images and
+``codebook_step`` trains L_rec), and phase B refines per-image poses from P's estimates (``start_refinement``, photometric loss +
 GNeRF's pose regulariser). Prints the Sim(3)-aligned mean rotation error of the prior samples, of P's estimates
 on the real images as P trains, and of the refined poses.
 

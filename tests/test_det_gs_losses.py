@@ -15,6 +15,7 @@ from vision3d.methods.det_gs.losses import (
     depth_pass_parameters,
     draw_patch_grid,
     edge_aware_depth_loss,
+    edge_mask,
     edge_preserving_tv_loss,
     hierarchical_depth_loss,
     masked_cross_mean,
@@ -372,6 +373,35 @@ def test_edge_loss_is_zero_on_piecewise_constant_depth_cut_along_canny_edges():
     bad = depth.clone()
     bad[:, :5] += 1.0
     assert edge_aware_depth_loss(bad, edges).item() > 1e-4
+
+
+def test_edge_loss_does_not_act_across_a_depth_edge_of_the_prior_or_where_depth_is_unknown():
+    """A near square on a far wall, both the colour of the image (no Canny edge), under a sky without depth:
+    the paper's L_edge smooths across the silhouette and pulls the sky's disparity towards the wall's
+    (the floaters of docs/det-gs.md); with the prior's depth edges and unknown pixels left out it is zero."""
+    gt = torch.full((32, 32, 3), 0.5)
+    depth = torch.full((32, 32), 3.0, dtype=torch.float64)
+    depth[12:24, 10:22] = 1.0  # the object
+    depth[:6] = 50.0  # sky: far Gaussians, no depth in the prior
+    valid = torch.ones(32, 32, dtype=torch.bool)
+    valid[:6] = False
+    prior = torch.from_numpy(cv2.GaussianBlur((1.0 / depth).numpy(), (0, 0), 1.0))  # a network's blurred disparity
+    prior = 0.7 * prior + 0.2  # affine-ambiguous
+    assert not canny_edges(gt).any()
+    paper = edge_mask(gt, DetGSLossConfig(edge_skip_unknown_depth=False, edge_prior_jump=0.0), prior, "disparity", valid)
+    ours = edge_mask(gt, DetGSLossConfig(), prior, "disparity", valid)
+    assert not paper.any() and ours[:6].all()
+    labels, n = ndimage.label(~ours.numpy())
+    assert n == 2 and labels[18, 16] != labels[28, 28]  # the silhouette separates object and wall
+    rendered = depth.clone().requires_grad_(True)
+    assert edge_aware_depth_loss(rendered, paper).item() > 1e-2
+    loss = edge_aware_depth_loss(rendered, ours)
+    loss.backward()
+    assert loss.item() < 1e-12 and rendered.grad[:6].abs().max() == 0  # nothing pulls the sky in
+    # a depth step inside the object, where neither image nor prior has an edge, still costs
+    bumped = depth.clone()
+    bumped[12:24, 10:16] = 1.2
+    assert edge_aware_depth_loss(bumped, ours).item() > 1e-4
 
 
 @pytest.mark.parametrize("detach", [False, True])

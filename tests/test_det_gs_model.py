@@ -10,7 +10,7 @@ import torch
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.methods import run
 from vision3d.methods.det_gs.config import det_gs
-from vision3d.methods.det_gs.losses import canny_edges
+from vision3d.methods.det_gs.losses import canny_edges, edge_mask
 from vision3d.methods.det_gs.model import pool_to
 from vision3d.methods.presets import find_preset, ns_train_command
 
@@ -77,10 +77,13 @@ def test_viewer_outputs_depth_and_the_edge_mask(tmp_path):
     model.eval()
     camera = dataset.cameras[0:1].to(model.device)
     outputs = model.get_outputs_for_camera(camera)
-    gt = trainer.pipeline.datamanager.cached_train[0]["image"][..., :3]
+    batch = trainer.pipeline.datamanager.cached_train[0]
+    gt = batch["image"][..., :3]
     gt_edges = canny_edges(gt)
+    mask = edge_mask(gt, model.config.losses, batch["depth_prior"], batch["depth_prior_kind"], batch["depth_prior_valid"])
     assert outputs["depth"].shape == outputs["edge_mask"].shape == (*gt.shape[:2], 1)
-    assert gt_edges.any() and torch.equal(outputs["edge_mask"][..., 0].bool().cpu(), gt_edges.cpu())
+    assert gt_edges.any() and (mask & ~gt_edges).any()  # the prior's depth edges and unknown pixels join Canny's
+    assert torch.equal(outputs["edge_mask"][..., 0].bool().cpu(), mask.cpu())
 
     novel = dataset.cameras[0:1].to(model.device)
     novel.camera_to_worlds = novel.camera_to_worlds.clone()

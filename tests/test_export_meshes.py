@@ -164,6 +164,19 @@ def test_tsdf_crops_to_the_box_and_refuses_empty_input():
         fuse_tsdf(views, far_box, voxel_size=0.03, max_depth=100.0)
 
 
+def test_views_with_few_valid_pixels_are_fused_not_refused():
+    # a view whose only valid pixels lie off open3d's every-4th-pixel grid (as ir-nerf's mostly transparent 32-px
+    # renders): each is integrated, and two such views of the same spot make a surface there
+    (view,) = sphere_views(n=1, size=32)
+    depth = np.zeros_like(view.depth)
+    depth[13:19, 13:19] = view.depth[13:19, 13:19]  # 6x6 pixels at the centre
+    depth[16, :], depth[:, 16] = 0.0, 0.0  # none on a multiple of 4 in both row and column
+    assert not (depth[::4, ::4] > 0).any() and (depth > 0).sum() > 10
+    view = RenderedView(view.rgb, depth, view.camera, view.c2w)
+    mesh = fuse_tsdf([view, view], BOX, voxel_size=0.02)
+    assert np.median(np.abs(radii(mesh) - RADIUS)) < 0.02
+
+
 @pytest.mark.parametrize("suffix", [".ply", ".obj", ".glb"])
 def test_writers_keep_geometry_and_vertex_colours(tmp_path, suffix):
     mesh = sdf_to_mesh(sphere_sdf, BOX, resolution=24, color=lambda p: torch.tensor([[1.0, 0.5, 0.0]]).expand(len(p), 3))

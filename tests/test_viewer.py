@@ -211,6 +211,7 @@ def test_saved_configs_check_version_and_checkpoint_before_nerfstudio_loads_them
     assert read().get_checkpoint_dir() == copy / "nerfstudio_models"  # a whole run passes
 
     (checkpoint,) = (copy / "nerfstudio_models").glob("step-*.ckpt")
+    shutil.copy(checkpoint, checkpoint.with_suffix(".whole"))
     data = checkpoint.read_bytes()
     checkpoint.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt checkpoint") as err:
@@ -223,8 +224,13 @@ def test_saved_configs_check_version_and_checkpoint_before_nerfstudio_loads_them
     checkpoint.unlink()
     with pytest.raises(CheckpointNotFoundError, match="no checkpoint"):
         read().get_checkpoint_dir()
-    config_file.write_text(config_file.read_text().replace("load_scheduler: true\n", ""))
-    with pytest.raises(RunError, match="another version .*load_scheduler missing") as err:
+    shutil.copy(checkpoint.with_suffix(".whole"), checkpoint)
+    text = config_file.read_text()
+    config_file.write_text(re.sub(r"viewer_min_refresh_s: .*\n", "", text))  # saved before the field existed
+    config = read()
+    assert config.get_checkpoint_dir() == copy / "nerfstudio_models" and config.viewer_min_refresh_s == 0.5
+    config_file.write_text(text.replace("load_scheduler: true\n", "load_scheduler: true\nsteps_per_coffee: 3\n"))
+    with pytest.raises(RunError, match="another version .*steps_per_coffee unknown") as err:
         read().get_checkpoint_dir()
     assert str(err.value).startswith(str(config_file))
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import pytest
 from nerfstudio.viewer.render_state_machine import RenderStateMachine
+from nerfstudio.viewer.viewer import Viewer
 
 from vision3d.viewer.live import LiveRefresh, update_scene
 
@@ -49,26 +50,40 @@ def test_full_size_frames_are_timed_and_moving_ones_are_not():
     assert refresh.frame_s >= 0.05
 
 
-def test_update_scene_sends_step_renders_at_the_measured_rate():
+@pytest.mark.parametrize("nerfstudio_estimate", [None, 1e9])
+def test_update_scene_sends_step_renders_at_the_measured_rate(monkeypatch, nerfstudio_estimate):
+    """nerfstudio's own update_scene runs on the stand-in; its estimate (none yet, or one refresh in 1e9 steps)
+    does not change when the view re-renders."""
+    from nerfstudio.utils.writer import (  # after nerfstudio.viewer: a circular import otherwise
+        GLOBAL_BUFFER,
+        EventName,
+    )
+
+    events = {}
+    if nerfstudio_estimate is not None:  # render_freq = util · t_vis / ((1 − util) · t_train) ≈ 1e9 steps
+        events = {EventName.TRAIN_RAYS_PER_SEC.value: {"avg": 4096.0},
+                  EventName.VIS_RAYS_PER_SEC.value: {"avg": 512**2 / nerfstudio_estimate * 9}}
+    monkeypatch.setitem(GLOBAL_BUFFER, "events", events)
     machine = _Machine(0.0)
     calls = []
     viewer = SimpleNamespace(
         step=0, last_step=0, last_move_time=0.0, train_util=0.9, render_statemachines={7: machine},
-        trainer=SimpleNamespace(training_state="training"),
+        trainer=SimpleNamespace(training_state="training"), control_panel=SimpleNamespace(max_res=512),
         viser_server=SimpleNamespace(get_clients=lambda: {7: "client"}),
         get_camera_state=lambda client: f"camera of {client}",
         update_camera_poses=lambda: calls.append("poses"), update_step=lambda step: calls.append(step),
     )
+    viewer.update_scene = MethodType(Viewer.update_scene, viewer)
     refresh = LiveRefresh(min_interval_s=0.5, frame_s=2.0)  # a 2 s frame at util 0.9: every 18 s
-    update_scene(viewer, refresh, step=3)
+    update_scene(viewer, refresh, step=3, num_rays_per_batch=4096)
     assert [(a.action, a.camera_state) for a in machine.actions] == [("step", "camera of client")]
     assert calls == ["poses", 3] and viewer.last_step == 3
-    update_scene(viewer, refresh, step=4)  # too soon
-    assert len(machine.actions) == 1 and viewer.step == 4
+    update_scene(viewer, refresh, step=4, num_rays_per_batch=4096)  # too soon
+    assert len(machine.actions) == 1 and viewer.step == 4 and viewer.last_step == 3
     refresh.last_refresh -= 18.0
-    update_scene(viewer, refresh, step=5)
-    assert len(machine.actions) == 2
+    update_scene(viewer, refresh, step=5, num_rays_per_batch=4096)
+    assert len(machine.actions) == 2 and viewer.last_step == 5
     refresh.last_refresh -= 18.0
     viewer.trainer.training_state = "paused"  # nerfstudio re-renders a paused run through its own actions
-    update_scene(viewer, refresh, step=6)
-    assert len(machine.actions) == 2
+    update_scene(viewer, refresh, step=6, num_rays_per_batch=4096)
+    assert len(machine.actions) == 2 and viewer.last_step == 5

@@ -12,9 +12,10 @@
   ``frame="dataparser"`` keeps the model's frame, as ``ns-export`` does.
 - A model whose cameras are not the dataparser's (ir-nerf estimates them) offers ``mesh_cameras()`` (nerfstudio
   Cameras to fuse) and ``scene_frame()`` (its frame to the scene's, ``(A, b)``); both are optional.
-- Bad input fails in one line naming the file: no config, a config written by another version (missing or
-  unknown fields, classes that no longer exist, a method not installed), no or a corrupt checkpoint, a model
-  that renders no depth and offers no SDF, an empty TSDF or level set.
+- Bad input fails in one line naming the file: no config, a config written by another version (a field without
+  default missing, unknown fields, classes that no longer exist, a method not installed), no or a corrupt
+  checkpoint, a model that renders no depth and offers no SDF, an empty TSDF or level set. A field added since
+  the config was saved, with a default, gets the default (logged): old runs keep loading.
 """
 
 from __future__ import annotations
@@ -112,27 +113,48 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _version_mismatches(obj, prefix: str = "", seen: set | None = None) -> list[str]:
-    """Fields that the current classes have and the loaded config lacks (or the other way), recursively."""
+def _field_default(spec: dataclasses.Field):
+    """A field's default value (a fresh one from its factory), or ``dataclasses.MISSING`` when it has none."""
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return dataclasses.MISSING
+
+
+def _version_mismatches(obj, filled: list[str], prefix: str = "", seen: set | None = None) -> list[str]:
+    """Fields that the current classes have and the loaded config lacks (or the other way), recursively.
+
+    A missing field that has a default is set to it in place and its dotted name appended to ``filled`` rather than
+    reported: a config saved before the field was added still means what it meant.
+    """
     seen = set() if seen is None else seen
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type) or id(obj) in seen:
         return []
     seen.add(id(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+    specs = {f.name: f for f in dataclasses.fields(obj)}
     present = set(vars(obj))
-    problems = [f"{prefix}{n} missing" for n in sorted(names - present)]
-    problems += [f"{prefix}{n} unknown" for n in sorted(present - names)]
-    for name in sorted(names & present):
+    problems = []
+    for name in sorted(set(specs) - present):
+        default = _field_default(specs[name])
+        if default is dataclasses.MISSING:
+            problems.append(f"{prefix}{name} missing")
+        else:
+            setattr(obj, name, default)
+            filled.append(f"{prefix}{name}")
+    problems += [f"{prefix}{n} unknown" for n in sorted(present - set(specs))]
+    for name in sorted(set(specs) & present):
         value = getattr(obj, name)
         children = value.items() if isinstance(value, dict) else [(name, value)]
         for key, child in children:
             label = f"{prefix}{name}.{key}." if isinstance(value, dict) else f"{prefix}{key}."
-            problems += _version_mismatches(child, label, seen)
+            problems += _version_mismatches(child, filled, label, seen)
     return problems
 
 
-def read_run_config(config_path: Path):
-    """The TrainerConfig saved in ``config.yml``, checked against the installed classes."""
+def read_run_config(config_path: Path, log: bool = True):
+    """The TrainerConfig saved in ``config.yml``, checked against the installed classes (fields added since
+    filled in with their defaults, logged when ``log``)."""
     import yaml
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.engine.trainer import TrainerConfig
@@ -143,18 +165,26 @@ def read_run_config(config_path: Path):
         raise RunError(f"{config_path}: not a config this version can read ({_first_line(err)})") from None
     if not isinstance(config, TrainerConfig):
         raise RunError(f"{config_path}: not a nerfstudio run config (holds {type(config).__name__})")
-    check_config_version(config_path, config)
+    check_config_version(config_path, config, log)
     if config.method_name not in all_methods:
         raise RunError(f"{config_path}: method {config.method_name!r} is not installed here")
     return config
 
 
-def check_config_version(config_path: Path, config) -> None:
-    """Raise (naming ``config_path``) when the loaded config's fields differ from the installed classes'."""
-    mismatches = _version_mismatches(config)
+def check_config_version(config_path: Path, config, log: bool = True) -> list[str]:
+    """Fill in the fields the installed classes added since ``config`` was saved, with their defaults, and
+    return their dotted names (logged when ``log``); raise (naming ``config_path``) when a field without a default is
+    missing or a saved field is unknown to the installed classes."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    filled: list[str] = []
+    mismatches = _version_mismatches(config, filled)
     if mismatches:
         shown = ", ".join(mismatches[:4]) + (f" and {len(mismatches) - 4} more" if len(mismatches) > 4 else "")
         raise RunError(f"{config_path}: written by another version of nerfstudio/vision3d (fields {shown})")
+    if filled and log:
+        CONSOLE.log(f"{config_path}: saved before these fields existed, set to their defaults: {', '.join(filled)}")
+    return filled
 
 
 def latest_checkpoint(config_path: Path, config) -> Path:
@@ -189,10 +219,11 @@ def load_run(run: Path | str) -> LoadedRun:
     import vision3d.methods.trainer  # noqa: F401  (lets torch.load read nerfstudio's numpy scheduler state)
 
     config_path = resolve_config_path(run)
-    config = read_run_config(config_path)
+    config = read_run_config(config_path, log=False)  # logged once, on the config eval_setup reads
     checkpoint = latest_checkpoint(config_path, config)
 
     def from_run_folder(cfg):
+        check_config_version(config_path, cfg)
         cfg.relative_model_dir = checkpoint.parent.resolve()  # absolute: get_checkpoint_dir() returns it as is
         cfg.load_step = int(checkpoint.stem.split("-")[1])
         return cfg
@@ -216,9 +247,11 @@ def directions_norm(camera: PinholeCamera) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> Iterator[RenderedView]:
+def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5, seen: dict | None = None
+                          ) -> Iterator[RenderedView]:
     """Render each training camera of the run (or the model's ``mesh_cameras()``, when it offers them): colour,
-    planar depth (0 where background), K and c2w."""
+    planar depth (0 where background), K and c2w. ``seen["max_accumulation"]`` (when given) gets the highest
+    rendered accumulation, for the error when no pixel reaches ``min_accumulation``."""
     from nerfstudio.models.splatfacto import SplatfactoModel
 
     model = loaded.pipeline.model
@@ -236,6 +269,8 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5) -> I
         if not planar:
             depth = depth / torch.as_tensor(directions_norm(intrinsics), dtype=depth.dtype, device=depth.device)
         if outputs.get("accumulation") is not None:
+            if seen is not None:
+                seen["max_accumulation"] = max(seen.get("max_accumulation", 0.0), float(outputs["accumulation"].max()))
             depth = torch.where(outputs["accumulation"][..., 0] >= min_accumulation, depth, torch.zeros_like(depth))
         yield RenderedView(
             rgb=outputs["rgb"].float().cpu().numpy(), depth=depth.cpu().numpy(),
@@ -248,6 +283,7 @@ def mesh_run(loaded: LoadedRun, options: MeshExportConfig | None = None) -> trim
     options = options or MeshExportConfig()
     box = loaded.scene_box
     offer = model_sdf(loaded.pipeline.model)
+    seen: dict = {}
     try:
         if offer is not None:
             sdf, color = offer
@@ -257,10 +293,13 @@ def mesh_run(loaded: LoadedRun, options: MeshExportConfig | None = None) -> trim
             voxel = options.voxel_size
             if voxel is None and options.resolution is not None:
                 voxel = default_voxel_size(box, options.resolution)
-            views = render_training_views(loaded, options.min_accumulation)
+            views = render_training_views(loaded, options.min_accumulation, seen)
             mesh = fuse_tsdf(views, box, voxel_size=voxel, truncation=options.truncation)
     except EmptyMeshError as err:
-        raise EmptyMeshError(f"{loaded.config_path}: {err}") from None
+        found = seen.get("max_accumulation")
+        hint = (f"; no rendered pixel reached --min-accumulation {options.min_accumulation:g} (highest {found:.3g})"
+                if found is not None and found < options.min_accumulation else "")
+        raise EmptyMeshError(f"{loaded.config_path}: {err}{hint}") from None
     if options.frame == "world":
         mesh.vertices = loaded.to_scene_frame(mesh.vertices)
     return mesh

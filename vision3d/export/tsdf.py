@@ -114,17 +114,23 @@ def fuse_tsdf(
         farthest = float(np.linalg.norm(corners - np.asarray(view.c2w)[:3, 3], axis=1).max())
         depth_max = farthest if max_depth is None else min(farthest, float(max_depth))
         depth = np.where(np.isfinite(view.depth) & (view.depth > 0) & (view.depth < depth_max), view.depth, 0.0)
-        if not (depth > 0).any():
-            continue  # open3d refuses a depth image that touches no block
-        n_pixels += int((depth > 0).sum())
+        valid = depth > 0
+        if not valid.any():
+            continue
+        n_pixels += int(valid.sum())
         depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth, np.float32))).to(device)
         color_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(np.clip(view.rgb, 0, 1), np.float32)))
         if view.depth.shape != (view.camera.height, view.camera.width):
             raise ValueError(f"depth {view.depth.shape} does not match the camera's {view.camera.height}x{view.camera.width}")
         intrinsic = o3c.Tensor(view.camera.K, o3c.float64)
         extrinsic = o3c.Tensor(world_to_camera_opencv(view.c2w), o3c.float64)
-        blocks = grid.compute_unique_block_coordinates(depth_image, intrinsic, extrinsic, 1.0, depth_max,
-                                                       trunc_voxel_multiplier=trunc_voxels)
+        # blocks around every valid pixel's point: open3d's depth-image overload samples every 4th row and column
+        # only, so a view whose few valid pixels are off that grid (a small or mostly empty render) touched no
+        # block and open3d aborted the whole export
+        c2w_cv = np.linalg.inv(world_to_camera_opencv(view.c2w))
+        points = (view.camera.rays()[valid] * depth[valid][:, None]) @ c2w_cv[:3, :3].T + c2w_cv[:3, 3]
+        cloud = o3d.t.geometry.PointCloud(o3c.Tensor(points.astype(np.float32))).to(device)
+        blocks = grid.compute_unique_block_coordinates(cloud, trunc_voxel_multiplier=trunc_voxels)
         grid.integrate(blocks, depth_image, color_image.to(device), intrinsic, intrinsic, extrinsic, 1.0, depth_max,
                        trunc_voxel_multiplier=trunc_voxels)
     if n_pixels == 0:

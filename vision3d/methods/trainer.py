@@ -10,8 +10,8 @@
 - ``ns-viewer``, ``ns-render``, ``ns-export`` and ``ns-eval`` read a run's ``config.yml`` with ``yaml.load`` and
   then ask it for its checkpoint folder (``get_checkpoint_dir``). Our config read that way is built as a
   ``SavedRunConfig`` (a yaml constructor for our class's tag; a new timestamp makes it a plain config again),
-  which checks first that its fields match the installed classes and that its newest checkpoint is there and
-  whole, and fails in one line naming the file, where nerfstudio would print a traceback from deep inside
+  which checks first that its fields match the installed classes (fields added since, with defaults, get them)
+  and that its newest checkpoint is there and whole, and fails in one line naming the file, where nerfstudio would print a traceback from deep inside
   torch or yaml.
 - The live viewer re-renders during training at a rate set from measured frame times
   (:mod:`vision3d.viewer.live`), where nerfstudio's estimate refreshed a CPU run only every few hundred steps.
@@ -94,7 +94,7 @@ class Vision3DTrainer(Trainer):
             super()._update_viewer_state(step)
             return
         try:
-            update_scene(self.viewer_state, self.live_refresh, step)
+            update_scene(self.viewer_state, self.live_refresh, step, self.pipeline.datamanager.get_train_rays_per_batch())
         except RuntimeError:  # as nerfstudio: a failed render must not stop training
             CONSOLE.log("Viewer failed. Continuing training.")
 

@@ -8,8 +8,8 @@ slider (the share of wall time left to training, 0.9 by default) but measure ins
 full-size frame's wall time ``t_frame`` is timed in the render thread (it includes waiting for the current
 training step to release the lock), and the view re-renders when ``util / (1 − util) · t_frame`` seconds have
 passed since the last refresh, and not more often than ``min_interval_s`` (a config field of our trainer,
-``viewer_min_refresh_s``). Everything else is nerfstudio's: the pause while the camera moves, the "step"
-render action, so the resolution still drops while the camera moves.
+``viewer_min_refresh_s``). Everything else is nerfstudio's own ``update_scene``, called as is: the pause while
+the camera moves, the "step" render action, so the resolution still drops while the camera moves.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-
-from nerfstudio.viewer.render_state_machine import RenderAction
 
 
 @dataclass
@@ -57,24 +55,23 @@ class LiveRefresh:
         machine.vision3d_timed = True
 
 
-def update_scene(viewer, refresh: LiveRefresh, step: int) -> None:  # noqa: ANN001
-    """nerfstudio's ``Viewer.update_scene`` during training, with :class:`LiveRefresh` deciding when to re-render."""
-    viewer.step = step
-    if len(viewer.render_statemachines) == 0:
-        return
-    while time.time() - viewer.last_move_time < 0.1:  # nerfstudio: training pauses while the camera moves
-        time.sleep(0.05)
+def update_scene(viewer, refresh: LiveRefresh, step: int, num_rays_per_batch: int) -> None:  # noqa: ANN001
+    """nerfstudio's ``Viewer.update_scene`` (the pause while the camera moves, the "step" render action, the camera
+    poses and step shown), with :class:`LiveRefresh` deciding whether it re-renders.
+
+    nerfstudio re-renders when ``step > viewer.last_step + render_freq`` (its estimate) and then sets ``last_step``
+    to ``step``; ``last_step`` is set to −inf when the measured rule says the view is due and +inf otherwise, and
+    put back when nerfstudio did not re-render (nothing else reads it).
+    """
     for machine in viewer.render_statemachines.values():
         refresh.watch(machine)
-    training = viewer.trainer is not None and viewer.trainer.training_state == "training"
     now = time.monotonic()
-    if not training or not refresh.due(now, viewer.train_util):
-        return
-    refresh.last_refresh = now
-    viewer.last_step = step
-    for client_id, client in viewer.viser_server.get_clients().items():
-        camera_state = viewer.get_camera_state(client)
-        if camera_state is not None and client_id in viewer.render_statemachines:
-            viewer.render_statemachines[client_id].action(RenderAction("step", camera_state))
-    viewer.update_camera_poses()
-    viewer.update_step(step)
+    previous = viewer.last_step
+    viewer.last_step = -math.inf if refresh.due(now, viewer.train_util) else math.inf
+    try:
+        viewer.update_scene(step, num_rays_per_batch)
+    finally:
+        if viewer.last_step == step:
+            refresh.last_refresh = now
+        else:
+            viewer.last_step = previous

@@ -76,6 +76,15 @@ Decisions on what the paper leaves open (each is a config field; the reason is g
   the paper's code meant. The colour image goes to OpenCV directly (``canny_input="rgb"``): OpenCV then
   uses, per pixel, the channel with the largest gradient, so edges between regions of equal luminance
   but different colour are found too.
+- **Where L_edge acts** (``edge_skip_unknown_depth``, ``edge_prior_jump``). The paper masks only Canny
+  edges of the image. With a depth prior we also leave out (i) pixels where the prior knows no depth (the
+  sky of a 360° capture: dataset depth 0 there), and (ii) depth edges of the prior, neighbours whose prior
+  disparity differs by more than ``edge_prior_jump`` of its range (silhouettes against a same-coloured
+  background, the horizon), where Canny finds no edge. Why (docs/det-gs.md, dragon-360, 24 views; the
+  likely mechanism, supported by a count of Gaussians near cameras): the sky's Gaussians, smoothed
+  towards the disparity of the ground at the horizon, moved in from infinity to the camera orbit and
+  became floaters in front of held-out cameras (depth AbsRel 0.036 -> 0.123 on one seed, all from pixels
+  rendered too near). Without a prior L_edge is the paper's.
 - **D̄ is not detached** (``edge_detach_mean=False``): the loss is then the stated formula and its
   gradient is the true one (a masked Laplacian smoothing), so gradient descent provably lowers it.
 - **TV channels** (``tv_channels="per_channel"``): masks and penalties are taken per colour channel and
@@ -172,6 +181,11 @@ class DetGSLossConfig:
     """what L_edge smooths: median-normalized disparity (zero on planes) or depth (the paper's); see the docstring."""
     edge_min_accumulation: float = 0.5
     """L_edge's median depth is taken over pixels whose rendered opacity is at least this (not the background)."""
+    edge_skip_unknown_depth: bool = True
+    """L_edge leaves out pixels where the depth prior is not valid (sky, no depth); see the docstring."""
+    edge_prior_jump: float = 0.05
+    """neighbours whose prior disparity differs by more than this fraction of the view's prior disparity range
+    are depth edges of the prior, where L_edge lets depth jump like at Canny edges (0: Canny edges only)."""
 
     # RGB-guided edge-preserving TV
     use_tv: bool = True
@@ -532,6 +546,54 @@ def canny_edges(
     return torch.from_numpy(edges > 0).to(image.device)
 
 
+def prior_depth_edges(prior: torch.Tensor, prior_kind: DepthKind, valid: torch.Tensor, jump: float) -> torch.Tensor:
+    """Depth edges of a prior: both pixels of every 4-neighbour pair whose disparity differs by more than
+    ``jump`` times the view's disparity range (2nd to 98th percentile over valid pixels; unit- and affine-free).
+
+    Args:
+        prior: [H, W] depth or disparity (``prior_kind``). valid: [H, W] bool.
+    Returns:
+        [H, W] bool; pairs with an invalid pixel are not edges (those pixels are handled by the validity mask).
+    """
+    valid = valid.bool()
+    if jump <= 0 or valid.sum() < 2:
+        return torch.zeros_like(valid)
+    prior = prior.float()
+    disparity = prior if prior_kind == "disparity" else 1.0 / torch.where(valid, prior, torch.ones_like(prior)).clamp_min(1e-12)
+    values = disparity[valid]
+    values = values[:: -(-values.numel() // 2**20)]  # torch.quantile takes at most 2**24 values; a stride keeps it exact enough
+    lo, hi = torch.quantile(values, torch.tensor([0.02, 0.98], device=prior.device)).tolist()
+    threshold = jump * max(hi - lo, 1e-12)
+    edges = torch.zeros_like(valid)
+    for dim in (0, 1):
+        step = (torch.diff(disparity, dim=dim).abs() > threshold) & valid.narrow(dim, 1, valid.shape[dim] - 1)
+        step = step & valid.narrow(dim, 0, valid.shape[dim] - 1)
+        edges.narrow(dim, 1, valid.shape[dim] - 1).logical_or_(step)
+        edges.narrow(dim, 0, valid.shape[dim] - 1).logical_or_(step)
+    return edges
+
+
+def edge_mask(
+    gt_rgb: torch.Tensor,
+    config: DetGSLossConfig,
+    prior: torch.Tensor | None = None,
+    prior_kind: DepthKind = "disparity",
+    prior_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The pixels L_edge leaves out, [H, W] bool: Canny edges of ``gt_rgb`` [H, W, 3] and, with a prior
+    [H, W], its unknown pixels and depth edges (see the docstring, *Where L_edge acts*). Compute once per image."""
+    mask = canny_edges(gt_rgb, config.canny_low, config.canny_high, config.canny_l2_gradient, config.canny_input)
+    if prior is None:
+        return mask
+    prior = _as_depth_map(prior, "prior").to(mask.device)
+    if prior_valid is None:
+        prior_valid = torch.isfinite(prior) & (prior > 0) if prior_kind == "depth" else torch.isfinite(prior)
+    prior_valid = _as_depth_map(prior_valid, "prior_valid").to(mask.device).bool()
+    if config.edge_skip_unknown_depth:
+        mask = mask | ~prior_valid
+    return mask | prior_depth_edges(prior, prior_kind, prior_valid, config.edge_prior_jump)
+
+
 _CROSS = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
 
 
@@ -564,7 +626,7 @@ def edge_aware_depth_loss(
 
     Args:
         depth: [H, W] or [H, W, 1] rendered depth (any units).
-        edges: [H, W] bool Canny edges of the ground-truth image (:func:`canny_edges`).
+        edges: [H, W] bool, the pixels left out: Canny edges of the ground truth (:func:`edge_mask`).
         space: ``"disparity"`` or ``"depth"`` (see the module docstring).
         scale_valid: [H, W] bool, pixels whose median depth sets the scale (default: all positive ones).
     Returns:
@@ -656,7 +718,8 @@ def regularizer_losses(
         prior_valid: [H, W] bool, pixels where the prior is known.
         depth_passes: depths of the extra passes, e.g. {"hard": D_ω, "soft": D_soft}, rendered with
             :func:`depth_pass_parameters`; each gets the full L_depth.
-        edges: [H, W] bool cached Canny edges of ``gt_rgb``; computed here when None.
+        edges: [H, W] bool cached :func:`edge_mask` (Canny edges of ``gt_rgb``, and the prior's unknown pixels
+            and depth edges); computed here when None.
         accumulation: [H, W] or [H, W, 1] rendered opacity of the colour pass; where it is at least
             ``edge_min_accumulation`` sets L_edge's depth scale (None: every pixel with a positive depth).
         num_train_views: size of the training set; scales L_depth and L_edge by
@@ -673,7 +736,7 @@ def regularizer_losses(
             losses[f"depth_{name}"] = depth_loss(pass_depth, prior, config, step, prior_kind, prior_valid)
     if config.use_edge and config.edge_weight > 0 and depth is not None:
         if edges is None:
-            edges = canny_edges(gt_rgb, config.canny_low, config.canny_high, config.canny_l2_gradient, config.canny_input)
+            edges = edge_mask(gt_rgb, config, prior, prior_kind, prior_valid)
         covered = accumulation >= config.edge_min_accumulation if accumulation is not None else None
         losses["edge"] = config.edge_weight * edge_aware_depth_loss(
             depth, edges, config.edge_detach_mean, config.edge_space, covered, config.depth_near_fraction

@@ -19,9 +19,9 @@ Rendering decisions (each documented here, each a config field where it is a cho
 - What does not change during training is computed once per training image and resolution and kept on
   the training device: the Canny edges of the ground truth and the prior pooled to the render's size
   (on CUDA this also saves a host-to-device copy per step).
-- Viewer modes (issue 21): ``depth`` and ``edge_mask`` ([H, W, 1], 1 on Canny edges: the pixels where
-  L_edge lets depth jump). For a training camera (same pose and size as one trained on) it is the mask
-  that drives L_edge there, the ground truth's edges; a novel view has no ground truth, so it shows the
+- Viewer modes (issue 21): ``depth`` and ``edge_mask`` ([H, W, 1], 1 where L_edge lets depth jump). For a
+  training camera (same pose and size as one trained on) it is the mask that drives L_edge there (the ground
+  truth's Canny edges, the prior's unknown pixels and depth edges); a novel view has no ground truth, so it shows the
   Canny edges of the *rendered* RGB, where L_edge would let depth jump if that render were the target.
 """
 
@@ -36,6 +36,7 @@ from vision3d.methods.det_gs.losses import (
     DetGSLossConfig,
     canny_edges,
     depth_pass_parameters,
+    edge_mask,
     regularizer_losses,
 )
 from vision3d.methods.splat.model import SplatModel, SplatModelConfig
@@ -110,12 +111,13 @@ class DetGSModel(SplatModel):
             passes[name] = render[0, ..., 0]
         return passes
 
-    def _edges(self, image_idx: int, gt_rgb: torch.Tensor) -> torch.Tensor:
-        """Canny edges [H, W] of a ground-truth image at the current resolution, cached on its device."""
+    def _edges(self, image_idx: int, gt_rgb: torch.Tensor, prior=None, kind="disparity", valid=None) -> torch.Tensor:
+        """L_edge's mask [H, W] (:func:`edge_mask`: Canny edges of a ground-truth image, the prior's unknown
+        pixels and depth edges) at the current resolution, cached on its device."""
         key = (int(image_idx), gt_rgb.shape[0], gt_rgb.shape[1])
         if key not in self._edge_cache:
-            cfg = self.config.losses
-            edges = canny_edges(gt_rgb.detach().cpu(), cfg.canny_low, cfg.canny_high, cfg.canny_l2_gradient, cfg.canny_input)
+            prior, valid = (None, None) if prior is None else (prior.detach().cpu(), valid.detach().cpu())
+            edges = edge_mask(gt_rgb.detach().cpu(), self.config.losses, prior, kind, valid)
             self._edge_cache[key] = edges.to(gt_rgb.device)
         return self._edge_cache[key]
 
@@ -147,7 +149,7 @@ class DetGSModel(SplatModel):
             prior_kind=kind,
             prior_valid=valid,
             depth_passes=outputs.get("depth_passes"),
-            edges=self._edges(batch["image_idx"], gt_rgb) if self.config.losses.use_edge else None,
+            edges=self._edges(batch["image_idx"], gt_rgb, prior, kind, valid) if self.config.losses.use_edge else None,
             accumulation=outputs["accumulation"],
             num_train_views=self.num_train_data,
         )

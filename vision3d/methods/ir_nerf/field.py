@@ -38,6 +38,10 @@ class CoarseFieldConfig:
     num_samples: int = 32
     """Samples per ray."""
     background: Literal["mlp", "white", "black"] = "mlp"
+    view_dependent: bool = True
+    """Colour depends on the viewing direction (NeRF). False: colour of the point alone, so a render cannot
+    change with the view except through the 3D scene (keeps an adversarially trained field from painting each
+    view separately)."""
     barf_c2f: bool = False
     """BARF's coarse-to-fine schedule of the encoding's bands (False: every band from the start)."""
     barf_c2f_start: float = 0.1
@@ -89,7 +93,7 @@ class CoarseField(nn.Module):
             layers += [nn.Linear(in_dim if i == 0 else config.hidden_dim, config.hidden_dim), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
         self.density_head = nn.Linear(config.hidden_dim, 1)
-        self.color_head = nn.Sequential(nn.Linear(config.hidden_dim + 3, config.hidden_dim // 2), nn.ReLU(),
+        self.color_head = nn.Sequential(nn.Linear(config.hidden_dim + 3 * config.view_dependent, config.hidden_dim // 2), nn.ReLU(),
                                         nn.Linear(config.hidden_dim // 2, 3))
         self.background_mlp = (nn.Sequential(nn.Linear(3 + 6 * 4, 32), nn.ReLU(), nn.Linear(32, 3))
                                if config.background == "mlp" else None)
@@ -114,7 +118,7 @@ class CoarseField(nn.Module):
         h = self.trunk(self.encode(x))
         inside = (x.abs() < self.config.bound).all(dim=-1)
         density = torch.nn.functional.softplus(self.density_head(h)[..., 0] - 1.0) * inside
-        rgb = torch.sigmoid(self.color_head(torch.cat([h, d], dim=-1)))
+        rgb = torch.sigmoid(self.color_head(torch.cat([h, d], dim=-1) if self.config.view_dependent else h))
         return density, rgb
 
     def background(self, d: Tensor) -> Tensor:

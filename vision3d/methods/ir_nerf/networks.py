@@ -26,14 +26,15 @@ def _conv_block(c_in: int, c_out: int, stride: int = 2, norm: bool = True) -> li
 class PatchDiscriminator(nn.Module):
     """Realness logits ``[B]`` of patches ``[B, 3, S, S]`` in [0, 1] with their scales ``[B]`` (GNeRF's D)."""
 
-    def __init__(self, width: int = 32, n_blocks: int = 3) -> None:
+    def __init__(self, width: int = 32, n_blocks: int = 3, spectral: bool = True) -> None:
         super().__init__()
+        norm = spectral_norm if spectral else (lambda layer: layer)
         layers: list[nn.Module] = []
         c = 4
         for i in range(n_blocks):
-            layers += [spectral_norm(nn.Conv2d(c, width * 2**i, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            layers += [norm(nn.Conv2d(c, width * 2**i, 4, 2, 1)), nn.LeakyReLU(0.2)]
             c = width * 2**i
-        layers.append(spectral_norm(nn.Conv2d(c, 1, 3, 1, 1)))
+        layers.append(norm(nn.Conv2d(c, 1, 3, 1, 1)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, patches: Tensor, scales: Tensor) -> Tensor:
