@@ -36,7 +36,7 @@ from vision3d.viewer.frame_rate import orbit_camera_states, viewer_frames  # noq
 
 MODES = {"helixsurf": {"normals", "mvs_depth", "mvs_confidence", "sdf_level_set"}, "ir-nerf": set(),
          "romap": {"part_labels", "mask_3d"}}  # fmt: skip
-"""Each method's own render modes (beside rgb, depth, accumulation), as COMMON.md and docs/viewer.md list them."""
+"""Each method's own render modes (beside rgb, depth, accumulation), as docs/viewer.md lists them."""
 IR_NERF_VIEWS = 6
 
 
