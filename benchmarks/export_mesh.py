@@ -34,6 +34,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from vision3d.data.bundled import bundled_scene_path
+from vision3d.data.consistency import backproject
 from vision3d.demo import demo_config
 from vision3d.export.from_run import export_run_mesh
 from vision3d.methods import run
@@ -95,10 +96,9 @@ def scene_with_parts(out: Path, tolerance: float = 0.02) -> Path:
     (scene_dir / "part_ids" / "parts.json").write_text(json.dumps(["armadillo"]))
     for index, frame in enumerate(scene.frames):
         depth = scene.load_depth(index)
-        points = (frame.camera.rays() * depth[..., None]).reshape(-1, 3)  # OpenCV camera frame, planar depth
-        c2w = frame.c2w_opencv
-        world = points @ c2w[:3, :3].T + c2w[:3, 3]
-        near = (armadillo.query(world)[0] < tolerance).reshape(depth.shape) & (depth > 0)
+        valid = depth > 0
+        near = np.zeros(depth.shape, dtype=bool)
+        near[valid] = armadillo.query(backproject(depth, frame.camera.K, frame.c2w)[valid])[0] < tolerance
         Image.fromarray(near.astype(np.uint8)).save(scene_dir / "part_ids" / f"{frame.image_path.stem}.png")
         image = torch.from_numpy(scene.load_image(index))
         target = tint(image, torch.from_numpy(near))

@@ -35,6 +35,7 @@ from vision3d.errors import CheckpointError, CheckpointNotFoundError, Vision3DEr
 from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
 from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf, inside_box
 from vision3d.geometry.camera import PinholeCamera
+from vision3d.geometry.se3 import make_pose
 
 
 class RunError(Vision3DError):
@@ -272,9 +273,10 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5, seen
             if seen is not None:
                 seen["max_accumulation"] = max(seen.get("max_accumulation", 0.0), float(outputs["accumulation"].max()))
             depth = torch.where(outputs["accumulation"][..., 0] >= min_accumulation, depth, torch.zeros_like(depth))
+        c2w = camera.camera_to_worlds[0].double().cpu()  # [3, 4]; RenderedView holds [4, 4]
         yield RenderedView(
             rgb=outputs["rgb"].float().cpu().numpy(), depth=depth.cpu().numpy(),
-            camera=intrinsics, c2w=camera.camera_to_worlds[0].cpu().numpy(),
+            camera=intrinsics, c2w=make_pose(c2w[:, :3], c2w[:, 3]).numpy(),
         )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import trimesh
 
+from vision3d.data.consistency import backproject
 from vision3d.export.marching_cubes import EmptyMeshError
 from vision3d.geometry.camera import PinholeCamera
 from vision3d.geometry.se3 import invert_pose, opengl_to_opencv
@@ -127,8 +128,7 @@ def fuse_tsdf(
         # blocks around every valid pixel's point: open3d's depth-image overload samples every 4th row and column
         # only, so a view whose few valid pixels are off that grid (a small or mostly empty render) touched no
         # block and open3d aborted the whole export
-        c2w_cv = np.linalg.inv(world_to_camera_opencv(view.c2w))
-        points = (view.camera.rays()[valid] * depth[valid][:, None]) @ c2w_cv[:3, :3].T + c2w_cv[:3, 3]
+        points = backproject(depth, view.camera.K, view.c2w)[valid]
         cloud = o3d.t.geometry.PointCloud(o3c.Tensor(points.astype(np.float32))).to(device)
         blocks = grid.compute_unique_block_coordinates(cloud, trunc_voxel_multiplier=trunc_voxels)
         grid.integrate(blocks, depth_image, color_image.to(device), intrinsic, intrinsic, extrinsic, 1.0, depth_max,
