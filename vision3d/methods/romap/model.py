@@ -327,4 +327,3 @@ class RomapModel(SplatModel):
             raise ValueError("romap: the edit has no objective: give --pipeline.model.guidance.backend or "
                              "--pipeline.datamanager.target-dir")  # fmt: skip
         return losses
-
