@@ -101,8 +101,14 @@ class Vision3DTrainer(Trainer):
     def train(self) -> None:
         try:
             super().train()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemError) as err:
+            # Ctrl-C that arrives while a Numba kernel is being called surfaces as the dispatcher's SystemError
+            # ("returned a result with an exception set") caused by the KeyboardInterrupt: an interrupt too
+            if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__cause__, KeyboardInterrupt):
+                raise
             step = getattr(self, "step", self._start_step)
             self.save_checkpoint(step)
             CONSOLE.print(f"[yellow]Interrupted: saved a checkpoint at step {step} in {self.checkpoint_dir}")
-            raise
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            raise KeyboardInterrupt from err
