@@ -3,7 +3,8 @@
 Scenes are real meshes (Debian's libcgal-demo) rendered with Blender by ``v3d data render`` as 360° orbits
 (none is the bundled test scene); ``--scene-dir`` takes an already rendered scene instead. Every 8th view is
 held out for novel-view metrics; the others are the unposed training images. Variants, all from the same
-pose prior (azimuth 0–360°, elevation ``--elevation``, the orbit's radius, look-at at the origin) and the
+pose prior (azimuth 0–360°, the orbit's elevation range or ``--elevation``, the orbit's radius, look-at at the
+origin: ``prior_of_capture``; the field's cube ``--bound`` holds the object and keeps the cameras outside) and the
 same wall-time budget (``--budget`` seconds; the schedule runs on elapsed time, see IRNeRF.train_step):
 
 - (a) BARF-style: per-image poses start at prior samples, photometric refinement with coarse-to-fine;
@@ -24,6 +25,7 @@ import argparse
 import datetime
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -54,12 +56,12 @@ def scene_path(name: str, cache: Path, views: int, resolution: int) -> Path:
 
 def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
     from vision3d.methods.ir_nerf.evaluation import align_poses, novel_view_metrics, pose_errors
-    from vision3d.methods.ir_nerf.pose_prior import prior_preset, prior_spherical
+    from vision3d.methods.ir_nerf.pose_prior import prior_of_capture
     from vision3d.methods.ir_nerf.training import IRNeRF
 
-    radius = float(prior_spherical(None, data.gt_c2w)[2].mean())
-    prior = prior_preset("360-object", radius_min=radius, radius_max=radius,
-                         elevation_min_deg=args.elevation[0], elevation_max_deg=args.elevation[1])
+    prior = prior_of_capture(data.gt_c2w)
+    if args.elevation is not None:
+        prior = replace(prior, elevation_min_deg=args.elevation[0], elevation_max_deg=args.elevation[1])
     field = CoarseFieldConfig(encoding=args.encoding, barf_c2f=name.startswith("(a)"), bound=args.bound)
     config = IRNeRFConfig(prior=prior, field=field, seed=args.seed, lr_poses=args.lr_poses, **VARIANTS[name])
     torch.manual_seed(args.seed)
@@ -87,9 +89,10 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=96, help="render resolution (pixels)")
     parser.add_argument("--size", type=int, default=32, help="working resolution of the method")
     parser.add_argument("--budget", type=float, default=600.0, help="wall seconds per variant")
-    parser.add_argument("--elevation", type=float, nargs=2, default=(5.0, 60.0))
+    parser.add_argument("--elevation", type=float, nargs=2, help="prior's elevation range (default: the orbit's)")
     parser.add_argument("--encoding", default="hash", choices=["hash", "pe"])
-    parser.add_argument("--bound", type=float, default=CoarseFieldConfig.bound, help="half-size of the field's cube")
+    parser.add_argument("--bound", type=float, default=1.0, help="half-size of the field's cube (1.0: the object and "
+                        "the ground near it, cameras at radius ~2 outside)")
     parser.add_argument("--lr-poses", type=float, default=IRNeRFConfig.lr_poses, help="learning rate of the per-image poses")
     parser.add_argument("--tto-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -110,7 +113,7 @@ def main() -> None:
     print(f"# ir-nerf benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
     print(f"# scene {scene} ({len(train_idx)} training / {len(test_idx)} held-out views), working size {args.size}, "
           f"budget {args.budget:.0f} s per variant, {args.threads} thread(s), encoding {args.encoding}, seed {args.seed}, "
-          f"bound {args.bound}, pose lr {args.lr_poses}")
+          f"bound {args.bound}, pose lr {args.lr_poses}, prior elevation {args.elevation or 'of the orbit'}")
     print("| variant | rot err (deg) | trans err | start rot err | start trans err | PSNR | SSIM | steps | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:

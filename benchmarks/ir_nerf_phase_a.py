@@ -9,6 +9,9 @@ of IRNeRFConfig (``field.NAME`` / ``prior.NAME`` for the nested ones); ``--monta
 azimuths (elevation 30°) at the end. ``--schedule`` runs the whole method instead (:meth:`IRNeRF.train_step`,
 ``max_steps=--steps``: phase A, A/B alternating, phase B) and prints the Sim(3)-aligned rotation error of the
 current poses (P's estimates, then the refined poses) against that of the prior samples the run started from.
+``--prior capture`` (default) sets the prior to the capture's radius and elevation range (``prior_of_capture``),
+``--prior wide`` to session 11–12's (radius 2, elevation 5–60°); ``--bound`` is the field's half-size (1.0: the
+object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outside the cube).
 
     python benchmarks/ir_nerf_phase_a.py --steps 300 --set lr_discriminator=1e-3
 """
@@ -30,6 +33,7 @@ from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.pose_prior import (
     look_at,
     pose_from_9d,
+    prior_of_capture,
     prior_preset,
     sample_poses,
     spherical_to_position,
@@ -91,21 +95,26 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--codebook", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", choices=["capture", "wide"], default="capture")
+    parser.add_argument("--bound", type=float, default=1.0, help="half-size of the field's cube")
     parser.add_argument("--set", nargs="*", default=[], help="NAME=VALUE overrides of IRNeRFConfig")
     parser.add_argument("--montage", help="PNG of renders at 8 azimuths at the end")
     parser.add_argument("--schedule", action="store_true", help="the whole method (both phases), not phase A alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_unposed(bundled_scene_path(), args.size)
-    prior = prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
-    config = IRNeRFConfig(prior=prior, field=CoarseFieldConfig(encoding="pe", num_samples=16, pe_frequencies=6),
+    prior = prior_of_capture(data.gt_c2w) if args.prior == "capture" else \
+        prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
+    field = CoarseFieldConfig(encoding="pe", num_samples=16, pe_frequencies=6, bound=args.bound)
+    config = IRNeRFConfig(prior=prior, field=field,
                           use_codebook=args.codebook, n_codes=64, code_dim=32, lr_final_factor=1.0, seed=args.seed,
                           max_steps=args.steps)
     apply_overrides(config, args.set)
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# size {args.size} seed {args.seed} set {args.set} codebook {args.codebook} commit {commit}")
+    print(f"# size {args.size} seed {args.seed} prior {args.prior} bound {args.bound} set {args.set} codebook {args.codebook} "
+          f"commit {commit}")
     if args.schedule:
         run_schedule(system, data.gt_c2w, args.every)
         return

@@ -64,6 +64,14 @@ def prior_preset(name: str, **overrides) -> PosePriorConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def prior_of_capture(c2w: torch.Tensor, preset: str = "360-object") -> PosePriorConfig:
+    """The preset with the radius and elevation ranges of known cameras ``[N, 4, 4]`` (look-at at the origin):
+    the prior a user who knows their capture would set (benchmarks and tests score against ground truth)."""
+    _, el, r = prior_spherical(None, c2w)
+    return prior_preset(preset, radius_min=float(r.min()), radius_max=float(r.max()),
+                        elevation_min_deg=float(el.min()), elevation_max_deg=float(el.max()))
+
+
 def look_at(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Camera-to-world ``[N, 4, 4]`` (OpenCV axes) at ``eye [N, 3]`` looking at ``target [N, 3]``, world +Z up, no roll."""
     forward = F.normalize(target - eye, dim=-1)
