@@ -19,6 +19,7 @@ from vision3d.methods.ir_nerf.pose_prior import (
     in_prior,
     pose_from_9d,
     pose_to_9d,
+    prior_of_capture,
     prior_preset,
     prior_spherical,
     sample_poses,
@@ -84,6 +85,15 @@ def test_forward_facing_preset_and_9d_round_trip():
     assert torch.allclose(pose_from_9d(pose_to_9d(poses)), poses, atol=1e-5)
     with pytest.raises(ValueError, match="reversed"):
         PosePriorConfig(radius_min=4.0, radius_max=3.0)
+
+
+def test_prior_of_a_capture_holds_its_cameras_and_no_wider_elevations():
+    poses = sample_poses(SMALL_PRIOR, 50, torch.Generator().manual_seed(6))
+    prior = prior_of_capture(poses)
+    assert in_prior(prior, poses).all()
+    assert prior.radius_min == pytest.approx(3.0, rel=1e-5) and prior.radius_max == pytest.approx(3.0, rel=1e-5)
+    assert 10.0 <= prior.elevation_min_deg < 13.0 and 55.0 < prior.elevation_max_deg <= 60.0
+    assert prior.range("azimuth") == (0.0, 360.0)
 
 
 def test_barf_coarse_to_fine_weights():
