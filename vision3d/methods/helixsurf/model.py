@@ -53,6 +53,7 @@ from vision3d.render.sdf_volume import neus_alpha, neus_alpha_along_rays
 from . import helix, textureless
 from .losses import LossSchedule, depth_loss, normal_loss, photometric_confidence
 from .occupancy import OccupancyGrid
+from .wall_time import PartTimes
 
 
 @dataclass
@@ -115,6 +116,9 @@ class HelixSurfModelConfig(ModelConfig):
     """With the grid: samples after a ray's transmittance (estimated without gradients from the SDF at the occupied
     samples, :func:`~vision3d.render.sdf_volume.neus_alpha_along_rays`) falls below this are not evaluated; they
     could have added at most this much to the ray's colour (nerfacc's early_stop_eps; 0: off)."""
+    wall_time_log_every: int = 50
+    """Steps between tensorboard scalars ``helix_wall_seconds/*``: accumulated seconds per part of the run
+    (:mod:`.wall_time`; the summary line is logged after each MVS pass, plane refresh and at the end)."""
     max_steps: int = 24000
     """Training length used by the schedules when no trainer tells it (the trainer's max_num_iterations wins)."""
 
@@ -151,6 +155,9 @@ class HelixSurfModel(Model):
         self.step = 0
         self.max_steps = config.max_steps
         self.dataparser_transform: Tensor | None = None
+        self.wall = PartTimes()
+        self._step_started: float | None = None
+        self._step_ended: float | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         """The fused MVS cloud's size varies: take the checkpoint's."""
@@ -180,18 +187,34 @@ class HelixSurfModel(Model):
             self.dataparser_transform = pipeline.datamanager.train_dataparser_outputs.dataparser_transform
 
         def before_step(step: int) -> None:
+            if self._step_ended is not None:
+                self.wall.seconds["between_steps"] += time.perf_counter() - self._step_ended
             self.step = step
             self.field.set_step(step)
             self.raise_sharpness_to_floor()
             if self.config.use_occupancy_grid and step % self.config.occupancy_update_every == 0:
-                self.update_occupancy()
+                with self.wall.part("grid_updates"):
+                    self.update_occupancy()
             if self.config.use_mvs and pipeline is not None:
                 if step in self.helix_steps() or self.targets is None:
                     self.run_helix_pass(pipeline.datamanager.train_dataset, step)
                 elif self.config.use_planes and step % self.config.plane_refresh_every == 0:
                     self.refresh_planes(pipeline.datamanager.train_dataset)
+            self._step_started = time.perf_counter()
 
-        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before_step)]
+        def after_step(step: int) -> None:
+            self._step_ended = time.perf_counter()
+            if self._step_started is not None:
+                self.wall.add_step(self._step_ended - self._step_started)
+            if step % self.config.wall_time_log_every == 0:
+                writer.put_dict("helix_wall_seconds", self.wall.seconds, step)
+
+        def after_train(step: int) -> None:
+            CONSOLE.log(f"helixsurf: wall time at step {step}: {self.wall.summary()}")
+
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before_step),
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after_step),
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], after_train)]
 
     def sharpness_floor(self) -> float:
         """The least NeuS s allowed at the current step (``sharpness_floor_start``/``_end``; 0: none)."""
@@ -220,19 +243,22 @@ class HelixSurfModel(Model):
         was_training = self.training
         self.eval()
         try:
-            return helix.render_sdf_views(self, views)
+            with self.wall.part("sdf_renders"):
+                return helix.render_sdf_views(self, views)
         finally:
             self.train(was_training)
 
     def run_helix_pass(self, dataset, step: int) -> None:  # noqa: ANN001
         """MVS over the training views (seeded from the SDF after the first pass), new targets, new planes."""
         start = time.perf_counter()
-        views = self._views(dataset)
+        with self.wall.part("mvs"):
+            views = self._views(dataset)
         renders = seeds = None
         if self.helix_pass > 0 or self.targets is not None:
             renders = self._render_views(views)
             seeds = helix.seeds_from_renders(renders, views.c2w, self.config.seed_min_accumulation)
-        targets = helix.mvs_pass(views, self.field.aabb, self.config.mvs, seeds)
+        with self.wall.part("mvs"):
+            targets = helix.mvs_pass(views, self.field.aabb, self.config.mvs, seeds)
         self.targets = helix.MVSTargets(*(t.to(self.device) for t in (targets.depth, targets.normal, targets.confidence,
                                                                       targets.mask, targets.points, targets.point_confidence)))
         self.mvs_points = torch.cat([targets.points, targets.point_confidence[:, None]], dim=1).to(self.mvs_points)
@@ -246,8 +272,9 @@ class HelixSurfModel(Model):
         self.helix_pass += 1
         if self.config.use_planes:
             if self.labels is None:
-                self.labels = [torch.from_numpy(textureless.superpixels(img.numpy(), self.config.textureless))
-                               for img in views.images]
+                with self.wall.part("planes"):
+                    self.labels = [torch.from_numpy(textureless.superpixels(img.numpy(), self.config.textureless))
+                                   for img in views.images]
             self.refresh_planes(dataset, views, renders, mvs_only=renders is None)
 
     def refresh_planes(self, dataset, views: helix.MVSViews | None = None,  # noqa: ANN001
@@ -261,8 +288,15 @@ class HelixSurfModel(Model):
             return
         targets = self.targets
         if not mvs_only:
-            views = views or self._views(dataset)
+            with self.wall.part("mvs"):
+                views = views or self._views(dataset)
             renders = renders or self._render_views(views)
+        with self.wall.part("planes"):
+            self._set_planes(targets, renders, mvs_only)
+        CONSOLE.log(f"helixsurf: wall time at step {self.step}: {self.wall.summary()}")
+
+    def _set_planes(self, targets: helix.MVSTargets, renders: helix.SDFRenders | None, mvs_only: bool) -> None:
+        """``self.planes`` from MVS's normals blended with the SDF's ``renders`` (see :meth:`refresh_planes`)."""
         weight = 0.25 ** self.plane_refreshes
         axes = self.scene_axes()
         planes = []
