@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -180,6 +181,41 @@ def test_skipping_empty_cells_and_terminated_rays_leaves_the_render_unchanged_an
     found = a["sdf_level_set"] > 0
     assert found.float().mean() > 0.9
     assert torch.allclose(a["sdf_level_set"][found], b["depth"][found], rtol=0.02)
+
+
+def steep_sphere_model(lipschitz: float, slope_factor: float) -> HelixSurfModel:
+    """A model whose field is the analytic f = 2·(|x| − 0.3) (slope 2: a sphere's distance, doubled) with a
+    colour that varies over the surface, at NeuS s = 400, the grid's bound set by ``lipschitz``/``slope_factor``."""
+    model = small_model(True)
+    model.config.occupancy_lipschitz, model.config.occupancy_slope_factor = lipschitz, slope_factor
+    model.occupancy.lipschitz, model.occupancy.slope_factor = lipschitz, slope_factor
+    model.field.sharpness.value.data.fill_(math.log(400.0) / 10.0)  # s = exp(10 v)
+    field = model.field
+    field.sdf = lambda x: 2.0 * (x.norm(dim=-1, keepdim=True) - 0.3)
+    field.sdf_and_features = lambda x: (field.sdf(x), x)
+    field.gradient = lambda x: 2.0 * torch.nn.functional.normalize(x, dim=-1)
+    field.color = lambda x, normals, directions, features, camera_indices: torch.sigmoid(8.0 * features)
+    return model
+
+
+@pytest.mark.parametrize(("lipschitz", "slope_factor"), [(2.0, 0.0), (1.0, 1.0)])
+def test_grid_bound_with_a_lipschitz_margin_keeps_an_sdf_of_slope_2_exact(lipschitz, slope_factor):
+    """An SDF whose slope is 2 rendered with the grid on and off: the same within termination's 1e-3 when the
+    cell bound uses L = 2 (fixed, or measured from the grid pass's finite differences); with the old bound
+    (L = 1, no measured slope) surface cells are skipped and the render loses opacity."""
+    cam = camera(eye=(0.05, -0.02, 0.9))
+    plain = steep_sphere_model(1.0, 0.0)
+    plain.config.use_occupancy_grid = False
+    reference = plain.get_outputs_for_camera(cam)
+    assert float(reference["accumulation"].mean()) > 0.2  # the sphere fills part of the view
+    errors = {}
+    for name, (lip, factor) in {"margin": (lipschitz, slope_factor), "old": (1.0, 0.0)}.items():
+        model = steep_sphere_model(lip, factor)
+        model.update_occupancy()
+        out = model.get_outputs_for_camera(cam)
+        errors[name] = max(float((out[k] - reference[k]).abs().max()) for k in ("rgb", "accumulation"))
+    assert errors["margin"] < 2e-3  # measured: 7.7e-4 (both bounds)
+    assert errors["old"] > 0.03  # measured: 0.066 (a surface cell skipped)
 
 
 def test_mvs_cloud_splatted_into_a_camera_keeps_the_nearest_point():

@@ -112,6 +112,12 @@ class HelixSurfModelConfig(ModelConfig):
     occupancy_threshold: float = 1e-3
     """A cell is empty below this: the opacity a skipped cell could have added to a ray."""
     occupancy_update_every: int = 16
+    occupancy_lipschitz: float = 1.0
+    """Least slope bound L assumed for the SDF: a cell holds what f ± L·(half diagonal) allows (1: a true distance)."""
+    occupancy_slope_factor: float = 1.5
+    """Also at least this × the SDF's largest finite-difference gradient norm at the centres of the cell and its
+    neighbours, measured in the update (0: off; a learned SDF's slope exceeds 1 in places, where the bound with
+    L = 1 skipped opacity: docs/helixsurf.md). It covers variation finer than the cells."""
     early_stop_transmittance: float = 1e-3
     """With the grid: samples after a ray's transmittance (estimated without gradients from the SDF at the occupied
     samples, :func:`~vision3d.render.sdf_volume.neus_alpha_along_rays`) falls below this are not evaluated; they
@@ -137,7 +143,7 @@ class HelixSurfModel(Model):
         sdf_config.sphere_radius = config.sphere_radius_fraction * float((aabb[1] - aabb[0]).min()) / 2
         self.field = SDFField(sdf_config, aabb, self.num_train_data)
         self.occupancy = OccupancyGrid(aabb, config.occupancy_resolution, config.occupancy_decay, config.occupancy_threshold,
-                                       config.occupancy_quantity)
+                                       config.occupancy_quantity, config.occupancy_lipschitz, config.occupancy_slope_factor)
         self.collider = AABBBoxCollider(self.scene_box, near_plane=config.near_plane)
         self.sampler = UniformSampler(num_samples=config.num_samples, single_jitter=False)
         self.renderer_rgb = RGBRenderer(background_color="random")
