@@ -122,6 +122,9 @@ class HelixSurfModelConfig(ModelConfig):
     """With the grid: samples after a ray's transmittance (estimated without gradients from the SDF at the occupied
     samples, :func:`~vision3d.render.sdf_volume.neus_alpha_along_rays`) falls below this are not evaluated; they
     could have added at most this much to the ray's colour (nerfacc's early_stop_eps; 0: off)."""
+    early_stop_segment: int = 8
+    """Samples per segment of the gradient-free pass: each is evaluated only on the rays not yet terminated (a
+    grid marcher's early stop; ``num_samples`` or more: one pass over every occupied sample)."""
     wall_time_log_every: int = 50
     """Steps between tensorboard scalars ``helix_wall_seconds/*``: accumulated seconds per part of the run
     (:mod:`.wall_time`; the summary line is logged after each MVS pass, plane refresh and at the end)."""
@@ -374,18 +377,46 @@ class HelixSurfModel(Model):
     def samples_to_evaluate(self, samples, positions: Tensor, anneal: float) -> Tensor:  # noqa: ANN001
         """Bool [R, S]: the samples whose field is evaluated — all without the grid; with it, those in occupied
         cells up to where the ray's transmittance, estimated from the SDF alone, falls below
-        ``early_stop_transmittance``."""
+        ``early_stop_transmittance``.
+
+        The gradient-free pass marches like a grid marcher: segments of ``early_stop_segment`` samples, each
+        evaluated (plus one sample ahead, for the difference quotient) only on the rays still alive, so the
+        solid space behind a wall, occupied in the grid, is not evaluated once a ray has terminated. The kept
+        samples are the same as those of one pass over all occupied samples.
+        """
         if not self.config.use_occupancy_grid:
             return torch.ones(positions.shape[:2], dtype=torch.bool, device=positions.device)
         keep = self.occupancy.occupied_at(positions)
         if self.config.early_stop_transmittance <= 0:
             return keep
+        n_samples = keep.shape[1]
+        segment = max(1, self.config.early_stop_segment)
+        inv_s = self.field.sharpness.inv_s()
+        t = ((samples.frustums.starts + samples.frustums.ends) / 2)[..., 0]
+        deltas = samples.deltas[..., 0]
         with torch.no_grad():
             sdf = torch.full(keep.shape, float("nan"), device=positions.device)
-            sdf[keep] = self.field.sdf(positions[keep])[:, 0]
-            t = ((samples.frustums.starts + samples.frustums.ends) / 2)[..., 0]
-            alpha = neus_alpha_along_rays(sdf, t, samples.deltas[..., 0], self.field.sharpness.inv_s(), anneal)
-            transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
+            evaluated = torch.zeros_like(keep)
+            transmittance = torch.ones(keep.shape, device=positions.device)  # before each sample
+            alive = torch.ones(keep.shape[0], dtype=torch.bool, device=positions.device)
+            before = torch.ones(keep.shape[0], device=positions.device)  # transmittance before the segment
+            for start in range(0, n_samples, segment):
+                end, ahead = min(start + segment, n_samples), min(start + segment + 1, n_samples)
+                todo = keep[:, start:ahead] & ~evaluated[:, start:ahead] & alive[:, None]
+                if todo.any():
+                    rows, cols = todo.nonzero(as_tuple=True)
+                    sdf[rows, cols + start] = self.field.sdf(positions[rows, cols + start])[:, 0]
+                    evaluated[rows, cols + start] = True
+                lo = max(start - 1, 0)  # the neighbour behind, for the difference quotient
+                alpha = neus_alpha_along_rays(sdf[:, lo:ahead], t[:, lo:ahead], deltas[:, lo:ahead], inv_s,
+                                              anneal)[:, start - lo : start - lo + end - start]
+                inside = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha], dim=1), dim=1)
+                transmittance[:, start:end] = before[:, None] * inside[:, :-1]
+                before = before * inside[:, -1]
+                alive = before > self.config.early_stop_transmittance
+                if not alive.any():
+                    transmittance[:, end:] = 0.0
+                    break
         return keep & (transmittance > self.config.early_stop_transmittance)
 
     @staticmethod
