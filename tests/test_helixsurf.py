@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,30 @@ def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():
     model.field.sharpness.value.data.fill_(0.1)
     before_step(100)
     assert float(model.field.sharpness.value) == pytest.approx(0.1)  # off: s is learned alone
+
+
+def test_wall_time_is_split_into_steps_grid_updates_and_the_time_between(monkeypatch):
+    """The training callbacks put a step's time (BEFORE → AFTER the trainer's iteration) into ``sdf_steps``, the
+    grid refresh into ``grid_updates`` and the time from one step's end to the next one's start into
+    ``between_steps``; the summary names each part."""
+    model = small_model(True, 0.3)
+    before, after, end = (c.func for c in model.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None)))
+    before(0)  # step 0 refreshes the grid
+    time.sleep(0.2)  # the trainer's iteration
+    after(0)
+    time.sleep(0.02)  # evaluation, checkpoints
+    before(1)
+    after(1)
+    wall = model.wall
+    assert len(wall.step_seconds) == 2 and wall.step_seconds[0] >= 0.2 > wall.step_seconds[1]
+    assert wall.seconds["sdf_steps"] == pytest.approx(sum(wall.step_seconds))
+    assert 0.02 <= wall.seconds["between_steps"] < 0.15  # the step's 0.2 s not counted here
+    assert wall.seconds["grid_updates"] > 0 and wall.seconds["mvs"] == 0
+    monkeypatch.setattr(model.config, "use_occupancy_grid", False)
+    grid_seconds = wall.seconds["grid_updates"]
+    before(16)
+    assert wall.seconds["grid_updates"] == grid_seconds  # no grid: no update
+    assert all(part in wall.summary() for part in wall.seconds)
 
 
 # ---------------------------------------------------------------- occupancy grid
