@@ -66,7 +66,8 @@ def main() -> None:
         "opacity grid (1e-3)": (True, "opacity", 1e-3, 0.0, 1.5, 8),
         "opacity grid + termination (1e-3), old bound L = 1, one pass": (True, "opacity", 1e-3, 1e-3, 0.0, one_pass),
         "opacity grid + termination (1e-3), old bound L = 1": (True, "opacity", 1e-3, 1e-3, 0.0, 8),
-        "opacity grid + termination (1e-3), default (L >= 1.5 x measured slope, marched)": (True, "opacity", 1e-3, 1e-3, 1.5, 8),
+        "opacity grid + termination (1e-3), default (L >= measured slope, marched)": (True, "opacity", 1e-3, 1e-3, 1.0, 8),
+        "opacity grid + termination (1e-3), L >= 1.5 x measured slope": (True, "opacity", 1e-3, 1e-3, 1.5, 8),
         "density grid (0.01) + termination (1e-3)": (True, "density", 0.01, 1e-3, 1.5, 8),
     }
     model.train()

@@ -10,8 +10,8 @@ Decisions:
   cell lies within f ± L·r of the centre's f, r the half diagonal, L its slope bound (Lipschitz constant). A
   true distance has L = 1, a learned SDF only near it (the eikonal loss), so L per cell is the larger of
   ``lipschitz`` and ``slope_factor`` × the largest finite-difference gradient norm of f at the centres of the
-  cell and its 26 neighbours (measured in the same pass; it averages over a cell, the factor covers finer
-  variation).
+  cell and its 26 neighbours (measured in the same pass; it averages over a cell, a factor above 1 covers
+  finer variation).
 - ``quantity="opacity"`` (default): v is the most opacity one NeuS sample inside the cell can have, α of a
   straight approach from f + L·r to f − L·r, so the threshold bounds the opacity a skipped cell could
   have added (nerfacc's NeuS users threshold α over a step the same way). Cells inside solid matter (f < −r)
