@@ -14,7 +14,9 @@ Scores (ScanNet protocol, :func:`vision3d.metrics.chamfer_fscore`, in the scene'
 our renders): accuracy, completeness, precision, recall and F-score at ``--threshold`` (5 cm, ScanNet's; the
 threshold as a fraction of the ground truth's bounding-box diagonal is printed), with ground-truth samples
 outside the model's scene box left out; wall time of the run (training, MVS passes included; not the mesh
-export). Meshes and clouds go to ``--out/SCENE/``, with a picture of them side by side (top-down view,
+export), split by part (:mod:`vision3d.methods.helixsurf.wall_time`: SDF training steps, grid updates, MVS
+passes, the SDF renders that seed MVS and refresh planes, superpixel planes, the rest), with the median
+step. Meshes and clouds go to ``--out/SCENE/``, with a picture of them side by side (top-down view,
 coloured by height).
 
     nice -n 15 python benchmarks/helixsurf.py --scenes /tmp/roomA /tmp/roomB --steps 1500
@@ -37,6 +39,7 @@ from vision3d.export.from_run import MeshExportConfig, export_run_mesh
 from vision3d.methods import presets, run
 from vision3d.methods.helixsurf import helix
 from vision3d.methods.helixsurf.config import helixsurf
+from vision3d.methods.helixsurf.wall_time import PARTS
 from vision3d.metrics import chamfer_fscore
 
 
@@ -85,7 +88,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     # runs are reloaded for export by method name; name it for a checkout whose installed metadata predates it
     os.environ.setdefault("NERFSTUDIO_METHOD_CONFIGS", "helixsurf=vision3d.methods.helixsurf.config:helixsurf")
-    rows = []
+    rows, splits = [], {}
     for scene in args.scenes:
         out = args.out / scene.name
         out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +118,7 @@ def main() -> None:
             model.use_mvs = not method.startswith("sdf")
             model.use_occupancy_grid = method != "helixsurf-no-grid"
             start = time.perf_counter()
+            split = None
             if method == "mvs":
                 pipeline = copy.deepcopy(config.pipeline).setup(device="cpu", test_mode="val")
                 dataset = pipeline.datamanager.train_dataset
@@ -136,6 +140,7 @@ def main() -> None:
             else:
                 trainer = run.train(config)
                 elapsed = time.perf_counter() - start
+                split = trainer.pipeline.model.wall
                 del trainer
                 result = export_run_mesh(out / "runs" / method / "helixsurf" / "run", out / f"{method}.ply",
                                          MeshExportConfig(resolution=128), gt_mesh=scene / "mesh.ply",
@@ -143,12 +148,19 @@ def main() -> None:
                 scores = result.scores
                 points = np.asarray(trimesh.load(out / f"{method}.ply", force="mesh", process=False).sample(100_000))
             clouds[method], times[method], fscores[method] = points, elapsed, scores["fscore"]
-            rows.append((scene.name, method if method != "sdf-equal-time" else f"sdf, {steps} steps", scores, elapsed))
+            label = method if method != "sdf-equal-time" else f"sdf, {steps} steps"
+            rows.append((scene.name, label, scores, elapsed))
             print(f"{scene.name:12s} {method:18s} acc {scores['accuracy']:.3f} comp {scores['completeness']:.3f} "
                   f"P {scores['precision']:.3f} R {scores['recall']:.3f} F {scores['fscore']:.3f} {elapsed:.0f} s", flush=True)
+            if split is not None:
+                splits[(scene.name, label)] = (split, elapsed)
+                print(f"{scene.name:12s} {method:18s} wall time: {split.summary()}", flush=True)
         if "helixsurf" in times and "helixsurf-no-grid" in times:
-            print(f"{scene.name}: occupancy grid speed-up {times['helixsurf-no-grid'] / times['helixsurf']:.2f}x "
-                  f"(F {fscores['helixsurf']:.3f} with, {fscores['helixsurf-no-grid']:.3f} without)", flush=True)
+            on, off = splits[(scene.name, "helixsurf")][0], splits[(scene.name, "helixsurf-no-grid")][0]
+            print(f"{scene.name}: occupancy grid speed-up {times['helixsurf-no-grid'] / times['helixsurf']:.2f}x over the "
+                  f"whole run, {off.seconds['sdf_steps'] / on.seconds['sdf_steps']:.2f}x over the SDF steps "
+                  f"({off.median_step(True) / on.median_step(True):.2f}x per step in the second half; "
+                  f"F {fscores['helixsurf']:.3f} with, {fscores['helixsurf-no-grid']:.3f} without)", flush=True)
         gt_points = np.asarray(gt.sample(100_000))
         box = np.stack([gt_points.min(0), gt_points.max(0)])
         tiles = [top_view(gt_points, box=box)] + [top_view(clouds[m], box=box) for m in args.methods]
@@ -158,6 +170,14 @@ def main() -> None:
     for name, method, s, elapsed in rows:
         print(f"| {name} | {method} | {s['accuracy']:.3f} | {s['completeness']:.3f} | {s['precision']:.3f} | "
               f"{s['recall']:.3f} | {s['fscore']:.3f} | {elapsed:.0f} |")
+    if splits:
+        print("\n| scene | method | wall s | " + " | ".join(f"{p} s" for p in PARTS)
+              + " | set-up s | median step s | second half s |")
+        print("|---|---|---|" + "---|" * (len(PARTS) + 3))
+        for (name, method), (split, elapsed) in splits.items():
+            setup = elapsed - sum(split.seconds.values())
+            print(f"| {name} | {method} | {elapsed:.0f} | " + " | ".join(f"{split.seconds[p]:.0f}" for p in PARTS)
+                  + f" | {setup:.0f} | {split.median_step():.3f} | {split.median_step(second_half=True):.3f} |")
 
 
 if __name__ == "__main__":

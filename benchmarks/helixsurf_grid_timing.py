@@ -2,8 +2,9 @@
 
 The issue's ablation trains the whole run twice (``benchmarks/helixsurf.py --methods helixsurf
 helixsurf-no-grid``); this measures the per-step speed-up on one trained run at equal weights: it loads the
-run, then for each variant — no grid (plain), the official density grid, the opacity grid, and the opacity grid
-with early ray termination (the default) — refreshes the grid at the loaded SDF and s, and times
+run, then for each variant — no grid (plain), the official density grid, the opacity grid, the opacity grid
+with early ray termination with the old cell bound (slope 1; one gradient-free pass, or marched in segments)
+and with the slope margin (the default) — refreshes the grid at the loaded SDF and s, and times
 ``--iterations`` training iterations (forward and backward of ``--rays`` random training rays: colour, depth
 and eikonal terms; no optimiser step, so every variant sees the same model) and a render of ``--views``
 training views. Quality is equal by construction (same weights); each variant's render is compared with the
@@ -58,22 +59,27 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     batches = [random_rays(cameras, args.rays, generator).to(model.device) for _ in range(args.iterations)]
     views = torch.linspace(0, len(cameras) - 1, args.views).round().long().tolist()
-    variants = {  # name: (use_occupancy_grid, occupancy quantity, threshold, early_stop_transmittance)
-        "off (plain)": (False, "opacity", 1e-3, 0.0),
-        "density grid (official, 0.01)": (True, "density", 0.01, 0.0),
-        "opacity grid (1e-3)": (True, "opacity", 1e-3, 0.0),
-        "opacity grid + termination (1e-3, default)": (True, "opacity", 1e-3, 1e-3),
-        "opacity grid (1e-4) + termination (1e-3)": (True, "opacity", 1e-4, 1e-3),
-        "density grid (0.01) + termination (1e-3)": (True, "density", 0.01, 1e-3),
+    one_pass = model.config.num_samples
+    variants = {  # name: (use_occupancy_grid, quantity, threshold, early_stop_transmittance, slope factor, segment)
+        "off (plain)": (False, "opacity", 1e-3, 0.0, 1.5, 8),
+        "density grid (official, 0.01)": (True, "density", 0.01, 0.0, 0.0, 8),
+        "opacity grid (1e-3)": (True, "opacity", 1e-3, 0.0, 1.5, 8),
+        "opacity grid + termination (1e-3), old bound L = 1, one pass": (True, "opacity", 1e-3, 1e-3, 0.0, one_pass),
+        "opacity grid + termination (1e-3), old bound L = 1": (True, "opacity", 1e-3, 1e-3, 0.0, 8),
+        "opacity grid + termination (1e-3), default (L >= measured slope, marched)": (True, "opacity", 1e-3, 1e-3, 1.0, 8),
+        "opacity grid + termination (1e-3), L >= 1.5 x measured slope": (True, "opacity", 1e-3, 1e-3, 1.5, 8),
+        "density grid (0.01) + termination (1e-3)": (True, "density", 0.01, 1e-3, 1.5, 8),
     }
     model.train()
     training_iteration(model, batches[0])  # warm-up (allocations), untimed
     best = {name: {"train": float("inf"), "render": float("inf")} for name in variants}
     kept, renders, occupied = {}, {}, {}
     for _ in range(args.repeats):
-        for name, (grid, quantity, threshold, early_stop) in variants.items():
+        for name, (grid, quantity, threshold, early_stop, slope_factor, segment) in variants.items():
             model.config.use_occupancy_grid, model.config.early_stop_transmittance = grid, early_stop
+            model.config.early_stop_segment = segment
             model.occupancy.quantity, model.occupancy.threshold = quantity, threshold
+            model.occupancy.lipschitz, model.occupancy.slope_factor = 1.0, slope_factor
             model.occupancy.value.fill_(float("inf"))
             occupied[name] = model.update_occupancy() if grid else 1.0
             model.train()

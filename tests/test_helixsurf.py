@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,30 @@ def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():
     assert float(model.field.sharpness.value) == pytest.approx(0.1)  # off: s is learned alone
 
 
+def test_wall_time_is_split_into_steps_grid_updates_and_the_time_between(monkeypatch):
+    """The training callbacks put a step's time (BEFORE → AFTER the trainer's iteration) into ``sdf_steps``, the
+    grid refresh into ``grid_updates`` and the time from one step's end to the next one's start into
+    ``between_steps``; the summary names each part."""
+    model = small_model(True, 0.3)
+    before, after, end = (c.func for c in model.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None)))
+    before(0)  # step 0 refreshes the grid
+    time.sleep(0.2)  # the trainer's iteration
+    after(0)
+    time.sleep(0.02)  # evaluation, checkpoints
+    before(1)
+    after(1)
+    wall = model.wall
+    assert len(wall.step_seconds) == 2 and wall.step_seconds[0] >= 0.2 > wall.step_seconds[1]
+    assert wall.seconds["sdf_steps"] == pytest.approx(sum(wall.step_seconds))
+    assert 0.02 <= wall.seconds["between_steps"] < 0.15  # the step's 0.2 s not counted here
+    assert wall.seconds["grid_updates"] > 0 and wall.seconds["mvs"] == 0
+    monkeypatch.setattr(model.config, "use_occupancy_grid", False)
+    grid_seconds = wall.seconds["grid_updates"]
+    before(16)
+    assert wall.seconds["grid_updates"] == grid_seconds  # no grid: no update
+    assert all(part in wall.summary() for part in wall.seconds)
+
+
 # ---------------------------------------------------------------- occupancy grid
 @pytest.mark.parametrize(("quantity", "threshold"), [("opacity", 1e-3), ("density", 0.01)])
 def test_occupancy_grid_marks_a_spheres_surface_and_empties_free_space(quantity, threshold):
@@ -152,23 +178,29 @@ def test_skipping_empty_cells_and_terminated_rays_leaves_the_render_unchanged_an
     """The initial SDF (a sphere seen from inside) rendered with and without the grid (empty cells skipped, rays
     terminated at transmittance 1e-3): same image and depth, and the field is evaluated at fewer points — the
     gradient-free pass at the occupied samples plus, with gradients, only the kept samples (7 SDF evaluations
-    each: the value and 6 finite differences)."""
-    with_grid, plain = small_model(True, 0.45), small_model(False, 0.45)
+    each: the value and 6 finite differences). The pass marches in segments and stops at terminated rays: the
+    same samples as one pass over every occupied sample, at fewer evaluations."""
+    with_grid, plain, one_pass = small_model(True, 0.45), small_model(False, 0.45), small_model(True, 0.45)
     plain.load_state_dict(with_grid.state_dict())
+    one_pass.load_state_dict(with_grid.state_dict())
+    one_pass.config.early_stop_segment = 48  # the gradient-free pass over every occupied sample at once
     with_grid.update_occupancy()
+    one_pass.update_occupancy()
     cam = camera()
     evaluated = {}
-    for name, model in (("grid", with_grid), ("plain", plain)):
+    for name, model in (("grid", with_grid), ("plain", plain), ("one pass", one_pass)):
         evaluate, evaluated[name] = model.field.sdf_and_features, []
         model.field.sdf_and_features = lambda x, evaluate=evaluate, log=evaluated[name]: log.append(len(x)) or evaluate(x)
-    a, b = with_grid.get_outputs_for_camera(cam), plain.get_outputs_for_camera(cam)
+    a, b, c = with_grid.get_outputs_for_camera(cam), plain.get_outputs_for_camera(cam), one_pass.get_outputs_for_camera(cam)
     n_samples = 24 * 32 * 48
     kept = round(float(a["occupied_fraction"].sum()) * 48)
     assert float(a["occupied_fraction"].mean()) < 0.35  # measured: 0.21-0.26 over random inits
     assert float(b["occupied_fraction"].mean()) == 1.0
     assert sum(evaluated["plain"]) == 7 * n_samples
-    prepass = sum(evaluated["grid"]) - 7 * kept
-    assert kept <= prepass <= n_samples  # the gradient-free pass sees the occupied samples only
+    # the marching pass keeps exactly the samples one pass keeps, evaluating fewer (not past terminated rays)
+    assert torch.equal(a["occupied_fraction"], c["occupied_fraction"]) and torch.equal(a["rgb"], c["rgb"])
+    prepass, occupied = sum(evaluated["grid"]) - 7 * kept, sum(evaluated["one pass"]) - 7 * kept
+    assert kept <= prepass < 0.8 * occupied <= n_samples  # measured: 13203 against 21603 points
     assert sum(evaluated["grid"]) < 0.45 * sum(evaluated["plain"])
     assert torch.allclose(a["depth"], b["depth"], rtol=2e-3)  # measured: 2e-4 at most
     assert (a["rgb"] - b["rgb"]).abs().max() < 2e-3  # measured: 5.4e-4; termination bounds it by 1e-3
@@ -180,6 +212,41 @@ def test_skipping_empty_cells_and_terminated_rays_leaves_the_render_unchanged_an
     found = a["sdf_level_set"] > 0
     assert found.float().mean() > 0.9
     assert torch.allclose(a["sdf_level_set"][found], b["depth"][found], rtol=0.02)
+
+
+def steep_sphere_model(lipschitz: float, slope_factor: float) -> HelixSurfModel:
+    """A model whose field is the analytic f = 2·(|x| − 0.3) (slope 2: a sphere's distance, doubled) with a
+    colour that varies over the surface, at NeuS s = 400, the grid's bound set by ``lipschitz``/``slope_factor``."""
+    model = small_model(True)
+    model.config.occupancy_lipschitz, model.config.occupancy_slope_factor = lipschitz, slope_factor
+    model.occupancy.lipschitz, model.occupancy.slope_factor = lipschitz, slope_factor
+    model.field.sharpness.value.data.fill_(math.log(400.0) / 10.0)  # s = exp(10 v)
+    field = model.field
+    field.sdf = lambda x: 2.0 * (x.norm(dim=-1, keepdim=True) - 0.3)
+    field.sdf_and_features = lambda x: (field.sdf(x), x)
+    field.gradient = lambda x: 2.0 * torch.nn.functional.normalize(x, dim=-1)
+    field.color = lambda x, normals, directions, features, camera_indices: torch.sigmoid(8.0 * features)
+    return model
+
+
+@pytest.mark.parametrize(("lipschitz", "slope_factor"), [(2.0, 0.0), (1.0, 1.0)])
+def test_grid_bound_with_a_lipschitz_margin_keeps_an_sdf_of_slope_2_exact(lipschitz, slope_factor):
+    """An SDF whose slope is 2 rendered with the grid on and off: the same within termination's 1e-3 when the
+    cell bound uses L = 2 (fixed, or measured from the grid pass's finite differences); with the old bound
+    (L = 1, no measured slope) surface cells are skipped and the render loses opacity."""
+    cam = camera(eye=(0.05, -0.02, 0.9))
+    plain = steep_sphere_model(1.0, 0.0)
+    plain.config.use_occupancy_grid = False
+    reference = plain.get_outputs_for_camera(cam)
+    assert float(reference["accumulation"].mean()) > 0.2  # the sphere fills part of the view
+    errors = {}
+    for name, (lip, factor) in {"margin": (lipschitz, slope_factor), "old": (1.0, 0.0)}.items():
+        model = steep_sphere_model(lip, factor)
+        model.update_occupancy()
+        out = model.get_outputs_for_camera(cam)
+        errors[name] = max(float((out[k] - reference[k]).abs().max()) for k in ("rgb", "accumulation"))
+    assert errors["margin"] < 2e-3  # measured: 7.7e-4 (both bounds)
+    assert errors["old"] > 0.03  # measured: 0.066 (a surface cell skipped)
 
 
 def test_mvs_cloud_splatted_into_a_camera_keeps_the_nearest_point():

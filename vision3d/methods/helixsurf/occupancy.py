@@ -6,10 +6,14 @@ evaluated. Written in torch (nerfacc's grid needs CUDA), so it runs on every dev
 
 Decisions:
 - The update is nerfacc's/Instant-NGP's rule ``value = max(decay · value, v)`` (an EMA that lets a
-  cell become occupied at once and empty only slowly), evaluated at the cell centres: a signed distance is
-  1-Lipschitz, so the SDF anywhere in the cell lies within f ± r of the centre's f, r the half diagonal.
+  cell become occupied at once and empty only slowly), evaluated at the cell centres: the SDF anywhere in the
+  cell lies within f ± L·r of the centre's f, r the half diagonal, L its slope bound (Lipschitz constant). A
+  true distance has L = 1, a learned SDF only near it (the eikonal loss), so L per cell is the larger of
+  ``lipschitz`` and ``slope_factor`` × the largest finite-difference gradient norm of f at the centres of the
+  cell and its 26 neighbours (measured in the same pass; it averages over a cell, a factor above 1 covers
+  finer variation).
 - ``quantity="opacity"`` (default): v is the most opacity one NeuS sample inside the cell can have, α of a
-  straight approach (cos = −1) from f + r to f − r, so the threshold bounds the opacity a skipped cell could
+  straight approach from f + L·r to f − L·r, so the threshold bounds the opacity a skipped cell could
   have added (nerfacc's NeuS users threshold α over a step the same way). Cells inside solid matter (f < −r)
   stay occupied, as NeuS gives them opacity; early ray termination (model) skips them behind the surface.
   ``"density"``: the official rule, NeuS's logistic density at max(|f| − r, 0) (threshold 0.01 in the official
@@ -33,12 +37,16 @@ class OccupancyGrid(nn.Module):
     ``occupied [R, R, R]`` bool."""
 
     def __init__(self, aabb: Tensor, resolution: int = 64, decay: float = 0.9, threshold: float = 1e-3,
-                 quantity: Literal["opacity", "density"] = "opacity") -> None:
+                 quantity: Literal["opacity", "density"] = "opacity", lipschitz: float = 1.0,
+                 slope_factor: float = 0.0) -> None:
         super().__init__()
         if resolution < 2 or not 0.0 <= decay < 1.0 or threshold <= 0 or quantity not in ("opacity", "density"):
             raise ValueError(f"OccupancyGrid: need resolution >= 2, 0 <= decay < 1, threshold > 0, quantity "
                              f"'opacity' or 'density'; got {resolution}, {decay}, {threshold}, {quantity!r}")
+        if lipschitz <= 0 or slope_factor < 0:
+            raise ValueError(f"OccupancyGrid: need lipschitz > 0 and slope_factor >= 0; got {lipschitz}, {slope_factor}")
         self.resolution, self.decay, self.threshold, self.quantity = resolution, decay, threshold, quantity
+        self.lipschitz, self.slope_factor = lipschitz, slope_factor
         self.register_buffer("aabb", aabb.clone().float())
         self.register_buffer("value", torch.full((resolution,) * 3, float("inf")))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
@@ -67,13 +75,22 @@ class OccupancyGrid(nn.Module):
         device = self.value.device
         cells = torch.stack(torch.meshgrid(*(torch.arange(r, device=device),) * 3, indexing="ij"), dim=-1).reshape(-1, 3)
         centres = self.aabb[0] + (cells + 0.5) * self.cell_size
-        half_diagonal = 0.5 * float(self.cell_size.norm())
         sdf = torch.cat([sdf_fn(centres[i : i + chunk]).reshape(-1) for i in range(0, centres.shape[0], chunk)]).reshape(r, r, r)
+        reach = self.slope_bound(sdf) * (0.5 * float(self.cell_size.norm()))  # [R, R, R] most |f - f(centre)| in a cell
         if self.quantity == "density":
-            value = neus_density((sdf.abs() - half_diagonal).clamp_min(0.0), inv_s)
+            value = neus_density((sdf.abs() - reach).clamp_min(0.0), inv_s)
         else:
-            value = neus_alpha(sdf, -torch.ones_like(sdf), 2 * half_diagonal, inv_s)
+            value = neus_alpha(sdf, -torch.ones_like(sdf), 2 * reach, inv_s)
         previous = torch.where(torch.isinf(self.value), torch.zeros_like(self.value), self.value)
         self.value.copy_(torch.maximum(previous * self.decay, value))
         self.occupied.copy_(self.value > self.threshold)
         return float(self.occupied.float().mean())
+
+    def slope_bound(self, sdf: Tensor) -> Tensor:
+        """Per cell [R, R, R]: the bound L on |∇f| used for ``sdf [R, R, R]`` (values at the centres)."""
+        bound = torch.full_like(sdf, self.lipschitz)
+        if self.slope_factor > 0:
+            slope = torch.stack(torch.gradient(sdf, spacing=[float(h) for h in self.cell_size]), dim=-1).norm(dim=-1)
+            local = torch.nn.functional.max_pool3d(slope[None, None], 3, stride=1, padding=1)[0, 0]
+            bound = torch.maximum(bound, self.slope_factor * local)
+        return bound
