@@ -11,7 +11,8 @@ Sources, in order of preference (``DepthPriorConfig.source="auto"`` tries them i
    downloaded; a missing path is a :class:`DepthPriorError` that says what to put there.
 3. ``"monocular_like"``: for our rendered scenes, whose dataset depth is the *ground truth*, a prior made
    from it with the kind of error real monocular estimators make (:func:`monocular_like_prior`): per-region
-   affine distortion in disparity, blur and noise, then an arbitrary global affine map. It is never chosen
+   affine distortion in disparity, blur and noise, then an arbitrary global affine map; the render's
+   background (sky, HDRI) is farthest, as a network predicts it, not unknown. It is never chosen
    by ``"auto"`` (that would silently train on ground truth); presets for rendered scenes name it.
 
 Sparse-view protocols (3, 6, 9 training views, fixed seed) use :func:`vision3d.data.scene.sparse_view_split`.
