@@ -5,7 +5,8 @@ Two families: forward-facing paths (the LLFF-like sparse-view protocol) and 360�
 whose background is a textured ground and an HDRI (far content). Each run trains one variant for
 ``--steps`` on a seeded split of ``--views`` training views and reports held-out PSNR / SSIM (LPIPS when
 its weights are on disk), depth AbsRel against ground-truth depth over all pixels and over the pixels the
-render covers (accumulation >= 0.5; ``run.evaluate``), wall seconds and the final number of Gaussians;
+render covers (accumulation >= 0.5; ``run.evaluate``) and of the worst held-out view, the opaque Gaussians
+near a held-out camera (the floaters of 360° orbits), wall seconds and the final number of Gaussians;
 the tables give mean ± std over seeds with each variant's PSNR against base, then each seed's run.
 A run is bit-reproducible on CPU for its seed (``run.train`` seeds every generator), so differences
 between seeds are the seed spread, not run-to-run noise. The depth prior
@@ -123,14 +124,33 @@ def configure(scene: Path, variant: str, views: int, seed: int, steps: int, out:
     return config
 
 
+def near_camera_gaussians(trainer, max_distance: float = 0.3, min_opacity: float = 0.2) -> int:
+    """Opaque Gaussians (opacity > ``min_opacity``) closer than ``max_distance`` orbit radii to a held-out
+    camera: the floaters that fill a held-out view (the orbit radius is the cameras' mean distance to their centroid)."""
+    import torch
+
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    held_out = datamanager.eval_dataset.cameras.camera_to_worlds[:, :3, 3]
+    centres = torch.cat([datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3], held_out])
+    radius = (centres - centres.mean(0)).norm(dim=-1).mean()
+    with torch.no_grad():
+        distance = torch.cdist(model.means.cpu(), held_out.cpu()).min(dim=1).values
+        opaque = torch.sigmoid(model.opacities.cpu()).squeeze(-1) > min_opacity
+    return int((opaque & (distance < max_distance * radius)).sum())
+
+
 def train_and_evaluate(config) -> dict:
     from vision3d.methods import run
 
     start = time.perf_counter()
     trainer = run.train(config)
     seconds = time.perf_counter() - start
-    row = run.mean_metrics(run.evaluate(trainer))
-    row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]))
+    views = run.evaluate(trainer)
+    row = run.mean_metrics(views)
+    row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]),
+               near_camera=near_camera_gaussians(trainer))
+    if all("depth_abs_rel" in view for view in views):
+        row["worst_view_abs_rel"] = max(view["depth_abs_rel"] for view in views)
     return row
 
 
@@ -247,8 +267,8 @@ def main() -> None:
 
 def print_table(results: dict, wanted: dict, args, version: str) -> None:
     """One line per (scene, frame, scale, views, variant): mean ± std over the seeds found in ``results``."""
-    metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "depth_abs_rel_covered", "depth_coverage", "seconds",
-               "gaussians"]
+    metrics = ["psnr", "ssim", "lpips", "depth_abs_rel", "depth_abs_rel_covered", "depth_coverage",
+               "worst_view_abs_rel", "near_camera", "seconds", "gaussians"]
     print(f"\ndet-gs benchmark: {args.steps} steps per run, {args.resolution}px, seeds {args.seeds}, code {version}, "
           f"held-out views of each scene; mean ± std over seeds")
     header = f"{'scene':12s} {'frame':>7s} {'scale':>5s} {'views':>5s} {'variant':20s} " + " ".join(f"{m:>16s}" for m in metrics)
@@ -272,14 +292,14 @@ def print_table(results: dict, wanted: dict, args, version: str) -> None:
                         delta = f"  ({psnr - base_psnr:+.2f} dB)" if base_psnr is not None and variant != "base" else ""
                         print(f"{name:12s} {frame:>7s} {scale:5g} {views:5d} {variant:20s} " + " ".join(cells) + delta)
     print(f"\nper seed: {'scene':12s} {'frame':>7s} {'scale':>5s} {'views':>5s} {'seed':>4s} {'variant':20s} "
-          f"{'psnr':>7s} {'ssim':>6s} {'absrel':>7s} {'covered':>7s} {'coverage':>8s} {'seconds':>7s}")
+          f"{'psnr':>7s} {'ssim':>6s} {'absrel':>7s} {'covered':>7s} {'coverage':>8s} {'worst':>6s} {'near':>5s} {'seconds':>7s}")
     for key, row in sorted(results.items(), key=lambda item: (wanted[item[0]][:4], int(item[0].split("|")[4]))):
         name, frame, scale, views, variant = wanted[key]
         seed = key.split("|")[4]
         print(f"          {name:12s} {frame:>7s} {scale:5g} {views:5d} {seed:>4s} {variant:20s} {row['psnr']:7.2f} "
               f"{row['ssim']:6.3f} {row.get('depth_abs_rel', float('nan')):7.3f} "
               f"{row.get('depth_abs_rel_covered', float('nan')):7.3f} {row.get('depth_coverage', float('nan')):8.3f} "
-              f"{row['seconds']:7.0f}")
+              f"{row.get('worst_view_abs_rel', float('nan')):6.3f} {row.get('near_camera', -1):5d} {row['seconds']:7.0f}")
 
 
 if __name__ == "__main__":

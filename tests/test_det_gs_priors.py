@@ -19,7 +19,7 @@ from vision3d.methods.det_gs.depth_priors import (
     monocular_like_prior,
     region_weights,
 )
-from vision3d.methods.det_gs.losses import DetGSLossConfig, hierarchical_depth_loss
+from vision3d.methods.det_gs.losses import DetGSLossConfig, depth_loss, hierarchical_depth_loss
 
 H, W = 48, 64
 
@@ -140,7 +140,7 @@ def test_monocular_like_prior_correlates_but_is_not_affine():
         prior = monocular_like_prior(depth, MonocularLikePriorConfig(seed=3, **knobs))
         return affine_fit_residual(gt_disparity, prior.values.numpy()[valid].astype(np.float64))
 
-    prior = monocular_like_prior(depth, MonocularLikePriorConfig(seed=3), index=0)
+    prior = monocular_like_prior(depth, MonocularLikePriorConfig(seed=3, background_as_far=False), index=0)
     assert prior.kind == "disparity"
     assert torch.equal(prior.valid, torch.from_numpy(valid))
     assert np.corrcoef(prior.values.numpy()[valid], gt_disparity)[0, 1] > 0.9
@@ -199,6 +199,33 @@ def test_depth_loss_sees_the_distortion_but_not_the_global_affine_map():
     off = hierarchical_depth_loss(depth, distorted.values, cfg, 0, "disparity", distorted.valid)
     assert exact["global"].item() < 1e-10
     assert off["global"].item() > 1e-3
+
+
+def test_background_is_farthest_in_the_prior_and_l_depth_pushes_a_sky_floater_away():
+    H = W = 48
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    depth = 6.0 - 4.0 * (yy - 16) / (H - 16)  # ground receding up to a horizon at row 16
+    depth[20:36, 18:30] = 2.0  # an object on it
+    depth[:16] = 0.0  # sky: no ground-truth depth (at infinity)
+    sky = torch.from_numpy(depth == 0)
+    new = monocular_like_prior(depth, MonocularLikePriorConfig(seed=1))
+    old = monocular_like_prior(depth, MonocularLikePriorConfig(seed=1, background_as_far=False))
+    assert new.valid.all() and not old.valid[sky].any()
+    assert new.values[sky].median() < np.percentile(new.values[~sky].numpy(), 2)  # the sky is the farthest
+    # a floater renders the sky nearer than the ground (depth 1): L_depth pushes it away only with the new prior
+    cfg = DetGSLossConfig()
+    grads = {}
+    for name, prior in (("new", new), ("old", old)):
+        rendered = torch.from_numpy(np.where(depth > 0, depth, 1.0)).float().requires_grad_(True)
+        depth_loss(rendered, prior.values, cfg, 0, "disparity", prior.valid).backward()
+        grads[name] = rendered.grad[sky]
+    assert torch.all(grads["old"] == 0)
+    # descent moves the sky farther where a patch sees the horizon (a patch of uniform sky has no contrast to fit)
+    assert (grads["new"] < 0).float().mean() > 0.2 and (grads["new"] > 0).float().mean() < 0.05
+    far_sky = torch.from_numpy(np.where(depth > 0, depth, 1e3)).float()
+    near_sky = torch.from_numpy(np.where(depth > 0, depth, 1.0)).float()
+    assert depth_loss(far_sky, new.values, cfg, 0, "disparity", new.valid) < 0.5 * depth_loss(
+        near_sky, new.values, cfg, 0, "disparity", new.valid)
 
 
 # ----------------------------------------------------------------------------- choosing the source

@@ -11,7 +11,8 @@ Sources, in order of preference (``DepthPriorConfig.source="auto"`` tries them i
    downloaded; a missing path is a :class:`DepthPriorError` that says what to put there.
 3. ``"monocular_like"``: for our rendered scenes, whose dataset depth is the *ground truth*, a prior made
    from it with the kind of error real monocular estimators make (:func:`monocular_like_prior`): per-region
-   affine distortion in disparity, blur and noise, then an arbitrary global affine map. It is never chosen
+   affine distortion in disparity, blur and noise, then an arbitrary global affine map; the render's
+   background (sky, HDRI) is farthest, as a network predicts it, not unknown. It is never chosen
    by ``"auto"`` (that would silently train on ground truth); presets for rendered scenes name it.
 
 Sparse-view protocols (3, 6, 9 training views, fixed seed) use :func:`vision3d.data.scene.sparse_view_split`.
@@ -199,6 +200,11 @@ class MonocularLikePriorConfig:
     """additive Gaussian noise, as a fraction of the valid disparity range."""
     random_global_affine: bool = True
     """finally map to [0, 1] and apply a random positive scale and shift, as networks' outputs are relative."""
+    background_as_far: bool = True
+    """pixels without ground-truth depth (0 or +inf: a render's background, the sky or an HDRI at infinity) get
+    disparity 0 before the distortion and are valid, as a monocular network predicts the sky farthest; False:
+    they are unknown (no L_depth there). See :func:`monocular_like_prior`; measured (docs/det-gs.md) better in
+    nerfstudio's default frame, worse in a metric frame 100x our units."""
 
 
 def region_weights(height: int, width: int, centres: np.ndarray, softness: float) -> np.ndarray:
@@ -220,25 +226,34 @@ def region_weights(height: int, width: int, centres: np.ndarray, softness: float
 def monocular_like_prior(
     depth: torch.Tensor | np.ndarray, config: MonocularLikePriorConfig | None = None, index: int = 0
 ) -> DepthPrior:
-    """A monocular-like disparity prior made from ground-truth depth [H, W] (0 = unknown).
+    """A monocular-like disparity prior made from ground-truth depth [H, W] (0 or +inf: background).
 
-    Deterministic for (``config.seed``, ``index``).
+    Deterministic for (``config.seed``, ``index``). The ground truth of a rendered scene has no depth where
+    the background (sky, HDRI) is seen: it is at infinity. A monocular network sees that sky and predicts it
+    farthest (disparity near its minimum), so with ``config.background_as_far`` those pixels get the true
+    disparity 0 and go through the same distortion, and the prior is valid there. Why it matters
+    (docs/det-gs.md, 360° orbits): Gaussians that render the sky of a training view can otherwise sit at any
+    depth, and on a 360° orbit they gather on the far side of the orbit, in front of held-out cameras.
+    The regional shifts and the noise stay relative to the disparity range of the surfaces.
 
     Returns:
-        DepthPrior of kind ``"disparity"``, values on an arbitrary affine scale, valid where depth > 0.
+        DepthPrior of kind ``"disparity"``, values on an arbitrary affine scale, valid where depth > 0
+        (and on the background with ``background_as_far``).
     """
     config = config or MonocularLikePriorConfig()
     depth = depth.detach().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth)
     depth = depth.astype(np.float64)
     if depth.ndim != 2:
         raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
-    valid = np.isfinite(depth) & (depth > 0)
-    if valid.sum() < 2:
+    surface = np.isfinite(depth) & (depth > 0)
+    if surface.sum() < 2:
         raise ValueError("depth has fewer than two valid (positive) pixels; cannot make a prior")
+    background = (depth == 0) | (depth == np.inf)
+    valid = surface | background if config.background_as_far else surface
     rng = np.random.default_rng([config.seed, index])
     height, width = depth.shape
-    disparity = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
-    span = float(np.ptp(disparity[valid])) or 1.0
+    disparity = np.where(surface, 1.0 / np.where(surface, depth, 1.0), 0.0)
+    span = float(np.ptp(disparity[surface])) or 1.0
 
     k = max(1, config.num_regions)
     centres = rng.uniform([0.0, 0.0], [height, width], size=(k, 2))

@@ -84,7 +84,8 @@ Decisions on what the paper leaves open (each is a config field; the reason is g
   likely mechanism, supported by a count of Gaussians near cameras): the sky's Gaussians, smoothed
   towards the disparity of the ground at the horizon, moved in from infinity to the camera orbit and
   became floaters in front of held-out cameras (depth AbsRel 0.036 -> 0.123 on one seed, all from pixels
-  rendered too near). Without a prior L_edge is the paper's.
+  rendered too near). Without a prior L_edge is the paper's. (A monocular prior knows the sky, as farthest;
+  so does the monocular-like prior, :mod:`.depth_priors`, and (i) then concerns holes of dataset depth.)
 - **D̄ is not detached** (``edge_detach_mean=False``): the loss is then the stated formula and its
   gradient is the true one (a masked Laplacian smoothing), so gradient descent provably lowers it.
 - **TV channels** (``tv_channels="per_channel"``): masks and penalties are taken per colour channel and
