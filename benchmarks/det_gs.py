@@ -127,7 +127,8 @@ def train_and_evaluate(config, eval_at: tuple[int, ...] = (), pictures: bool = F
     """Train ``config`` and evaluate its held-out views. With ``eval_at``, also after those numbers of steps
     (``row["curve"]``: steps -> metrics and Gaussians; the generators' states are restored after each, so
     the run stays the one it is without). With ``pictures``, the final held-out renders, GT, depths and
-    errors go to the run's ``heldout/`` folder as PNGs."""
+    errors go to the run's ``heldout/`` folder as PNGs. ``row["per_view"]``: PSNR and depth AbsRel per
+    held-out view (a mean can be one view's floater)."""
     import random
 
     import torch
@@ -154,8 +155,10 @@ def train_and_evaluate(config, eval_at: tuple[int, ...] = (), pictures: bool = F
     trainer = run.train(config, callbacks=evaluation_callbacks)
     seconds = time.perf_counter() - start  # includes the intermediate evaluations (a few seconds each)
     picture_dir = config.get_base_dir() / "heldout" if pictures else None
-    row = run.mean_metrics(run.evaluate(trainer, picture_dir=picture_dir))
-    row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]))
+    views = run.evaluate(trainer, picture_dir=picture_dir)
+    row = run.mean_metrics(views)
+    row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]),
+               per_view={m: [view.get(m, float("nan")) for view in views] for m in ("psnr", "depth_abs_rel")})
     if curve:
         row["curve"] = {str(step): metrics for step, metrics in sorted(curve.items())}
     return row
