@@ -139,18 +139,47 @@ def near_camera_gaussians(trainer, max_distance: float = 0.3, min_opacity: float
     return int((opaque & (distance < max_distance * radius)).sum())
 
 
-def train_and_evaluate(config) -> dict:
+def train_and_evaluate(config, eval_at: tuple[int, ...] = (), pictures: bool = False) -> dict:
+    """Train ``config`` and evaluate its held-out views. With ``eval_at``, also after those numbers of steps
+    (``row["curve"]``: steps -> metrics and Gaussians; the generators' states are restored after each, so
+    the run stays the one it is without). With ``pictures``, the final held-out renders, GT, depths and
+    errors go to the run's ``heldout/`` folder as PNGs. ``row["per_view"]``: PSNR and depth AbsRel per
+    held-out view (a mean can be one view's floater)."""
+    import random
+
+    import torch
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
     from vision3d.methods import run
 
+    curve = {}
+
+    def evaluation_callbacks(trainer) -> list:
+        def evaluate_now(step: int) -> None:
+            states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            curve[step + 1] = run.mean_metrics(run.evaluate(trainer))
+            curve[step + 1]["gaussians"] = int(trainer.pipeline.model.means.shape[0])
+            trainer.pipeline.train()
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+        steps = tuple(s - 1 for s in eval_at if s < config.max_num_iterations)  # the trainer's steps count from 0
+        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], evaluate_now, iters=steps)]
+
     start = time.perf_counter()
-    trainer = run.train(config)
-    seconds = time.perf_counter() - start
-    views = run.evaluate(trainer)
+    trainer = run.train(config, callbacks=evaluation_callbacks)
+    seconds = time.perf_counter() - start  # includes the intermediate evaluations (a few seconds each)
+    picture_dir = config.get_base_dir() / "heldout" if pictures else None
+    views = run.evaluate(trainer, picture_dir=picture_dir)
     row = run.mean_metrics(views)
     row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]),
-               near_camera=near_camera_gaussians(trainer))
+               near_camera=near_camera_gaussians(trainer),
+               per_view={m: [view.get(m, float("nan")) for view in views] for m in ("psnr", "depth_abs_rel")})
     if all("depth_abs_rel" in view for view in views):
         row["worst_view_abs_rel"] = max(view["depth_abs_rel"] for view in views)
+    if curve:
+        row["curve"] = {str(step): metrics for step, metrics in sorted(curve.items())}
     return row
 
 
@@ -208,6 +237,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("outputs/bench_det_gs"))
     parser.add_argument("--step-cost", metavar="SCENE", choices=list(SCENES),
                         help="only time base and det-gs steps on SCENE (first --views value, first frame)")
+    parser.add_argument("--eval-at", nargs="+", type=int, default=[],
+                        help="also evaluate after these numbers of steps (a learning curve; same final row)")
+    parser.add_argument("--pictures", action="store_true", help="write each run's held-out PNGs (heldout/)")
     parser.add_argument("--print-only", action="store_true", help="print the cached rows; train nothing")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch and Numba threads (1 on a machine shared with other jobs: torch's OpenMP "
@@ -254,7 +286,7 @@ def main() -> None:
                             if key in results or args.print_only:
                                 continue
                             print(f"-- {key}", flush=True)
-                            row = train_and_evaluate(config)
+                            row = train_and_evaluate(config, tuple(args.eval_at), args.pictures)
                             row.update(commit=git_commit(), date=datetime.date.today().isoformat())
                             # Re-read before writing: several processes may fill the same cache (one per seed).
                             results = json.loads(results_file.read_text()) if results_file.exists() else {}
@@ -300,6 +332,17 @@ def print_table(results: dict, wanted: dict, args, version: str) -> None:
               f"{row['ssim']:6.3f} {row.get('depth_abs_rel', float('nan')):7.3f} "
               f"{row.get('depth_abs_rel_covered', float('nan')):7.3f} {row.get('depth_coverage', float('nan')):8.3f} "
               f"{row.get('worst_view_abs_rel', float('nan')):6.3f} {row.get('near_camera', -1):5d} {row['seconds']:7.0f}")
+    curves = [(key, row) for key, row in results.items() if "curve" in row]
+    if curves:
+        print(f"\nlearning curves (--eval-at): {'scene':12s} {'views':>5s} {'seed':>4s} {'variant':20s} "
+              f"{'steps':>5s} {'psnr':>7s} {'ssim':>6s} {'absrel':>7s} {'gaussians':>9s}")
+    for key, row in sorted(curves, key=lambda item: (wanted[item[0]][:4], int(item[0].split("|")[4]))):
+        name, frame, scale, views, variant = wanted[key]
+        points = {**row["curve"], str(args.steps): row}
+        for steps, point in sorted(points.items(), key=lambda item: int(item[0])):
+            print(f"{'':29s}{name:12s} {views:5d} {key.split('|')[4]:>4s} {variant:20s} {int(steps):5d} "
+                  f"{point['psnr']:7.2f} {point['ssim']:6.3f} {point.get('depth_abs_rel', float('nan')):7.3f} "
+                  f"{point['gaussians']:9d}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
 from vision3d import metrics, viz
@@ -63,13 +65,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainerConfig) -> Trainer:
+def train(config: TrainerConfig, callbacks: Callable[[Trainer], list[TrainingCallback]] | None = None) -> Trainer:
     """Seed from ``config.machine.seed``, set up and run nerfstudio's trainer (saves ``config.yml`` and the
-    final checkpoint)."""
+    final checkpoint). ``callbacks(trainer)``, given the set-up trainer, returns callbacks that run beside
+    the pipeline's own (e.g. an evaluation after given numbers of steps)."""
     seed_everything(config.machine.seed)
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
+    if callbacks is not None:
+        trainer.callbacks.extend(callbacks(trainer))
     trainer.train()
     return trainer
 
