@@ -3,9 +3,10 @@
 Official training (papers_a.md §2): Adam at 1e-3 with an 800-step warm-up, 12k steps per SDF epoch and two
 epochs (an MVS pass before each), 5000 rays per batch. We decay the rate by a cosine after the warm-up
 (nerfstudio's scheduler), with torch's fused Adam (one kernel over each parameter tensor: on a CPU a step over
-the 3M-row hash grid takes 12 instead of 35 ms, measured on the shared 2-core machine). The data parser is ``vision3d-data`` with ``scene_scale=4``: nerfstudio scales the
-poses into [-1, 1]³, and a room's walls lie well beyond its cameras (3.5× for cameras grouped near the middle
-of a room), so the box the SDF covers is [-4, 4]³.
+the 3M-row hash grid takes 12 instead of 35 ms, measured on the shared 2-core machine). The data parser is
+``vision3d-data`` with ``scene_scale=4``: nerfstudio scales the poses into [-1, 1]³, and a room's walls lie
+well beyond its cameras (3.5× for cameras grouped near the middle of a room), so the box the SDF covers is
+[-4, 4]³.
 One process (``VanillaDataManager``); Ctrl-C saves a checkpoint (:mod:`vision3d.methods.trainer`).
 """
 
