@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,17 @@ def test_training_on_cpu_raises_held_out_psnr(tmp_path):
 
 
 def _numba_interrupted() -> SystemError:
-    """What a Numba dispatcher raises when Ctrl-C arrives while it is being called (seen in CI)."""
-    err = SystemError("CPUDispatcher(<function _live_tiles>) returned a result with an exception set")
-    err.__cause__ = KeyboardInterrupt()
-    return err
+    """What a Ctrl-C inside a Numba call surfaced as in CI: the SIGINT was handled (a KeyboardInterrupt) inside the
+    dispatch, and dispatchers wrapped it in SystemErrors ("returned a result with an exception set"), so the
+    exception that reaches the trainer neither is nor is directly caused by a KeyboardInterrupt."""
+    try:
+        signal.raise_signal(signal.SIGINT)  # runs the SIGINT handler that is installed now, as a real Ctrl-C does
+    except KeyboardInterrupt as interrupt:
+        inner = SystemError("CPUDispatcher(<function _parallel_kernel>) returned a result with an exception set")
+        inner.__cause__ = interrupt
+    outer = SystemError("CPUDispatcher(<function _live_tiles>) returned a result with an exception set")
+    outer.__cause__ = inner
+    return outer
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, _numba_interrupted], ids=["python", "inside-numba-call"])

@@ -19,7 +19,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,12 +101,25 @@ class Vision3DTrainer(Trainer):
             CONSOLE.log("Viewer failed. Continuing training.")
 
     def train(self) -> None:
+        """nerfstudio's training loop; on Ctrl-C, save a checkpoint of the current step, then raise KeyboardInterrupt.
+
+        A Ctrl-C is known by the SIGINT itself (a handler that notes it, then does what Python's does), not by the
+        exception's type: one that lands while a Numba kernel runs surfaces as the dispatcher's SystemError
+        ("returned a result with an exception set"), and CI saw that form escape a check of its cause."""
+        interrupted = []
+
+        def note_sigint(signum, frame):  # noqa: ANN001
+            interrupted.append(signum)
+            signal.default_int_handler(signum, frame)
+
+        ours = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not where Ctrl-C is ignored or handled
+        if ours:
+            signal.signal(signal.SIGINT, note_sigint)
         try:
             super().train()
-        except (KeyboardInterrupt, SystemError) as err:
-            # Ctrl-C that arrives while a Numba kernel is being called surfaces as the dispatcher's SystemError
-            # ("returned a result with an exception set") caused by the KeyboardInterrupt: an interrupt too
-            if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__cause__, KeyboardInterrupt):
+        except BaseException as err:
+            if not isinstance(err, KeyboardInterrupt) and not interrupted:
                 raise
             step = getattr(self, "step", self._start_step)
             self.save_checkpoint(step)
@@ -112,3 +127,6 @@ class Vision3DTrainer(Trainer):
             if isinstance(err, KeyboardInterrupt):
                 raise
             raise KeyboardInterrupt from err
+        finally:
+            if ours:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
