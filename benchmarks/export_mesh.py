@@ -26,6 +26,7 @@ import json
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,14 @@ def method_config(method: str, steps: int, output: Path, train_views: int):
 
 
 def capture_prior(scene: Path):
-    """ir-nerf's pose prior set to the capture, as benchmarks/ir_nerf.py does: GNeRF's 360° object prior at the
-    orbit's mean camera distance, elevation 5–60°. The preset's radius 4 is twice the bundled orbit's (1.99):
-    with it, P's estimates of the real images faced away from the object and every ray missed the field's cube."""
+    """ir-nerf's pose prior set to the capture (``prior_of_capture``: the orbit's camera distance) with the
+    elevation range 5–60° that docs/export.md's ir-nerf row was measured with (``benchmarks/ir_nerf.py
+    --elevation 5 60``). The preset's radius 4 is twice the bundled orbit's (1.99): with it, P's estimates of the
+    real images faced away from the object and every ray missed the field's cube."""
     from vision3d.methods.ir_nerf.data import load_unposed
-    from vision3d.methods.ir_nerf.pose_prior import prior_preset, prior_spherical
+    from vision3d.methods.ir_nerf.pose_prior import prior_of_capture
 
-    radius = float(prior_spherical(None, load_unposed(scene, 32).gt_c2w)[2].mean())
-    return prior_preset("360-object", radius_min=radius, radius_max=radius, elevation_min_deg=5.0, elevation_max_deg=60.0)
+    return replace(prior_of_capture(load_unposed(scene, 32).gt_c2w), elevation_min_deg=5.0, elevation_max_deg=60.0)
 
 
 def scene_with_parts(out: Path, tolerance: float = 0.02) -> Path:
