@@ -79,6 +79,9 @@ def main() -> None:
                         help="Scene box = nerfstudio's camera box x this (default: the preset's, 4).")
     parser.add_argument("--sharpness-floor", type=float, nargs=2, default=None, metavar=("S0", "S1"),
                         help="NeuS s at least S0 -> S1 (geometric) over training (default: the cpu preset's, 20 200; 0 0: off).")
+    parser.add_argument("--sharpness-floor-ramp", type=float, default=None, metavar="FRACTION",
+                        help="Fraction of training over which the floor rises (default: the cpu preset's).")
+    parser.add_argument("--seed", type=int, default=42, help="The runs' seed (run-to-run noise: change it).")
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--methods", nargs="+", default=["mvs", "sdf", "helixsurf", "helixsurf-no-grid"],
                         choices=["mvs", "sdf", "helixsurf", "helixsurf-no-grid", "sdf-equal-time"])
@@ -114,6 +117,9 @@ def main() -> None:
                 model.mvs_max_side = args.mvs_max_side
             if args.sharpness_floor:
                 model.sharpness_floor_start, model.sharpness_floor_end = args.sharpness_floor
+            if args.sharpness_floor_ramp:
+                model.sharpness_floor_ramp = args.sharpness_floor_ramp
+            config.machine.seed = args.seed
             model = config.pipeline.model
             model.use_mvs = not method.startswith("sdf")
             model.use_occupancy_grid = method != "helixsurf-no-grid"

@@ -117,6 +117,13 @@ def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():
     before_step = model.get_training_callbacks(TrainingCallbackAttributes(None, None, None, None))[0].func
     before_step(50)
     assert float(model.field.sharpness.inv_s()) == pytest.approx(20.0 * 10 ** 0.5, rel=1e-4)
+    model.config.sharpness_floor_ramp = 0.25  # the floor reaches its end at step 25 and stays there
+    model.field.sharpness.value.data.fill_(0.3)
+    before_step(10)
+    assert float(model.field.sharpness.inv_s()) == pytest.approx(20.0 * 10 ** 0.4, rel=1e-4)
+    model.field.sharpness.value.data.fill_(0.3)
+    before_step(60)
+    assert float(model.field.sharpness.inv_s()) == pytest.approx(200.0, rel=1e-4)
     model.field.sharpness.value.data.fill_(0.6)  # s ≈ 403, above the floor
     before_step(100)
     assert float(model.field.sharpness.inv_s()) == pytest.approx(float(torch.exp(torch.tensor(6.0))), rel=1e-5)
