@@ -4,7 +4,9 @@ and does P learn poses on renders and on the real images while the field trains 
 Runs ``--steps`` phase-A steps (:meth:`IRNeRF.adversarial_step`, :meth:`IRNeRF.estimator_step`; with
 ``--codebook`` P's loss has L_c and :meth:`IRNeRF.codebook_step` trains L_rec) and every ``--every`` steps prints D's mean loss over the window
 (chance: 2 ln 2 = 1.386), P's mean rotation error on renders at 32 held-out prior samples (their own frame, no
-alignment) and P's Sim(3)-aligned mean rotation error on the real images. ``--set NAME=VALUE`` overrides a field
+alignment) and P's Sim(3)-aligned mean rotation error on the real images, as they are and mirrored
+(:func:`mirrored`: a patch discriminator cannot tell a scene from its mirror image, so P's estimates may be a
+mirror image of the cameras, which no rotation aligns; the mirrored column is a diagnostic, not a metric). ``--set NAME=VALUE`` overrides a field
 of IRNeRFConfig (``field.NAME`` / ``prior.NAME`` for the nested ones); ``--montage PNG`` writes renders at 8
 azimuths (elevation 30°) at the end. ``--schedule`` runs the whole method instead (:meth:`IRNeRF.train_step`,
 ``max_steps=--steps``: phase A, A/B alternating, phase B) and prints the Sim(3)-aligned rotation error of the
@@ -60,6 +62,16 @@ def estimator_error_on_renders(system: IRNeRF, poses: torch.Tensor) -> float:
     predicted = pose_from_9d(system.estimator(system.render_image(poses)))
     system.estimator.train()
     return float(rotation_error_deg(predicted[:, :3, :3].double().numpy(), poses[:, :3, :3].double().numpy()).mean())
+
+
+def mirrored(c2w: torch.Tensor) -> torch.Tensor:
+    """Cameras ``[N, 4, 4]`` (OpenCV axes) of the scene mirrored in the world's y = 0 plane: centres reflected,
+    and the reflected axes with the camera's x axis flipped, which keeps them a rotation (images flip left-right)."""
+    world, camera = torch.diag(torch.tensor([1.0, -1.0, 1.0])), torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    out = c2w.clone()
+    out[:, :3, :3] = world @ c2w[:, :3, :3] @ camera
+    out[:, :3, 3] = c2w[:, :3, 3] @ world
+    return out
 
 
 def montage(system: IRNeRF, path: str) -> None:
@@ -118,7 +130,8 @@ def main() -> None:
     if args.schedule:
         run_schedule(system, data.gt_c2w, args.every)
         return
-    print("| step | D loss | G loss | P on renders (deg) | P on real (deg, aligned) | seconds |\n|---:|---:|---:|---:|---:|---:|")
+    print("| step | D loss | G loss | P on renders (deg) | P on real (deg, aligned) | P on real, mirrored | seconds |\n"
+          "|---:|---:|---:|---:|---:|---:|---:|")
     start, d_losses, g_losses = time.perf_counter(), [], []
     for step in range(args.steps):
         out = system.adversarial_step()
@@ -128,9 +141,11 @@ def main() -> None:
         d_losses.append(out["d_loss"])
         g_losses.append(out["g_loss"])
         if (step + 1) % args.every == 0:
-            on_real = pose_errors(system.predicted_poses(), data.gt_c2w)["rot_err_deg"]
+            predicted = system.predicted_poses()
+            on_real = pose_errors(predicted, data.gt_c2w)["rot_err_deg"]
+            on_real_mirrored = pose_errors(mirrored(predicted), data.gt_c2w)["rot_err_deg"]
             print(f"| {step + 1} | {sum(d_losses) / len(d_losses):.3f} | {sum(g_losses) / len(g_losses):.3f} | "
-                  f"{estimator_error_on_renders(system, held_out):.1f} | {on_real:.1f} | {time.perf_counter() - start:.0f} |",
+                  f"{estimator_error_on_renders(system, held_out):.1f} | {on_real:.1f} | {on_real_mirrored:.1f} | {time.perf_counter() - start:.0f} |",
                   flush=True)
             d_losses, g_losses = [], []
     if args.montage:
