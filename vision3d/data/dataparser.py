@@ -100,10 +100,7 @@ def camera_centre_and_extent(camera_to_worlds: torch.Tensor) -> tuple[list[float
     """
     positions = camera_to_worlds[:, :3, 3].double()
     centre = positions.mean(dim=0)
-    extent = float((positions - centre).abs().max())
-    if not extent > 0:
-        raise ValueError(f"cameras at one point ({centre.tolist()}): no length unit for the scene")
-    extent = float(f"{extent:.6g}")
+    extent = float(f"{float((positions - centre).abs().max()):.6g}") or 1.0  # cameras at one point: no unit
     return [round(float(c) / extent, 6) * extent for c in centre], extent
 
 
