@@ -32,6 +32,26 @@ def test_sparse_split_through_nerfstudio(tmp_path):
     assert again.get_dataparser_outputs("train").image_filenames == train.image_filenames
 
 
+@pytest.mark.parametrize("num_train_views", [None, 3])
+def test_camera_extent_is_nerfstudios_scale_over_every_frame(tmp_path, num_train_views):
+    """The splat model's length unit: exactly 1 about the origin in nerfstudio's default frame, for a split's
+    train and test cameras alike; in the scene's own frame the extent and centre of all its cameras."""
+    import torch
+
+    root = write_scene(tmp_path / "scene", n_views=8)
+    default = Vision3DDataParserConfig(data=root, num_train_views=num_train_views).setup()
+    for split in ("train", "test"):
+        metadata = default.get_dataparser_outputs(split).metadata
+        assert metadata["camera_extent"] == 1.0 and metadata["camera_centre"] == [0.0, 0.0, 0.0]
+    own = Vision3DDataParserConfig(data=root, num_train_views=num_train_views, orientation_method="none",
+                                   center_method="none", auto_scale_poses=False, scale_factor=100.0).setup()
+    positions = torch.tensor([f["transform_matrix"] for f in json.loads((root / "transforms.json").read_text())["frames"]])
+    positions = 100 * positions[:, :3, 3].double()
+    metadata = own.get_dataparser_outputs("train").metadata
+    assert metadata["camera_extent"] == pytest.approx(float((positions - positions.mean(0)).abs().max()), rel=1e-5)
+    assert metadata["camera_centre"] == pytest.approx(positions.mean(0).tolist(), abs=1e-5 * metadata["camera_extent"])
+
+
 def test_bad_scene_fails_before_nerfstudio(tmp_path):
     root = write_scene(tmp_path / "scene", n_views=4)
     meta = json.loads((root / "transforms.json").read_text())

@@ -94,25 +94,12 @@ def test_viewer_outputs_depth_and_the_edge_mask(tmp_path):
     assert not torch.equal(rendered_edges.cpu(), gt_edges.cpu())
 
 
-def _metric_config(tmp_path, steps: int, scale: float):
-    """det-gs on the bundled scene in its own metric frame times ``scale``, at 64 px, densifying twice.
-
-    The base splats have three lengths of their own (the means' learning rate and the densify / cull
-    size thresholds, splatfacto's absolute values); they are scaled with the scene here so that the base
-    is scale-equivariant and only det-gs is under test.
-    """
+def _metric_config(tmp_path, steps: int):
+    """det-gs on the bundled scene in its own metric frame, at 64 px."""
     config = _config(tmp_path, steps)
     parser = config.pipeline.datamanager.dataparser
     parser.orientation_method, parser.center_method, parser.auto_scale_poses = "none", "none", False
-    parser.scale_factor = scale
     config.pipeline.datamanager.camera_res_scale_factor = 0.5
-    model = config.pipeline.model
-    model.warmup_length, model.refine_every, model.stop_split_at = 20, 20, 50
-    model.densify_size_thresh *= scale
-    model.cull_scale_thresh *= scale
-    means = config.optimizers["means"]
-    means["optimizer"].lr *= scale
-    means["scheduler"].lr_final *= scale
     return config
 
 
@@ -126,14 +113,9 @@ def _scale_scene_in_place(trainer, scale: float) -> None:
 
 
 def test_det_gs_is_unchanged_by_the_scene_units(tmp_path):
-    """Scaling a scene by 100 leaves every det-gs loss term as it was and a short run's held-out PSNR too."""
-    psnr, trainers = {}, {}
-    for scale in (1.0, 100.0):
-        trainers[scale] = run.train(_metric_config(tmp_path / str(scale), steps=60, scale=scale))
-        psnr[scale] = run.mean_metrics(run.evaluate(trainers[scale], depth_gt=False))["psnr"]
-    assert abs(psnr[1.0] - psnr[100.0]) < 0.1, psnr
-
-    trainer = trainers[1.0]
+    """Scaling a scene by 100 leaves every det-gs loss term of a training step as it was. (That a short run
+    trains the same, held-out PSNR included, in another unit and place: test_splat_model.py.)"""
+    trainer = run.train(_metric_config(tmp_path, steps=1))
     losses = {}
     for scale in (1.0, 100.0):
         if scale != 1.0:

@@ -13,7 +13,10 @@ the same) and adds what evaluation on our rendered scenes needs:
 - seed points (``ply_file_path``, read by nerfstudio as ``points3D_xyz``/``points3D_rgb``) seen only
   through the split's own views when the scene has depth maps (``seed_points_from_split``): our rendered
   scenes' ``sparse_pc.ply`` is written from every view (:mod:`vision3d.data.sparse_points`), and a
-  training split must not get points or colours that only held-out views see.
+  training split must not get points or colours that only held-out views see;
+- ``metadata["camera_centre"]`` ([3], the mean camera position) and ``metadata["camera_extent"]`` (the
+  largest coordinate of a centred camera position, nerfstudio's auto-scale measure) over **every** frame
+  in the output frame: the splat model's length unit (1 and the origin in nerfstudio's default frame).
 """
 
 from __future__ import annotations
@@ -56,11 +59,6 @@ class Vision3DDataParser(Nerfstudio):
 
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
         scene = load_scene(self.config.data, check_images=self.config.check_images)
-        if self.config.num_train_views is None:
-            outputs = super()._generate_dataparser_outputs(split)
-            outputs.metadata["mesh_file_path"] = scene.mesh_path
-            return self._seed_points_from_split(outputs)
-
         # Let nerfstudio orient and scale with every pose (as it does for its own splits), then subset.
         eval_mode = self.config.eval_mode
         self.config.eval_mode = "all"
@@ -68,12 +66,18 @@ class Vision3DDataParser(Nerfstudio):
             everything = super()._generate_dataparser_outputs("train")
         finally:
             self.config.eval_mode = eval_mode
-        train, test = sparse_view_split(
-            len(everything.image_filenames), self.config.num_train_views, self.config.split_seed,
-            self.config.num_test_views,
-        )
-        indices = train if split == "train" else test
-        return self._seed_points_from_split(_subset(everything, indices, scene.mesh_path))
+        if self.config.num_train_views is None:
+            outputs = super()._generate_dataparser_outputs(split)
+            outputs.metadata["mesh_file_path"] = scene.mesh_path
+        else:
+            train, test = sparse_view_split(
+                len(everything.image_filenames), self.config.num_train_views, self.config.split_seed,
+                self.config.num_test_views,
+            )
+            outputs = _subset(everything, train if split == "train" else test, scene.mesh_path)
+        centre, extent = camera_centre_and_extent(everything.cameras.camera_to_worlds)
+        outputs.metadata["camera_centre"], outputs.metadata["camera_extent"] = centre, extent
+        return self._seed_points_from_split(outputs)
 
     def _seed_points_from_split(self, outputs: DataparserOutputs) -> DataparserOutputs:
         """Seed points that the split's views see, coloured from them (see ``seed_points_from_split``)."""
@@ -85,6 +89,19 @@ class Vision3DDataParser(Nerfstudio):
         metadata["points3D_xyz"] = metadata["points3D_xyz"][torch.from_numpy(keep)]
         metadata["points3D_rgb"] = torch.from_numpy(rgb[keep])
         return outputs
+
+
+def camera_centre_and_extent(camera_to_worlds: torch.Tensor) -> tuple[list[float], float]:
+    """Mean camera position [3] and the largest |coordinate| of a camera position about it, from c2w [N, 3, 4].
+
+    The extent is nerfstudio's auto-scale measure (``max |centred position|``, per coordinate), so in its
+    default frame it is 1 and the centre the origin; both are rounded to a millionth of the extent (6 digits), where
+    float32 rounding of the parser's own centring would otherwise leave them off by ~1e-8.
+    """
+    positions = camera_to_worlds[:, :3, 3].double()
+    centre = positions.mean(dim=0)
+    extent = float(f"{float((positions - centre).abs().max()):.6g}") or 1.0  # cameras at one point: no unit
+    return [round(float(c) / extent, 6) * extent for c in centre], extent
 
 
 def _points_seen_by(outputs: DataparserOutputs, points: np.ndarray, min_views: int):

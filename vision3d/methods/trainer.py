@@ -13,12 +13,16 @@
   which checks first that its fields match the installed classes (fields added since, with defaults, get them)
   and that its newest checkpoint is there and whole, and fails in one line naming the file, where nerfstudio would print a traceback from deep inside
   torch or yaml.
+- A model may ask for learning rates in its own units: ``model.learning_rate_scales()`` ({group: factor})
+  multiplies a group's configured rates (the optimizer's, and the scheduler's ``lr_final`` / ``lr_pre_warmup``)
+  before the optimizers are built, e.g. the splat means' rate in camera extents (:mod:`vision3d.methods.splat.model`).
 - The live viewer re-renders during training at a rate set from measured frame times
   (:mod:`vision3d.viewer.live`), where nerfstudio's estimate refreshed a CPU run only every few hundred steps.
 """
 
 from __future__ import annotations
 
+import copy
 import signal
 import sys
 import threading
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import Viewer
@@ -89,6 +94,19 @@ class Vision3DTrainer(Trainer):
     def __init__(self, config: Vision3DTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         super().__init__(config, local_rank, world_size)
         self.live_refresh = LiveRefresh(min_interval_s=config.viewer_min_refresh_s)
+
+    def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimizers, each group's configured rates multiplied by ``model.learning_rate_scales()``."""
+        configs = dict(self.config.optimizers)
+        scales = getattr(self.pipeline.model, "learning_rate_scales", dict)()
+        for name, factor in scales.items():
+            if name in configs and factor != 1.0:
+                configs[name] = scaled = copy.deepcopy(configs[name])
+                scaled["optimizer"].lr *= factor
+                for key in ("lr_final", "lr_pre_warmup"):
+                    if getattr(scaled.get("scheduler"), key, None) is not None:
+                        setattr(scaled["scheduler"], key, getattr(scaled["scheduler"], key) * factor)
+        return Optimizers(configs, self.pipeline.get_param_groups())
 
     def _update_viewer_state(self, step: int) -> None:
         """nerfstudio's viewer update, re-rendering at the rate of :mod:`vision3d.viewer.live` (the legacy viewer as is)."""

@@ -4,14 +4,18 @@ nerfstudio's splatfacto cannot run without CUDA: ``populate_modules`` and ``get_
 ``.cuda()``, gsplat's rasterizer has no CPU path, and LPIPS is built at init by downloading AlexNet.
 This subclass keeps everything else of splatfacto (parameters, optimizers, gsplat's
 ``DefaultStrategy`` densification, checkpoints, ``ns-export gaussian-splat``, the viewer) and changes
-only those three things:
+only these things:
 
 - tensors stay on the model's device; ``vision3d.render.rasterize_gaussians`` sends CUDA tensors to
   gsplat and CPU tensors to our kernels, with one contract;
 - LPIPS comes from :mod:`vision3d.metrics` (only when its weights are on disk);
 - :meth:`render` is one entry point for every pass a method needs (RGB, depth, extra channels such as
   RoMaP's labels, replaced opacities such as det-gs's constant-opacity depth), so subclasses do not
-  copy ``get_outputs``.
+  copy ``get_outputs``;
+- splatfacto's lengths (densify / cull size thresholds, the random-init cube, the means' learning rate,
+  the near plane) are in units of the cameras' extent, about the cameras' centre (``camera_extent``),
+  not of the world: they are splatfacto's values in nerfstudio's default frame (extent 1) and scale
+  with any other frame (a metric one), so a scene trains the same in any unit and placement.
 """
 
 from __future__ import annotations
@@ -47,8 +51,14 @@ class SplatModelConfig(SplatfactoModelConfig):
     ``random_init``). On the bundled scene the seeds are worth +3.5 dB held-out PSNR at 1500 steps.
 
     ``num_random`` and ``random_scale`` are smaller than splatfacto's (50k points in a cube of side
-    10): nerfstudio's dataparser scales cameras into [-1, 1], so a cube of side 3 covers the scene, and
+    10): the cameras reach 1 camera extent from their centre, so a cube of side 3 covers the scene, and
     5k starting points keep a CPU step in the tens of milliseconds; densification adds what is needed.
+
+    Lengths are in **camera extents** (``camera_extent``): ``random_scale``, ``background_radius``,
+    ``densify_size_thresh`` and ``cull_scale_thresh`` (through gsplat's ``scene_scale``), the near plane
+    and the means' learning rate (``learning_rate_scales``, applied by our trainer) are multiplied by it,
+    and the random cube and background sphere are centred on the cameras' centre. nerfstudio's
+    splatfacto leaves them in world units (``scene_scale=1``), right only in its default frame.
 
     ``num_downscales=0`` (splatfacto: 2, i.e. start at 1/4 resolution): gsplat's DefaultStrategy splits
     every Gaussian whose screen radius exceeds ``split_screen_size`` (0.05) of the image side, which at a
@@ -71,8 +81,19 @@ class SplatModelConfig(SplatfactoModelConfig):
     AbsRel 0.035 -> 0.20, because the expected depth averages the far sphere in through the foreground's
     residual transparency (and det-gs supervises that depth). Not used with random initialisation."""
     background_radius: float = 10.0
-    """Radius of the background sphere in the dataparser's units (nerfstudio scales the cameras into
-    [-1, 1], so 10 is ten times the camera rig's extent: far enough to show little parallax)."""
+    """Radius of the background sphere about the cameras' centre, in camera extents (ten times the camera
+    rig's extent: far enough to show little parallax)."""
+    camera_extent: float | None = None
+    """The length unit of the settings above, in world units. None: the dataparser's
+    ``metadata["camera_extent"]`` (``vision3d-data``: the largest |coordinate| of a camera position about
+    the cameras' mean, over every frame of the capture, nerfstudio's auto-scale measure; so 1 in
+    nerfstudio's default frame, and train-only cameras of a sparse split do not shrink it), or 1 when the
+    dataparser gives none (nerfstudio's own parsers: their default frame)."""
+    camera_centre: tuple[float, float, float] | None = None
+    """Centre of the random-init cube and the background sphere, in world units. None: the dataparser's
+    ``metadata["camera_centre"]`` (the cameras' mean position), or the origin when it gives none."""
+    near_plane: float = 0.01
+    """Gaussians nearer than this many camera extents to a camera are not drawn (splatfacto's 0.01)."""
 
 
 def camera_to_viewmat(camera_to_world: torch.Tensor) -> torch.Tensor:
@@ -86,20 +107,41 @@ class SplatModel(SplatfactoModel):
 
     config: SplatModelConfig
 
+    @property
+    def camera_extent(self) -> float:
+        """The world length of one camera extent (see ``SplatModelConfig.camera_extent``)."""
+        if self.config.camera_extent is not None:
+            return float(self.config.camera_extent)
+        return float(self.kwargs.get("metadata", {}).get("camera_extent", 1.0))
+
+    @property
+    def camera_centre(self) -> torch.Tensor:
+        """The cameras' centre [3] in world units (see ``SplatModelConfig.camera_centre``)."""
+        centre = self.config.camera_centre
+        if centre is None:
+            centre = self.kwargs.get("metadata", {}).get("camera_centre", (0.0, 0.0, 0.0))
+        return torch.tensor(centre, dtype=torch.float32)
+
+    def learning_rate_scales(self) -> dict[str, float]:
+        """Factors for configured learning rates of parameter groups in world units (``Vision3DTrainer``):
+        the means move in camera extents, as 3DGS scales their rate by the scene's extent."""
+        return {"means": self.camera_extent}
+
     def populate_modules(self) -> None:
         """splatfacto's parameters and strategy, built on the CPU (nerfstudio moves the model later)."""
         if torch.device(self.kwargs.get("device", "cpu")).type == "cpu":
             backends.prefer_aten_cpu_convolutions()
+        extent, centre = self.camera_extent, self.camera_centre
         seeded = self.seed_points is not None and not self.config.random_init and len(self.seed_points[0]) > 0
         if seeded:
             means = self.seed_points[0].float().clone()
             rgb = self.seed_points[1].float() / 255.0 if len(self.seed_points[1]) == len(means) else torch.rand_like(means)
             if self.config.num_background_points > 0:
                 direction = torch.nn.functional.normalize(torch.randn(self.config.num_background_points, 3), dim=-1)
-                means = torch.cat([means, direction * self.config.background_radius])
+                means = torch.cat([means, centre + direction * (self.config.background_radius * extent)])
                 rgb = torch.cat([rgb, torch.rand(self.config.num_background_points, 3)])
         else:
-            means = (torch.rand(self.config.num_random, 3) - 0.5) * self.config.random_scale
+            means = centre + (torch.rand(self.config.num_random, 3) - 0.5) * (self.config.random_scale * extent)
         distances, _ = self.k_nearest_sklearn(means, 3)
         avg_dist = torch.from_numpy(distances).float().mean(dim=-1, keepdim=True).clamp_min(1e-7)
         num_points = means.shape[0]
@@ -156,7 +198,7 @@ class SplatModel(SplatfactoModel):
             revised_opacity=False,
             verbose=False,
         )
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=extent)
 
     # ------------------------------------------------------------------ rendering
     def render(
@@ -213,7 +255,7 @@ class SplatModel(SplatfactoModel):
             width=width,
             height=height,
             packed=False,
-            near_plane=0.01,
+            near_plane=self.config.near_plane * self.camera_extent,
             far_plane=1e10,
             render_mode=render_mode,
             sh_degree=sh_degree,
