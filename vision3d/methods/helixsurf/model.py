@@ -251,10 +251,11 @@ class HelixSurfModel(Model):
 
     # ------------------------------------------------------------------ helix
     def _views(self, dataset) -> helix.MVSViews:  # noqa: ANN001
-        images = [dataset.get_image_float32(i) for i in range(len(dataset))]
-        cameras = dataset.cameras
-        self.full_size = (int(cameras.height[0]), int(cameras.width[0]))
-        return helix.mvs_views(images, cameras, self.config.mvs_max_side)
+        with self.wall.part("mvs"):  # loading and resizing the views is MVS's work
+            images = [dataset.get_image_float32(i) for i in range(len(dataset))]
+            cameras = dataset.cameras
+            self.full_size = (int(cameras.height[0]), int(cameras.width[0]))
+            return helix.mvs_views(images, cameras, self.config.mvs_max_side)
 
     def _render_views(self, views: helix.MVSViews) -> helix.SDFRenders:
         was_training = self.training
@@ -268,8 +269,7 @@ class HelixSurfModel(Model):
     def run_helix_pass(self, dataset, step: int) -> None:  # noqa: ANN001
         """MVS over the training views (seeded from the SDF after the first pass), new targets, new planes."""
         start = time.perf_counter()
-        with self.wall.part("mvs"):
-            views = self._views(dataset)
+        views = self._views(dataset)
         renders = seeds = None
         if self.helix_pass > 0 or self.targets is not None:
             renders = self._render_views(views)
@@ -305,8 +305,7 @@ class HelixSurfModel(Model):
             return
         targets = self.targets
         if not mvs_only:
-            with self.wall.part("mvs"):
-                views = views or self._views(dataset)
+            views = views or self._views(dataset)
             renders = renders or self._render_views(views)
         with self.wall.part("planes"):
             self._set_planes(targets, renders, mvs_only)
