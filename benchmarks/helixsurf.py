@@ -120,7 +120,6 @@ def main() -> None:
             if args.sharpness_floor_ramp:
                 model.sharpness_floor_ramp = args.sharpness_floor_ramp
             config.machine.seed = args.seed
-            model = config.pipeline.model
             model.use_mvs = not method.startswith("sdf")
             model.use_occupancy_grid = method != "helixsurf-no-grid"
             start = time.perf_counter()
