@@ -23,6 +23,10 @@ Rendering decisions (each documented here, each a config field where it is a cho
   training camera (same pose and size as one trained on) it is the mask that drives L_edge there (the ground
   truth's Canny edges, the prior's unknown pixels and depth edges); a novel view has no ground truth, so it shows the
   Canny edges of the *rendered* RGB, where L_edge would let depth jump if that render were the target.
+- Sky floaters (``sky_floaters``, :mod:`.floaters`): each training step keeps its view's pose, intrinsics,
+  the prior's far pixels and the rendered depth of its surfaces; at densification's cadence, from its
+  warm-up to the end, Gaussians that most views seeing them see on the far background nearer than the
+  view's surfaces are removed (with their optimizer and strategy state).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+from gsplat.strategy.ops import remove
+
+from vision3d.methods.det_gs.floaters import SkyFloaterConfig, ViewRecord, far_pixels, sky_floaters, surface_depth
 from vision3d.methods.det_gs.losses import (
     DetGSLossConfig,
     canny_edges,
@@ -39,7 +47,7 @@ from vision3d.methods.det_gs.losses import (
     edge_mask,
     regularizer_losses,
 )
-from vision3d.methods.splat.model import SplatModel, SplatModelConfig
+from vision3d.methods.splat.model import SplatModel, SplatModelConfig, camera_to_viewmat
 
 
 @dataclass
@@ -48,6 +56,8 @@ class DetGSModelConfig(SplatModelConfig):
 
     _target: type = field(default_factory=lambda: DetGSModel)
     losses: DetGSLossConfig = field(default_factory=DetGSLossConfig)
+    sky_floaters: SkyFloaterConfig = field(default_factory=SkyFloaterConfig)
+    """pruning of Gaussians the prior's far background contradicts (needs a depth prior; see :mod:`.floaters`)."""
     output_depth_during_training: bool = True
 
 
@@ -73,12 +83,37 @@ class DetGSModel(SplatModel):
         self._edge_cache: dict[tuple[int, int, int], torch.Tensor] = {}
         self._prior_cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_poses: dict[int, torch.Tensor] = {}  # image_idx -> camera-to-world [3, 4] it was trained with
+        self._far_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._sky_views: dict[int, ViewRecord] = {}  # image_idx -> its last training step's record
+        self._camera_now: tuple[torch.Tensor, torch.Tensor] | None = None  # (viewmat, K) of this step's camera
+        self.sky_floaters_pruned = 0
+
+    def get_training_callbacks(self, training_callback_attributes) -> list[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        if self.config.sky_floaters.enabled:
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.prune_sky_floaters))
+        return callbacks
+
+    def prune_sky_floaters(self, step: int) -> None:
+        """Remove the sky floaters (:func:`.floaters.sky_floaters`) at densification's cadence after its warm-up."""
+        if step <= self.config.warmup_length or step % self.config.refine_every or not self._sky_views:
+            return
+        mask = sky_floaters(self.means.detach(), list(self._sky_views.values()), self.config.sky_floaters.min_share)
+        if mask.any():
+            remove(self.gauss_params, self.optimizers, self.strategy_state, mask)
+            self.sky_floaters_pruned += int(mask.sum())
 
     def get_outputs(self, camera):
         outputs = super().get_outputs(camera)
         if self.training:
             if camera.metadata and "cam_idx" in camera.metadata:
                 self._train_poses[int(camera.metadata["cam_idx"])] = camera.camera_to_worlds[0].detach().clone()
+            if self.config.sky_floaters.enabled:
+                scale = self._get_downscale_factor()
+                camera.rescale_output_resolution(1 / scale)
+                K = camera.get_intrinsics_matrices()[0].to(self.device)
+                camera.rescale_output_resolution(scale)
+                self._camera_now = (camera_to_viewmat(camera.camera_to_worlds.to(self.device))[0].detach(), K)
             if self.config.losses.use_depth and self.config.losses.depth_active(self.step):
                 outputs["depth_passes"] = self._render_depth_passes(camera)
         elif outputs.get("rgb") is not None:
@@ -154,4 +189,17 @@ class DetGSModel(SplatModel):
             num_train_views=self.num_train_data,
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
+        if self.config.sky_floaters.enabled and prior is not None and self._camera_now is not None:
+            self._record_view(int(batch["image_idx"]), prior, kind, valid, outputs)
         return loss_dict
+
+    def _record_view(self, image_idx: int, prior, kind, valid, outputs) -> None:
+        """Keep this training view's :class:`ViewRecord` for the sky-floater pruning (far pixels cached)."""
+        config = self.config.sky_floaters
+        key = (image_idx, *prior.shape)
+        if key not in self._far_cache:
+            self._far_cache[key] = far_pixels(prior, kind, valid, config)
+        far = self._far_cache[key]
+        depth = surface_depth(outputs["depth"][..., 0], outputs["accumulation"][..., 0], far, valid, config.surface_quantile)
+        if depth is not None:
+            self._sky_views[image_idx] = ViewRecord(*self._camera_now, far=far, surface_depth=depth)

@@ -1,0 +1,96 @@
+"""Sky floaters: Gaussians that training views see on the depth prior's far background, nearer than the scene.
+
+On a 360° capture with a far background (sky, HDRI), Gaussians that render the sky of some training views
+gather on the far side of the camera orbit, where held-out cameras are, and fill a held-out view
+(docs/det-gs.md, *Floaters on the orbit*). DET-GS's L_depth cannot see one that covers a whole patch (patch
+normalisation removes the patch mean). A depth prior orders a view's pixels: its far end (a monocular
+network's sky, the monocular-like prior's background) is farther than every surface the view sees. A
+Gaussian whose centre projects onto such a pixel while it is nearer than the view's far surfaces contradicts
+that order; one that does so in most of the training views that see it is a floater, and is pruned
+(SparseGS prunes floaters too, by another criterion; DET-GS is silent). Decisions (``SkyFloaterConfig``):
+
+- **Far pixels** of a view: prior disparity within ``far_fraction`` of the view's disparity range (2nd to
+  98th percentile) above its 2nd percentile, eroded by ``erode_px`` so a silhouette against the sky, which
+  the prior blurs, is not far. Relative to the prior's own range: any affine disparity prior works.
+- **Nearer than the scene**: the Gaussian's z-depth below the ``surface_quantile`` of the view's rendered
+  expected depth over its other valid, covered pixels. Only ratios of one view's depths enter, so the
+  criterion has no length: a scene in other units or placement prunes the same Gaussians.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class SkyFloaterConfig:
+    """When and how det-gs prunes sky floaters (see the module docstring)."""
+
+    enabled: bool = True
+    """prune them (at densification's cadence, from its warm-up to the end of training)."""
+    far_fraction: float = 0.15
+    """a pixel is far when its prior disparity is within this fraction of the view's disparity range of the lowest."""
+    erode_px: int = 2
+    """far pixels within this many pixels of a nearer one are not far (the prior's blur at silhouettes)."""
+    surface_quantile: float = 0.9
+    """'nearer than the scene': below this quantile of the view's rendered depth over its non-far pixels."""
+    min_share: float = 0.5
+    """pruned when at least this share of the training views that see the Gaussian's centre see it as a sky floater."""
+
+
+@dataclass
+class ViewRecord:
+    """What the pruning needs of one training view, kept from its last training step."""
+
+    viewmat: torch.Tensor  # [4, 4] world-to-camera, OpenCV axes
+    K: torch.Tensor  # [3, 3] intrinsics at the render's size
+    far: torch.Tensor  # [H, W] bool, far pixels of the prior (eroded)
+    surface_depth: float  # the surface_quantile of the rendered depth over non-far covered pixels (world units)
+
+
+def far_pixels(prior: torch.Tensor, kind: str, valid: torch.Tensor, config: SkyFloaterConfig) -> torch.Tensor:
+    """The prior's far background [H, W] bool (see the module docstring). prior, valid: [H, W]."""
+    valid = valid.bool()
+    if valid.sum() < 2:
+        return torch.zeros_like(valid)
+    prior = prior.float()
+    disparity = prior if kind == "disparity" else 1.0 / torch.where(valid, prior, torch.ones_like(prior)).clamp_min(1e-12)
+    lo, hi = torch.quantile(disparity[valid], torch.tensor([0.02, 0.98], device=prior.device)).tolist()
+    far = valid & (disparity <= lo + config.far_fraction * max(hi - lo, 1e-12))
+    if config.erode_px > 0:
+        size = 2 * config.erode_px + 1
+        far = -F.max_pool2d(-far[None, None].float(), size, stride=1, padding=config.erode_px)[0, 0] > 0.5
+    return far
+
+
+def surface_depth(depth: torch.Tensor, accumulation: torch.Tensor, far: torch.Tensor, valid: torch.Tensor,
+                  quantile: float) -> float | None:
+    """The ``quantile`` of rendered depth [H, W] over valid, non-far pixels covered with accumulation >= 0.5."""
+    chosen = valid.bool() & ~far & (accumulation.detach() >= 0.5) & torch.isfinite(depth.detach()) & (depth.detach() > 0)
+    if chosen.sum() < 2:
+        return None
+    return float(torch.quantile(depth.detach()[chosen].float(), quantile))
+
+
+def sky_floaters(means: torch.Tensor, views: list[ViewRecord], min_share: float) -> torch.Tensor:
+    """[N] bool: Gaussians (centres ``means`` [N, 3], world units) seen as sky floaters by at least ``min_share``
+    of the views (:class:`ViewRecord`) whose image contains their centre in front of the camera."""
+    seen = torch.zeros(means.shape[0], device=means.device)
+    floating = torch.zeros_like(seen)
+    with torch.no_grad():
+        for view in views:
+            camera = means @ view.viewmat[:3, :3].T.to(means) + view.viewmat[:3, 3].to(means)
+            z = camera[:, 2]
+            pixels = camera @ view.K.T.to(means)
+            u = torch.floor(pixels[:, 0] / z.clamp_min(1e-12)).long()
+            v = torch.floor(pixels[:, 1] / z.clamp_min(1e-12)).long()
+            height, width = view.far.shape
+            inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+            on_far = torch.zeros_like(inside)
+            on_far[inside] = view.far.to(means.device)[v[inside], u[inside]]
+            seen += inside.float()
+            floating += (on_far & (z < view.surface_depth)).float()
+    return (seen > 0) & (floating >= min_share * seen)
