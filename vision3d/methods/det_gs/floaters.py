@@ -10,10 +10,11 @@ that order; one that does so in most of the training views that see it is a floa
 (SparseGS prunes floaters too, by another criterion; DET-GS is silent). Decisions (``SkyFloaterConfig``):
 
 - **Far pixels** of a view: prior disparity within ``far_fraction`` of the view's disparity range (2nd to
-  98th percentile) above its 2nd percentile, eroded by ``erode_px`` so a silhouette against the sky, which
-  the prior blurs, is not far. Relative to the prior's own range: any affine disparity prior works.
+  98th percentile) above its 2nd percentile. Relative to the prior's own range: any affine disparity prior
+  works. Both the far and the other (surface) pixels are eroded by ``erode_px``: the prior blurs a
+  silhouette against the sky, and neither side of that band is trusted.
 - **Nearer than the scene**: the Gaussian's z-depth below the ``surface_quantile`` of the view's rendered
-  expected depth over its other valid, covered pixels. Only ratios of one view's depths enter, so the
+  expected depth over its surface pixels covered by the render. Only ratios of one view's depths enter, so the
   criterion has no length: a scene in other units or placement prunes the same Gaussians.
 """
 
@@ -34,9 +35,9 @@ class SkyFloaterConfig:
     far_fraction: float = 0.15
     """a pixel is far when its prior disparity is within this fraction of the view's disparity range of the lowest."""
     erode_px: int = 2
-    """far pixels within this many pixels of a nearer one are not far (the prior's blur at silhouettes)."""
-    surface_quantile: float = 0.9
-    """'nearer than the scene': below this quantile of the view's rendered depth over its non-far pixels."""
+    """far and surface pixels within this many pixels of each other are neither (the prior's blur at silhouettes)."""
+    surface_quantile: float = 0.98
+    """'nearer than the scene': below this quantile (a robust maximum) of the view's rendered depth on its surfaces."""
     min_share: float = 0.5
     """pruned when at least this share of the training views that see the Gaussian's centre see it as a sky floater."""
 
@@ -47,32 +48,46 @@ class ViewRecord:
 
     viewmat: torch.Tensor  # [4, 4] world-to-camera, OpenCV axes
     K: torch.Tensor  # [3, 3] intrinsics at the render's size
-    far: torch.Tensor  # [H, W] bool, far pixels of the prior (eroded)
+    far: torch.Tensor  # [H, W] bool, far pixels of the prior, eroded by erode_px
     surface_depth: float  # the surface_quantile of the rendered depth over non-far covered pixels (world units)
 
 
-def far_pixels(prior: torch.Tensor, kind: str, valid: torch.Tensor, config: SkyFloaterConfig) -> torch.Tensor:
-    """The prior's far background [H, W] bool (see the module docstring). prior, valid: [H, W]."""
+def far_pixels(prior: torch.Tensor, kind: str, valid: torch.Tensor, far_fraction: float) -> torch.Tensor:
+    """The prior's far background [H, W] bool, not eroded (see the module docstring). prior, valid: [H, W]."""
     valid = valid.bool()
     if valid.sum() < 2:
         return torch.zeros_like(valid)
     prior = prior.float()
     disparity = prior if kind == "disparity" else 1.0 / torch.where(valid, prior, torch.ones_like(prior)).clamp_min(1e-12)
     lo, hi = torch.quantile(disparity[valid], torch.tensor([0.02, 0.98], device=prior.device)).tolist()
-    far = valid & (disparity <= lo + config.far_fraction * max(hi - lo, 1e-12))
-    if config.erode_px > 0:
-        size = 2 * config.erode_px + 1
-        far = -F.max_pool2d(-far[None, None].float(), size, stride=1, padding=config.erode_px)[0, 0] > 0.5
-    return far
+    return valid & (disparity <= lo + far_fraction * max(hi - lo, 1e-12))
 
 
-def surface_depth(depth: torch.Tensor, accumulation: torch.Tensor, far: torch.Tensor, valid: torch.Tensor,
-                  quantile: float) -> float | None:
-    """The ``quantile`` of rendered depth [H, W] over valid, non-far pixels covered with accumulation >= 0.5."""
-    chosen = valid.bool() & ~far & (accumulation.detach() >= 0.5) & torch.isfinite(depth.detach()) & (depth.detach() > 0)
+def erode(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """[H, W] bool: pixels of ``mask`` whose (2·pixels+1)² square lies in ``mask`` (outside the image counts as in)."""
+    if pixels <= 0:
+        return mask
+    size = 2 * pixels + 1
+    return -F.max_pool2d(-mask[None, None].float(), size, stride=1, padding=pixels)[0, 0] > 0.5
+
+
+def surface_depth(depth: torch.Tensor, accumulation: torch.Tensor, surface: torch.Tensor, quantile: float) -> float | None:
+    """The ``quantile`` of rendered depth [H, W] over the ``surface`` [H, W] pixels covered with accumulation >= 0.5
+    (world units; None when fewer than two)."""
+    chosen = surface.bool() & (accumulation.detach() >= 0.5) & torch.isfinite(depth.detach()) & (depth.detach() > 0)
     if chosen.sum() < 2:
         return None
     return float(torch.quantile(depth.detach()[chosen].float(), quantile))
+
+
+def view_record(viewmat: torch.Tensor, K: torch.Tensor, prior: torch.Tensor, kind: str, valid: torch.Tensor,
+                depth: torch.Tensor, accumulation: torch.Tensor, config: SkyFloaterConfig) -> ViewRecord | None:
+    """One training view's :class:`ViewRecord` from its prior [H, W] (``kind``, ``valid``) and its rendered
+    expected depth and accumulation [H, W] (None when it shows too few surface pixels)."""
+    valid = valid.bool()
+    far = far_pixels(prior, kind, valid, config.far_fraction)
+    level = surface_depth(depth, accumulation, erode(valid & ~far, config.erode_px), config.surface_quantile)
+    return None if level is None else ViewRecord(viewmat, K, erode(far, config.erode_px), level)
 
 
 def sky_floaters(means: torch.Tensor, views: list[ViewRecord], min_share: float) -> torch.Tensor:

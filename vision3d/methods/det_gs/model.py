@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 from gsplat.strategy.ops import remove
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
-from vision3d.methods.det_gs.floaters import SkyFloaterConfig, ViewRecord, far_pixels, sky_floaters, surface_depth
+from vision3d.methods.det_gs.floaters import SkyFloaterConfig, ViewRecord, sky_floaters, view_record
 from vision3d.methods.det_gs.losses import (
     DetGSLossConfig,
     canny_edges,
@@ -83,7 +82,6 @@ class DetGSModel(SplatModel):
         self._edge_cache: dict[tuple[int, int, int], torch.Tensor] = {}
         self._prior_cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_poses: dict[int, torch.Tensor] = {}  # image_idx -> camera-to-world [3, 4] it was trained with
-        self._far_cache: dict[tuple[int, int, int], torch.Tensor] = {}
         self._sky_views: dict[int, ViewRecord] = {}  # image_idx -> its last training step's record
         self._camera_now: tuple[torch.Tensor, torch.Tensor] | None = None  # (viewmat, K) of this step's camera
         self.sky_floaters_pruned = 0
@@ -194,12 +192,8 @@ class DetGSModel(SplatModel):
         return loss_dict
 
     def _record_view(self, image_idx: int, prior, kind, valid, outputs) -> None:
-        """Keep this training view's :class:`ViewRecord` for the sky-floater pruning (far pixels cached)."""
-        config = self.config.sky_floaters
-        key = (image_idx, *prior.shape)
-        if key not in self._far_cache:
-            self._far_cache[key] = far_pixels(prior, kind, valid, config)
-        far = self._far_cache[key]
-        depth = surface_depth(outputs["depth"][..., 0], outputs["accumulation"][..., 0], far, valid, config.surface_quantile)
-        if depth is not None:
-            self._sky_views[image_idx] = ViewRecord(*self._camera_now, far=far, surface_depth=depth)
+        """Keep this training view's :class:`ViewRecord` for the sky-floater pruning."""
+        depth, accumulation = outputs["depth"][..., 0], outputs["accumulation"][..., 0]
+        record = view_record(*self._camera_now, prior, kind, valid, depth, accumulation, self.config.sky_floaters)
+        if record is not None:
+            self._sky_views[image_idx] = record
