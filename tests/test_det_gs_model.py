@@ -187,3 +187,36 @@ def test_det_gs_training_improves_held_out_psnr(tmp_path):
     untrained = run.mean_metrics(run.evaluate(run.train(_config(tmp_path / "a", steps=1))))
     trained = run.mean_metrics(run.evaluate(run.train(_config(tmp_path / "b", steps=300))))
     assert trained["psnr"] > untrained["psnr"] + 2.0, (untrained, trained)
+
+
+def test_sky_floaters_are_pruned_from_the_model_with_their_optimizer_state(tmp_path):
+    """The pruning's plumbing: training steps keep each view's record; a Gaussian moved to where the records
+    call it a sky floater (nearer than the surfaces, on the far background of the views that see it) is
+    removed with its Adam and densification state, and training goes on. (The criterion: test_det_gs_floaters.py.)"""
+    from vision3d.methods.det_gs.floaters import sky_floaters
+
+    trainer = run.train(_densifying_config(tmp_path, steps=12))
+    model = trainer.pipeline.model
+    records = list(model._sky_views.values())
+    assert records and all(record.far.any() for record in records)
+    # candidates: along a far pixel's ray of one view, at half that view's surface depth
+    record = records[0]
+    v, u = torch.nonzero(record.far, as_tuple=True)
+    pixels = torch.stack([u + 0.5, v + 0.5, torch.ones_like(u, dtype=torch.float32)], dim=-1).float()
+    rays = pixels @ torch.linalg.inv(record.K.float()).T * (0.5 * record.surface_depth)
+    rotation, translation = record.viewmat[:3, :3].float(), record.viewmat[:3, 3].float()
+    candidates = (rays - translation) @ rotation
+    flagged = candidates[sky_floaters(candidates, records, model.config.sky_floaters.min_share)]
+    assert len(flagged) > 0
+    with torch.no_grad():
+        model.gauss_params["means"][0] = flagged[0]
+    before = model.means.shape[0]
+    model.prune_sky_floaters(model.config.warmup_length + model.config.refine_every)
+    assert model.sky_floaters_pruned >= 1 and model.means.shape[0] == before - model.sky_floaters_pruned
+    assert not (model.means == flagged[0]).all(dim=-1).any()
+    for optimizer in model.optimizers.values():
+        for state in optimizer.state.values():
+            assert state["exp_avg"].shape[0] == model.means.shape[0]
+    losses = _one_step_losses(trainer, step=13)
+    sum(losses.values()).backward()
+    assert torch.isfinite(model.means.grad).all()
