@@ -54,8 +54,9 @@ VARIANTS = {
                         "depth_passes_alternate": False},
     "det-gs edge-in-depth": {"use_depth": True, "use_edge": True, "use_tv": True, "edge_space": "depth"},
     # L_edge masked by Canny edges only, as the paper (det-gs before session 12: smooths across the sky and silhouettes)
-    # det-gs without the sky-floater pruning (det-gs before session 15)
-    "det-gs no-prune": {"use_depth": True, "use_edge": True, "use_tv": True, "sky_floaters": False},
+    # det-gs without looking for sky floaters (det-gs before session 15), and pruning them instead of pushing
+    "det-gs no-sky-floaters": {"use_depth": True, "use_edge": True, "use_tv": True, "sky_floaters": False},
+    "det-gs prune": {"use_depth": True, "use_edge": True, "use_tv": True, "sky_floaters": "prune"},
     "det-gs canny-only": {"use_depth": True, "use_edge": True, "use_tv": True, "edge_skip_unknown_depth": False,
                           "edge_prior_jump": 0.0},
 }
@@ -121,8 +122,11 @@ def configure(scene: Path, variant: str, views: int, seed: int, steps: int, out:
     model.warmup_length, model.refine_every, model.stop_split_at = steps // 10, max(steps // 20, 50), int(steps * 0.8)
     model.resolution_schedule = max(steps // 3, 1)
     settings = dict(VARIANTS[variant])
-    # the sky-floater pruning is part of det-gs, not of a single regularizer's ablation
-    model.sky_floaters.enabled = settings.pop("sky_floaters", variant.startswith("det-gs"))
+    # the sky-floater treatment is part of det-gs, not of a single regularizer's ablation
+    sky_floaters = settings.pop("sky_floaters", variant.startswith("det-gs"))
+    model.sky_floaters.enabled = bool(sky_floaters)
+    if isinstance(sky_floaters, str):
+        model.sky_floaters.action = sky_floaters
     for key, value in settings.items():
         setattr(model.losses, key, value)
     model.output_depth_during_training = variant != "base"  # base renders what vision3d-splat renders
@@ -180,7 +184,7 @@ def train_and_evaluate(config, eval_at: tuple[int, ...] = (), pictures: bool = F
     row = run.mean_metrics(views)
     row.update(seconds=seconds, gaussians=int(trainer.pipeline.model.means.shape[0]),
                near_camera=near_camera_gaussians(trainer),
-               sky_floaters_pruned=getattr(trainer.pipeline.model, "sky_floaters_pruned", 0),
+               sky_floaters=getattr(trainer.pipeline.model, "sky_floaters_found", 0),
                per_view={m: [view.get(m, float("nan")) for view in views] for m in ("psnr", "depth_abs_rel")})
     if all("depth_abs_rel" in view for view in views):
         row["worst_view_abs_rel"] = max(view["depth_abs_rel"] for view in views)

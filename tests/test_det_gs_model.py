@@ -189,10 +189,11 @@ def test_det_gs_training_improves_held_out_psnr(tmp_path):
     assert trained["psnr"] > untrained["psnr"] + 2.0, (untrained, trained)
 
 
-def test_sky_floaters_are_pruned_from_the_model_with_their_optimizer_state(tmp_path):
-    """The pruning's plumbing: training steps keep each view's record; a Gaussian moved to where the records
-    call it a sky floater (nearer than the surfaces, on the far background of the views that see it) is
-    removed with its Adam and densification state, and training goes on. (The criterion: test_det_gs_floaters.py.)"""
+def test_sky_floaters_are_pushed_to_the_background_or_pruned(tmp_path):
+    """The plumbing: training steps keep each view's record; a Gaussian moved to where the records call it a
+    sky floater (nearer than the surfaces, on the far background of the views that see it) is pushed onto
+    the background sphere with its size scaled alike, or, with ``action="prune"``, removed with its Adam and
+    densification state; training goes on. (The criterion: test_det_gs_floaters.py.)"""
     from vision3d.methods.det_gs.floaters import sky_floaters
 
     trainer = run.train(_densifying_config(tmp_path, steps=12))
@@ -208,11 +209,25 @@ def test_sky_floaters_are_pruned_from_the_model_with_their_optimizer_state(tmp_p
     candidates = (rays - translation) @ rotation
     flagged = candidates[sky_floaters(candidates, records, model.config.sky_floaters.min_share)]
     assert len(flagged) > 0
+    step = model.config.warmup_length + model.config.refine_every
+    centre, radius = model.camera_centre, model.config.background_radius * model.camera_extent
+
     with torch.no_grad():
         model.gauss_params["means"][0] = flagged[0]
-    before = model.means.shape[0]
-    model.prune_sky_floaters(model.config.warmup_length + model.config.refine_every)
-    assert model.sky_floaters_pruned >= 1 and model.means.shape[0] == before - model.sky_floaters_pruned
+    before, log_scale = model.means.shape[0], model.scales[0].detach().clone()
+    model.treat_sky_floaters(step)
+    assert model.sky_floaters_found >= 1 and model.means.shape[0] == before
+    moved = model.means[0].detach()
+    factor = radius / (flagged[0] - centre).norm()
+    assert torch.allclose(moved, centre + (flagged[0] - centre) * factor, rtol=1e-5)
+    assert torch.allclose(model.scales[0].detach(), log_scale + torch.log(factor), atol=1e-5)
+
+    model.config.sky_floaters.action = "prune"
+    with torch.no_grad():
+        model.gauss_params["means"][0] = flagged[0]
+    found = model.sky_floaters_found
+    model.treat_sky_floaters(step)
+    assert model.means.shape[0] == before - (model.sky_floaters_found - found)
     assert not (model.means == flagged[0]).all(dim=-1).any()
     for optimizer in model.optimizers.values():
         for state in optimizer.state.values():

@@ -6,8 +6,8 @@ gather on the far side of the camera orbit, where held-out cameras are, and fill
 normalisation removes the patch mean). A depth prior orders a view's pixels: its far end (a monocular
 network's sky, the monocular-like prior's background) is farther than every surface the view sees. A
 Gaussian whose centre projects onto such a pixel while it is nearer than the view's far surfaces contradicts
-that order; one that does so in most of the training views that see it is a floater, and is pruned
-(SparseGS prunes floaters too, by another criterion; DET-GS is silent). Decisions (``SkyFloaterConfig``):
+that order; one that does so in most of the training views that see it is a floater (DET-GS is silent;
+SparseGS prunes floaters, by another criterion). Decisions (``SkyFloaterConfig``):
 
 - **Far pixels** of a view: prior disparity within ``far_fraction`` of the view's disparity range (2nd to
   98th percentile) above its 2nd percentile. Relative to the prior's own range: any affine disparity prior
@@ -15,12 +15,18 @@ that order; one that does so in most of the training views that see it is a floa
   silhouette against the sky, and neither side of that band is trusted.
 - **Nearer than the scene**: the Gaussian's z-depth below the ``surface_quantile`` of the view's rendered
   expected depth over its surface pixels covered by the render. Only ratios of one view's depths enter, so the
-  criterion has no length: a scene in other units or placement prunes the same Gaussians.
+  criterion has no length: a scene in other units or placement finds the same Gaussians.
+- **Push, not prune** (``action``): these Gaussians render the sky of training views, and held-out views
+  need that sky too; removed, it was empty there (dragon-360, 24 views: held-out PSNR −0.3 to −0.7 dB per
+  seed, docs/det-gs.md). Pushed out from the cameras' centre onto the background sphere, scaled alike, a
+  Gaussian keeps its direction and angular size as seen from that centre, at a distance where the sky has
+  little parallax, and the photometric loss refines it from there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +37,10 @@ class SkyFloaterConfig:
     """When and how det-gs prunes sky floaters (see the module docstring)."""
 
     enabled: bool = True
-    """prune them (at densification's cadence, from its warm-up to the end of training)."""
+    """look for them at densification's cadence, from its warm-up to the end of training."""
+    action: Literal["push", "prune"] = "push"
+    """'push': move each out from the cameras' centre onto the background sphere (the splat model's
+    ``background_radius``), its size scaled alike; 'prune': remove it (see the module docstring)."""
     far_fraction: float = 0.15
     """a pixel is far when its prior disparity is within this fraction of the view's disparity range of the lowest."""
     erode_px: int = 2
@@ -109,3 +118,13 @@ def sky_floaters(means: torch.Tensor, views: list[ViewRecord], min_share: float)
             seen += inside.float()
             floating += (on_far & (z < view.surface_depth)).float()
     return (seen > 0) & (floating >= min_share * seen)
+
+
+def push_to_background(means: torch.Tensor, log_scales: torch.Tensor, centre: torch.Tensor,
+                       radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move Gaussians ``means`` [M, 3] nearer than ``radius`` to ``centre`` [3] out along the ray from the centre onto
+    the sphere of that radius, adding the log of the same factor to their ``log_scales`` [M, 3] (world units)."""
+    offset = means - centre
+    distance = offset.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    factor = (radius / distance).clamp_min(1.0)
+    return centre + offset * factor, log_scales + torch.log(factor)

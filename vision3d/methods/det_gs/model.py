@@ -26,7 +26,7 @@ Rendering decisions (each documented here, each a config field where it is a cho
 - Sky floaters (``sky_floaters``, :mod:`.floaters`): each training step keeps its view's pose, intrinsics,
   the prior's far pixels and the rendered depth of its surfaces; at densification's cadence, from its
   warm-up to the end, Gaussians that most views seeing them see on the far background nearer than the
-  view's surfaces are removed (with their optimizer and strategy state).
+  view's surfaces are pushed onto the background sphere (or removed, with their optimizer and strategy state).
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ import torch.nn.functional as F
 from gsplat.strategy.ops import remove
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
-from vision3d.methods.det_gs.floaters import SkyFloaterConfig, ViewRecord, sky_floaters, view_record
+from vision3d.methods.det_gs.floaters import (
+    SkyFloaterConfig,
+    ViewRecord,
+    push_to_background,
+    sky_floaters,
+    view_record,
+)
 from vision3d.methods.det_gs.losses import (
     DetGSLossConfig,
     canny_edges,
@@ -84,22 +90,34 @@ class DetGSModel(SplatModel):
         self._train_poses: dict[int, torch.Tensor] = {}  # image_idx -> camera-to-world [3, 4] it was trained with
         self._sky_views: dict[int, ViewRecord] = {}  # image_idx -> its last training step's record
         self._camera_now: tuple[torch.Tensor, torch.Tensor] | None = None  # (viewmat, K) of this step's camera
-        self.sky_floaters_pruned = 0
+        self.sky_floaters_found = 0  # over the run, counted each time one is found
 
     def get_training_callbacks(self, training_callback_attributes) -> list[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         if self.config.sky_floaters.enabled:
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.prune_sky_floaters))
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.treat_sky_floaters))
         return callbacks
 
-    def prune_sky_floaters(self, step: int) -> None:
-        """Remove the sky floaters (:func:`.floaters.sky_floaters`) at densification's cadence after its warm-up."""
+    def treat_sky_floaters(self, step: int) -> None:
+        """Push or prune the sky floaters (:func:`.floaters.sky_floaters`) at densification's cadence after its warm-up."""
         if step <= self.config.warmup_length or step % self.config.refine_every or not self._sky_views:
             return
         mask = sky_floaters(self.means.detach(), list(self._sky_views.values()), self.config.sky_floaters.min_share)
-        if mask.any():
+        if not mask.any():
+            return
+        self.sky_floaters_found += int(mask.sum())
+        if self.config.sky_floaters.action == "prune":
             remove(self.gauss_params, self.optimizers, self.strategy_state, mask)
-            self.sky_floaters_pruned += int(mask.sum())
+            return
+        radius = self.config.background_radius * self.camera_extent
+        with torch.no_grad():
+            means, scales = push_to_background(self.means[mask], self.scales[mask], self.camera_centre.to(self.device), radius)
+            self.gauss_params["means"][mask] = means
+            self.gauss_params["scales"][mask] = scales
+            for name in ("means", "scales"):  # their Adam moments were for the old place
+                for state in self.optimizers[name].state.values():
+                    state["exp_avg"][mask] = 0.0
+                    state["exp_avg_sq"][mask] = 0.0
 
     def get_outputs(self, camera):
         outputs = super().get_outputs(camera)
