@@ -11,6 +11,7 @@ from vision3d.methods.det_gs.floaters import (
     ViewRecord,
     far_pixels,
     sky_floaters,
+    view_masks,
     view_record,
 )
 
@@ -59,8 +60,8 @@ def orbit_views(scale: float = 1.0, shift=(0.0, 0.0, 0.0), num: int = 12) -> lis
         depth = scene_depth(viewmat, scale, shift)
         prior = monocular_like_prior(depth, MonocularLikePriorConfig(seed=3), index=i)
         rendered = torch.from_numpy(np.where(depth > 0, depth, 1e3 * scale))  # a far sky behind the sphere
-        record = view_record(torch.from_numpy(viewmat), K, prior.values, prior.kind, prior.valid, rendered,
-                             torch.ones_like(rendered), config)
+        masks = view_masks(prior.values, prior.kind, prior.valid, config)
+        record = view_record(torch.from_numpy(viewmat), K, masks, rendered, torch.ones_like(rendered), config)
         views.append(record)
     return views
 

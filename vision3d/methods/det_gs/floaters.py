@@ -89,14 +89,21 @@ def surface_depth(depth: torch.Tensor, accumulation: torch.Tensor, surface: torc
     return float(torch.quantile(depth.detach()[chosen].float(), quantile))
 
 
-def view_record(viewmat: torch.Tensor, K: torch.Tensor, prior: torch.Tensor, kind: str, valid: torch.Tensor,
-                depth: torch.Tensor, accumulation: torch.Tensor, config: SkyFloaterConfig) -> ViewRecord | None:
-    """One training view's :class:`ViewRecord` from its prior [H, W] (``kind``, ``valid``) and its rendered
-    expected depth and accumulation [H, W] (None when it shows too few surface pixels)."""
+def view_masks(prior: torch.Tensor, kind: str, valid: torch.Tensor, config: SkyFloaterConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training view's (far, surface) pixels [H, W] bool, both eroded, from its prior [H, W] (``kind``, ``valid``);
+    they do not change during training."""
     valid = valid.bool()
     far = far_pixels(prior, kind, valid, config.far_fraction)
-    level = surface_depth(depth, accumulation, erode(valid & ~far, config.erode_px), config.surface_quantile)
-    return None if level is None else ViewRecord(viewmat, K, erode(far, config.erode_px), level)
+    return erode(far, config.erode_px), erode(valid & ~far, config.erode_px)
+
+
+def view_record(viewmat: torch.Tensor, K: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor], depth: torch.Tensor,
+                accumulation: torch.Tensor, config: SkyFloaterConfig) -> ViewRecord | None:
+    """One training view's :class:`ViewRecord` from its :func:`view_masks` and its rendered expected depth and
+    accumulation [H, W] (None when it shows too few surface pixels)."""
+    far, surface = masks
+    level = surface_depth(depth, accumulation, surface, config.surface_quantile)
+    return None if level is None else ViewRecord(viewmat, K, far, level)
 
 
 def sky_floaters(means: torch.Tensor, views: list[ViewRecord], min_share: float) -> torch.Tensor:

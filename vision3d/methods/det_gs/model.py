@@ -43,6 +43,7 @@ from vision3d.methods.det_gs.floaters import (
     ViewRecord,
     push_to_background,
     sky_floaters,
+    view_masks,
     view_record,
 )
 from vision3d.methods.det_gs.losses import (
@@ -89,6 +90,7 @@ class DetGSModel(SplatModel):
         self._prior_cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_poses: dict[int, torch.Tensor] = {}  # image_idx -> camera-to-world [3, 4] it was trained with
         self._sky_views: dict[int, ViewRecord] = {}  # image_idx -> its last training step's record
+        self._sky_masks: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # view_masks per image, size
         self._camera_now: tuple[torch.Tensor, torch.Tensor] | None = None  # (viewmat, K) of this step's camera
         self.sky_floaters_found = 0  # over the run, counted each time one is found
 
@@ -210,8 +212,11 @@ class DetGSModel(SplatModel):
         return loss_dict
 
     def _record_view(self, image_idx: int, prior, kind, valid, outputs) -> None:
-        """Keep this training view's :class:`ViewRecord` for the sky-floater pruning."""
+        """Keep this training view's :class:`ViewRecord` for the sky floaters (its masks cached)."""
+        key = (image_idx, *prior.shape)
+        if key not in self._sky_masks:
+            self._sky_masks[key] = view_masks(prior, kind, valid, self.config.sky_floaters)
         depth, accumulation = outputs["depth"][..., 0], outputs["accumulation"][..., 0]
-        record = view_record(*self._camera_now, prior, kind, valid, depth, accumulation, self.config.sky_floaters)
+        record = view_record(*self._camera_now, self._sky_masks[key], depth, accumulation, self.config.sky_floaters)
         if record is not None:
             self._sky_views[image_idx] = record
