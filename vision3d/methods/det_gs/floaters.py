@@ -1,13 +1,10 @@
 """Sky floaters: Gaussians that training views see on the depth prior's far background, nearer than the scene.
 
-On a 360° capture with a far background (sky, HDRI), Gaussians that render the sky of some training views
-gather on the far side of the camera orbit, where held-out cameras are, and fill a held-out view
-(docs/det-gs.md, *Floaters on the orbit*). DET-GS's L_depth cannot see one that covers a whole patch (patch
-normalisation removes the patch mean). A depth prior orders a view's pixels: its far end (a monocular
-network's sky, the monocular-like prior's background) is farther than every surface the view sees. A
-Gaussian whose centre projects onto such a pixel while it is nearer than the view's far surfaces contradicts
-that order; one that does so in most of the training views that see it is a floater (DET-GS is silent;
-SparseGS prunes floaters, by another criterion). Decisions (``SkyFloaterConfig``):
+On 360° captures, Gaussians that render training views' sky gather on the camera orbit and fill held-out
+views (docs/det-gs.md); L_depth cannot see one that covers a whole patch. A depth prior's far end (a
+monocular network's sky) is farther than every surface its view sees; a Gaussian that most training views
+seeing it see there, nearer than their far surfaces, contradicts the prior (DET-GS is silent; SparseGS
+prunes floaters by another criterion). Decisions (``SkyFloaterConfig``):
 
 - **Far pixels** of a view: prior disparity within ``far_fraction`` of the view's disparity range (2nd to
   98th percentile) above its 2nd percentile. Relative to the prior's own range: any affine disparity prior
@@ -17,8 +14,7 @@ SparseGS prunes floaters, by another criterion). Decisions (``SkyFloaterConfig``
   expected depth over its surface pixels covered by the render. Only ratios of one view's depths enter, so the
   criterion has no length: a scene in other units or placement finds the same Gaussians.
 - **Push, not prune** (``action``): these Gaussians render the sky of training views, and held-out views
-  need that sky too; removed, it was empty there (dragon-360, 24 views: held-out PSNR −0.3 to −0.7 dB per
-  seed, docs/det-gs.md). Pushed out from the cameras' centre onto the background sphere, scaled alike, a
+  need that sky too; removed, it was empty there (dragon-360, 24 views: −0.3 to −0.9 dB per seed). Pushed out from the cameras' centre onto the background sphere, scaled alike, a
   Gaussian keeps its direction and angular size as seen from that centre, at a distance where the sky has
   little parallax, and the photometric loss refines it from there.
 """

@@ -63,7 +63,8 @@ class DetGSModelConfig(SplatModelConfig):
     _target: type = field(default_factory=lambda: DetGSModel)
     losses: DetGSLossConfig = field(default_factory=DetGSLossConfig)
     sky_floaters: SkyFloaterConfig = field(default_factory=SkyFloaterConfig)
-    """pruning of Gaussians the prior's far background contradicts (needs a depth prior; see :mod:`.floaters`)."""
+    """Gaussians the prior's far background contradicts, pushed onto the background sphere or pruned (needs a depth
+    prior; see :mod:`.floaters`)."""
     output_depth_during_training: bool = True
 
 
