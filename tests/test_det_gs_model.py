@@ -196,8 +196,13 @@ def test_sky_floaters_are_pushed_to_the_background_or_pruned(tmp_path):
     densification state; training goes on. (The criterion: test_det_gs_floaters.py.)"""
     from vision3d.methods.det_gs.floaters import sky_floaters
 
-    trainer = run.train(_densifying_config(tmp_path, steps=12))
+    config = _densifying_config(tmp_path, steps=12)
+    config.pipeline.model.sky_floaters.min_train_views = 6  # the scene's 6 training views (default: from 8)
+    trainer = run.train(config)
     model = trainer.pipeline.model
+    model.config.sky_floaters.min_train_views = 7
+    assert not model.treats_sky_floaters
+    model.config.sky_floaters.min_train_views = 6
     records = list(model._sky_views.values())
     assert records and all(record.far.any() for record in records)
     # candidates: along a far pixel's ray of one view, at half that view's surface depth

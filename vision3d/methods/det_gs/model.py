@@ -95,9 +95,15 @@ class DetGSModel(SplatModel):
         self._camera_now: tuple[torch.Tensor, torch.Tensor] | None = None  # (viewmat, K) of this step's camera
         self.sky_floaters_found = 0  # over the run, counted each time one is found
 
+    @property
+    def treats_sky_floaters(self) -> bool:
+        """Whether sky floaters are looked for: switched on, and enough training views (``SkyFloaterConfig``)."""
+        config = self.config.sky_floaters
+        return config.enabled and (self.num_train_data or 0) >= config.min_train_views
+
     def get_training_callbacks(self, training_callback_attributes) -> list[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        if self.config.sky_floaters.enabled:
+        if self.treats_sky_floaters:
             callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.treat_sky_floaters))
         return callbacks
 
@@ -127,7 +133,7 @@ class DetGSModel(SplatModel):
         if self.training:
             if camera.metadata and "cam_idx" in camera.metadata:
                 self._train_poses[int(camera.metadata["cam_idx"])] = camera.camera_to_worlds[0].detach().clone()
-            if self.config.sky_floaters.enabled:
+            if self.treats_sky_floaters:
                 scale = self._get_downscale_factor()
                 camera.rescale_output_resolution(1 / scale)
                 K = camera.get_intrinsics_matrices()[0].to(self.device)
@@ -208,7 +214,7 @@ class DetGSModel(SplatModel):
             num_train_views=self.num_train_data,
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
-        if self.config.sky_floaters.enabled and prior is not None and self._camera_now is not None:
+        if self.treats_sky_floaters and prior is not None and self._camera_now is not None:
             self._record_view(int(batch["image_idx"]), prior, kind, valid, outputs)
         return loss_dict
 
