@@ -214,7 +214,7 @@ class DetGSModel(SplatModel):
             num_train_views=self.num_train_data,
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
-        if self.treats_sky_floaters and prior is not None and self._camera_now is not None:
+        if self.treats_sky_floaters and prior is not None and outputs["depth"] is not None and self._camera_now is not None:
             self._record_view(int(batch["image_idx"]), prior, kind, valid, outputs)
         return loss_dict
 
