@@ -55,6 +55,7 @@ def test_sparse_demo_compares_base_and_det_gs_on_held_out_views(tmp_path):
                            Loader=yaml.Loader)  # fmt: skip
         losses = config.pipeline.model.losses
         assert losses.use_depth == losses.use_edge == losses.use_tv == (variant == "det-gs")
+        assert config.pipeline.model.sky_floaters.enabled == (variant == "det-gs")
         assert config.pipeline.datamanager.depth_prior.source == "monocular_like"  # not the GT depth (an oracle)
         assert len(list((tmp_path / "renders" / variant).glob("view*_render.png"))) == 24 - 3
     assert means["base"]["depth_abs_rel"] != means["det-gs"]["depth_abs_rel"]

@@ -89,6 +89,7 @@ def run_sparse_demo(output: str | Path, steps: int = 800, train_views: int = 8) 
         config.pipeline.datamanager.depth_prior.source = "monocular_like"
         losses = config.pipeline.model.losses
         losses.use_depth = losses.use_edge = losses.use_tv = variant == "det-gs"
+        config.pipeline.model.sky_floaters.enabled = variant == "det-gs"
         CONSOLE.rule(f"{variant}: {train_views} training views, {steps} steps on {config.machine.device_type}")
         start = time.perf_counter()
         trainer = run.train(config)
