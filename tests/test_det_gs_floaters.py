@@ -1,4 +1,4 @@
-"""det-gs's sky-floater pruning: a Gaussian that training views see on the prior's far sky nearer than the scene."""
+"""det-gs's sky-floater search: a Gaussian that training views see on the prior's far sky nearer than the scene."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def planted_gaussians(scale: float = 1.0, shift=(0.0, 0.0, 0.0)) -> torch.Tensor
     return torch.from_numpy(scale * points + np.asarray(shift))
 
 
-def test_a_sky_floater_is_pruned_and_surfaces_and_the_far_sky_are_not():
+def test_a_sky_floater_is_found_and_surfaces_and_the_far_sky_are_not():
     views = orbit_views()
     assert all(0.1 < view.far.float().mean() < 0.5 for view in views)  # the eroded sky
     assert sky_floaters(planted_gaussians(), views, SkyFloaterConfig().min_share).tolist() == [True, False, False, False]
@@ -93,7 +93,7 @@ def test_far_pixels_are_the_prior_sky_and_follow_any_affine_map():
     assert torch.equal(far, far_pixels(3.0 * prior.values - 7.0, "disparity", prior.valid, 0.15))
 
 
-def test_the_pruning_does_not_depend_on_the_scene_units_or_placement():
+def test_the_search_does_not_depend_on_the_scene_units_or_placement():
     reference = sky_floaters(planted_gaussians(), orbit_views(), 0.5)
     moved = sky_floaters(planted_gaussians(100.0, (70.0, -40.0, 30.0)), orbit_views(100.0, (70.0, -40.0, 30.0)), 0.5)
     assert torch.equal(reference, moved)
