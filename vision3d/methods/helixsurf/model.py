@@ -433,8 +433,8 @@ class HelixSurfModel(Model):
                     break
             keep = keep & (transmittance > self.config.early_stop_transmittance)
             if self.config.sample_opacity_threshold > 0:  # every kept sample was evaluated in the pass
-                bound = self.occupancy.sample_opacity_bound(positions, sdf, deltas, inv_s, anneal)
-                keep = keep & (bound >= self.config.sample_opacity_threshold)
+                bound = self.occupancy.sample_opacity_bound(positions[keep], sdf[keep], deltas[keep], inv_s, anneal)
+                keep[keep.clone()] = bound >= self.config.sample_opacity_threshold
         return keep
 
     @staticmethod
