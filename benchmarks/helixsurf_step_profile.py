@@ -2,11 +2,11 @@
 
 Loads a trained run, sets NeuS's s and the step (which fixes the active hash-grid levels and the cos anneal),
 refreshes the occupancy grid at that state, and then takes ``--iterations`` training steps of each variant in
-turn (``--variants``, e.g. on, off, on, off, …: all see the same machine load). A step is the trainer's: ``zero_grad``, the
-datamanager's batch, forward, metrics and losses, backward, Adam (learning rate 0, so the weights stay the
-ones loaded and both variants compute on the same model), with this checkout's optimiser and hash-grid
-gradient mode. MVS and plane targets are random stand-ins of the
-real shapes (the losses' cost, not their values, matters here).
+turn (``--variants``: on, off, on, off, …, so all see the same machine load). A step is the trainer's:
+``zero_grad``, the datamanager's batch, forward, metrics and losses, backward, Adam (learning rate 0, so the
+weights stay the ones loaded and every variant computes on the same model), with this checkout's optimiser and
+hash-grid gradient mode. MVS and plane targets are random stand-ins of the real shapes (the losses' cost, not
+their values, matters here).
 
 Timing: wrappers around the model's parts record exclusive wall time per call path (``forward/termination
 pass/sdf``: the SDF evaluated inside the gradient-free pass), so the parts add up to the step. Backward is
