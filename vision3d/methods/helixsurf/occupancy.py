@@ -19,6 +19,9 @@ Decisions:
   ``"density"``: the official rule, NeuS's logistic density at max(|f| − r, 0) (threshold 0.01 in the official
   code), symmetric: it also empties the inside, which is exact only once s·δ is large behind a surface.
 - Before the first update every cell is occupied (plain rendering).
+- :meth:`sample_opacity_bound` applies the opacity rule to one sample, with its own f in place of the cell's
+  f ± L·r and the cell's L (kept from the last update, not saved in checkpoints): the model skips samples
+  whose bound is below the threshold too (the cell rule at sample resolution, the same guarantee).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", aabb.clone().float())
         self.register_buffer("value", torch.full((resolution,) * 3, float("inf")))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
+        # the slope bound L per cell from the last update (NaN: not measured yet, nothing is skipped)
+        self.register_buffer("slope", torch.full((resolution,) * 3, float("nan")), persistent=False)
 
     @property
     def cell_size(self) -> Tensor:
@@ -76,7 +81,8 @@ class OccupancyGrid(nn.Module):
         cells = torch.stack(torch.meshgrid(*(torch.arange(r, device=device),) * 3, indexing="ij"), dim=-1).reshape(-1, 3)
         centres = self.aabb[0] + (cells + 0.5) * self.cell_size
         sdf = torch.cat([sdf_fn(centres[i : i + chunk]).reshape(-1) for i in range(0, centres.shape[0], chunk)]).reshape(r, r, r)
-        reach = self.slope_bound(sdf) * (0.5 * float(self.cell_size.norm()))  # [R, R, R] most |f - f(centre)| in a cell
+        self.slope.copy_(self.slope_bound(sdf))
+        reach = self.slope * (0.5 * float(self.cell_size.norm()))  # [R, R, R] most |f - f(centre)| in a cell
         if self.quantity == "density":
             value = neus_density((sdf.abs() - reach).clamp_min(0.0), inv_s)
         else:
@@ -85,6 +91,16 @@ class OccupancyGrid(nn.Module):
         self.value.copy_(torch.maximum(previous * self.decay, value))
         self.occupied.copy_(self.value > self.threshold)
         return float(self.occupied.float().mean())
+
+    def sample_opacity_bound(self, points: Tensor, sdf: Tensor, deltas: Tensor, inv_s: Tensor | float,
+                             cos_anneal_ratio: float = 1.0) -> Tensor:
+        """The most NeuS opacity [...] a sample at ``points [..., 3]`` with SDF ``sdf [...]`` over an interval
+        ``deltas [...]`` can have: α with cos = −L (a straight approach at the cell's slope bound; NeuS's α grows
+        with |cos|, also under the cos anneal when L ≥ 1). 1 where no slope was measured yet."""
+        index, _ = self.cell_index(points)
+        slope = self.slope[index[..., 0], index[..., 1], index[..., 2]]
+        alpha = neus_alpha(sdf[..., None], -slope[..., None], deltas[..., None], inv_s, cos_anneal_ratio)[..., 0]
+        return torch.nan_to_num(alpha, nan=1.0)
 
     def slope_bound(self, sdf: Tensor) -> Tensor:
         """Per cell [R, R, R]: the bound L on |∇f| used for ``sdf [R, R, R]`` (values at the centres)."""
