@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vision3d.geometry.se3 import opengl_to_opencv
 from vision3d.methods.det_gs.depth_priors import MonocularLikePriorConfig, monocular_like_prior
 from vision3d.methods.det_gs.floaters import (
     SkyFloaterConfig,
@@ -14,6 +15,7 @@ from vision3d.methods.det_gs.floaters import (
     view_masks,
     view_record,
 )
+from vision3d.pose.scenes import look_at as camera_to_world_looking_at
 
 SIZE, FOCAL = 32, 32.0
 K = torch.tensor([[FOCAL, 0.0, SIZE / 2], [0.0, FOCAL, SIZE / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -21,14 +23,7 @@ K = torch.tensor([[FOCAL, 0.0, SIZE / 2], [0.0, FOCAL, SIZE / 2], [0.0, 0.0, 1.0
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """World-to-camera [4, 4] in OpenCV axes (x right, y down, z forward), world z up."""
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = np.stack([right, down, forward])
-    viewmat[:3, 3] = -viewmat[:3, :3] @ eye
-    return viewmat
+    return np.linalg.inv(opengl_to_opencv(camera_to_world_looking_at(eye, target)))
 
 
 def scene_depth(viewmat: np.ndarray, scale: float, shift: np.ndarray) -> np.ndarray:
