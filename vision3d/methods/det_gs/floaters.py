@@ -31,10 +31,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from vision3d.geometry.camera import project_points
+from vision3d.geometry.se3 import transform_points
+
 
 @dataclass
 class SkyFloaterConfig:
-    """When and how det-gs prunes sky floaters (see the module docstring)."""
+    """When and how det-gs pushes away (or prunes) sky floaters (see the module docstring)."""
 
     enabled: bool = True
     """look for them at densification's cadence, from its warm-up to the end of training."""
@@ -50,7 +53,7 @@ class SkyFloaterConfig:
     surface_quantile: float = 0.98
     """'nearer than the scene': below this quantile (a robust maximum) of the view's rendered depth on its surfaces."""
     min_share: float = 0.5
-    """pruned when at least this share of the training views that see the Gaussian's centre see it as a sky floater."""
+    """treated when at least this share of the training views that see the Gaussian's centre see it as a sky floater."""
 
 
 @dataclass
@@ -115,11 +118,9 @@ def sky_floaters(means: torch.Tensor, views: list[ViewRecord], min_share: float)
     floating = torch.zeros_like(seen)
     with torch.no_grad():
         for view in views:
-            camera = means @ view.viewmat[:3, :3].T.to(means) + view.viewmat[:3, 3].to(means)
-            z = camera[:, 2]
-            pixels = camera @ view.K.T.to(means)
-            u = torch.floor(pixels[:, 0] / z.clamp_min(1e-12)).long()
-            v = torch.floor(pixels[:, 1] / z.clamp_min(1e-12)).long()
+            pixels, z = project_points(transform_points(view.viewmat.to(means), means)[None], view.K.to(means)[None])
+            pixels, z = pixels[0], z[0]
+            u, v = torch.floor(pixels[:, 0]).long(), torch.floor(pixels[:, 1]).long()
             height, width = view.far.shape
             inside = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
             on_far = torch.zeros_like(inside)
