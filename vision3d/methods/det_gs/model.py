@@ -53,7 +53,7 @@ from vision3d.methods.det_gs.losses import (
     edge_mask,
     regularizer_losses,
 )
-from vision3d.methods.splat.model import SplatModel, SplatModelConfig, camera_to_viewmat
+from vision3d.methods.splat.model import SplatModel, SplatModelConfig
 
 
 @dataclass
@@ -92,7 +92,6 @@ class DetGSModel(SplatModel):
         self._train_poses: dict[int, torch.Tensor] = {}  # image_idx -> camera-to-world [3, 4] it was trained with
         self._sky_views: dict[int, ViewRecord] = {}  # image_idx -> its last training step's record
         self._sky_masks: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # view_masks per image, size
-        self._camera_now: tuple[torch.Tensor, torch.Tensor] | None = None  # (viewmat, K) of this step's camera
         self.sky_floaters_found = 0  # over the run, counted each time one is found
 
     @property
@@ -133,12 +132,6 @@ class DetGSModel(SplatModel):
         if self.training:
             if camera.metadata and "cam_idx" in camera.metadata:
                 self._train_poses[int(camera.metadata["cam_idx"])] = camera.camera_to_worlds[0].detach().clone()
-            if self.treats_sky_floaters:
-                scale = self._get_downscale_factor()
-                camera.rescale_output_resolution(1 / scale)
-                K = camera.get_intrinsics_matrices()[0].to(self.device)
-                camera.rescale_output_resolution(scale)
-                self._camera_now = (camera_to_viewmat(camera.camera_to_worlds.to(self.device))[0].detach(), K)
             if self.config.losses.use_depth and self.config.losses.depth_active(self.step):
                 outputs["depth_passes"] = self._render_depth_passes(camera)
         elif outputs.get("rgb") is not None:
@@ -214,7 +207,7 @@ class DetGSModel(SplatModel):
             num_train_views=self.num_train_data,
         )
         loss_dict.update({f"det_gs_{name}": value for name, value in terms.items()})
-        if self.treats_sky_floaters and prior is not None and outputs["depth"] is not None and self._camera_now is not None:
+        if self.treats_sky_floaters and prior is not None and outputs["depth"] is not None:
             self._record_view(int(batch["image_idx"]), prior, kind, valid, outputs)
         return loss_dict
 
@@ -224,6 +217,6 @@ class DetGSModel(SplatModel):
         if key not in self._sky_masks:
             self._sky_masks[key] = view_masks(prior, kind, valid, self.config.sky_floaters)
         depth, accumulation = outputs["depth"][..., 0], outputs["accumulation"][..., 0]
-        record = view_record(*self._camera_now, self._sky_masks[key], depth, accumulation, self.config.sky_floaters)
+        record = view_record(*self.last_view, self._sky_masks[key], depth, accumulation, self.config.sky_floaters)
         if record is not None:
             self._sky_views[image_idx] = record

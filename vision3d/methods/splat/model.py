@@ -233,7 +233,9 @@ class SplatModel(SplatfactoModel):
         Ks = camera.get_intrinsics_matrices().to(self.device)
         width, height = int(camera.width.item()), int(camera.height.item())
         camera.rescale_output_resolution(scale_factor)
+        viewmats = camera_to_viewmat(camera_to_world.to(self.device))
         self.last_size = (height, width)
+        self.last_view = (viewmats[0].detach(), Ks[0])  # world-to-camera [4, 4] and K [3, 3] it rendered
 
         if colors is None:
             colors = torch.cat((self.features_dc[:, None, :], self.features_rest), dim=1)
@@ -250,7 +252,7 @@ class SplatModel(SplatfactoModel):
             scales=torch.exp(self.scales) if scales is None else scales,
             opacities=torch.sigmoid(self.opacities).squeeze(-1) if opacities is None else opacities,
             colors=colors,
-            viewmats=camera_to_viewmat(camera_to_world.to(self.device)),
+            viewmats=viewmats,
             Ks=Ks,
             width=width,
             height=height,
