@@ -25,6 +25,8 @@ import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,22 +53,19 @@ class PathTimer:
                 return fn(*args, **kwargs)
         return timed
 
-    def part(self, name: str):  # noqa: ANN201
-        timer = self
-
-        class _Part:
-            def __enter__(self) -> None:
-                timer.stack.append([name, time.perf_counter(), 0.0])
-
-            def __exit__(self, *exc) -> None:  # noqa: ANN002
-                frame_name, start, children = timer.stack.pop()
-                inclusive = time.perf_counter() - start
-                path = "/".join([f[0] for f in timer.stack] + [frame_name])
-                timer.seconds[path] += inclusive - children
-                if timer.stack:
-                    timer.stack[-1][2] += inclusive
-
-        return _Part()
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Add the ``with`` body's wall time, less its timed children's, to its call path."""
+        self.stack.append([name, time.perf_counter(), 0.0])
+        try:
+            yield
+        finally:
+            frame_name, start, children = self.stack.pop()
+            inclusive = time.perf_counter() - start
+            path = "/".join([f[0] for f in self.stack] + [frame_name])
+            self.seconds[path] += inclusive - children
+            if self.stack:
+                self.stack[-1][2] += inclusive
 
 
 def instrument(model, timer: PathTimer) -> None:  # noqa: ANN001
