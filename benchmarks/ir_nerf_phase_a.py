@@ -114,19 +114,31 @@ def montage(system: IRNeRF, path: str) -> None:
     Image.fromarray((row.numpy() * 255).astype("uint8")).resize((row.shape[1] * 4, row.shape[0] * 4), Image.NEAREST).save(path)
 
 
+def prior_percentiles(prior, gt: torch.Tensor, draws: int = 300) -> str:
+    """Mean and 1st / 5th percentile of the Sim(3)-aligned rotation error of prior samples (as many as cameras)."""
+    g = torch.Generator().manual_seed(4321)
+    errors = torch.tensor([pose_errors(sample_poses(prior, len(gt), g), gt)["rot_err_deg"] for _ in range(draws)])
+    return (f"prior samples over {draws} draws: mean {errors.mean():.1f}, 1st / 5th percentile "
+            f"{errors.quantile(0.01):.1f} / {errors.quantile(0.05):.1f} deg")
+
+
 def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
-    """The whole method; prints the rotation error of the current poses every ``every`` steps."""
-    print(f"| step | phase | rot err (deg) | seconds |\n|---:|---|---:|---:|\n| 0 | prior samples | "
-          f"{pose_errors(system.prior_poses, gt)['rot_err_deg']:.1f} | 0 |")
+    """The whole method; prints the rotation and translation errors of the current poses every ``every`` steps."""
+    def cells(poses: torch.Tensor) -> str:
+        errors = pose_errors(poses, gt)
+        return f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f}"
+
+    print(f"| step | phase | rot err (deg) | trans err | seconds |\n|---:|---|---:|---:|---:|\n| 0 | prior samples | "
+          f"{cells(system.prior_poses)} | 0 |")
     start = time.perf_counter()
     for step in range(system.config.max_steps):
         phase = system.phase(step)
         if phase == "B" and not bool(system.refining):
-            print(f"| {step} | P's estimates | {pose_errors(system.predicted_poses(), gt)['rot_err_deg']:.1f} | "
+            print(f"| {step} | P's estimates | {cells(system.predicted_poses())} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
         system.train_step()
-        if (step + 1) % every == 0:
-            print(f"| {step + 1} | {phase} | {pose_errors(system.estimated_poses(), gt)['rot_err_deg']:.1f} | "
+        if (step + 1) % every == 0 or step + 1 == system.config.max_steps:
+            print(f"| {step + 1} | {phase} | {cells(system.estimated_poses())} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
 
 
@@ -137,7 +149,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--codebook", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prior", choices=["capture", "wide"], default="capture")
+    parser.add_argument("--views", type=int, nargs="*", help="indices of the scene's views to use (default: all 24)")
+    parser.add_argument("--prior", choices=["capture", "wide", "arc", "forward-facing"], default="capture",
+                        help="arc: prior_of_capture(preset='forward-facing'), the views' azimuth arc +- --margin; "
+                             "forward-facing: the preset's own angles (+-20 deg, +-15 deg), the capture's radius")
+    parser.add_argument("--margin", type=float, default=15.0, help="azimuth margin of --prior arc (deg)")
     parser.add_argument("--bound", type=float, default=1.0, help="half-size of the field's cube")
     parser.add_argument("--set", nargs="*", default=[], help="NAME=VALUE overrides of IRNeRFConfig")
     parser.add_argument("--montage", help="PNG of renders at 8 azimuths at the end")
@@ -145,9 +161,13 @@ def main() -> None:
     parser.add_argument("--schedule", action="store_true", help="the whole method (both phases), not phase A alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = load_unposed(bundled_scene_path(), args.size)
-    prior = prior_of_capture(data.gt_c2w) if args.prior == "capture" else \
-        prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
+    data = load_unposed(bundled_scene_path(), args.size, views=args.views)
+    radius = float(data.gt_c2w[:, :3, 3].norm(dim=-1).mean())
+    prior = {"capture": lambda: prior_of_capture(data.gt_c2w),
+             "wide": lambda: prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0,
+                                          elevation_max_deg=60.0),
+             "arc": lambda: prior_of_capture(data.gt_c2w, "forward-facing", args.margin),
+             "forward-facing": lambda: prior_preset("forward-facing", radius_min=radius, radius_max=radius)}[args.prior]()
     field = CoarseFieldConfig(encoding="pe", num_samples=16, pe_frequencies=6, bound=args.bound)
     config = IRNeRFConfig(prior=prior, field=field,
                           use_codebook=args.codebook, n_codes=64, code_dim=32, lr_final_factor=1.0, seed=args.seed,
@@ -156,8 +176,8 @@ def main() -> None:
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# size {args.size} seed {args.seed} prior {args.prior} bound {args.bound} set {args.set} codebook {args.codebook} "
-          f"commit {commit}")
+    print(f"# size {args.size} seed {args.seed} views {args.views or 'all'} prior {args.prior} bound {args.bound} set {args.set} "
+          f"codebook {args.codebook} commit {commit}\n# {prior}\n# {prior_percentiles(prior, data.gt_c2w)}")
     if args.schedule:
         run_schedule(system, data.gt_c2w, args.every)
         return

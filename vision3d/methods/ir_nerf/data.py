@@ -58,14 +58,29 @@ def square_resize(image: np.ndarray, K: np.ndarray, size: int) -> tuple[Tensor, 
     return out.clamp(0, 1), K
 
 
-def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0) -> UnposedImages:
+def select_views(count: int, views: tuple[int, ...] | None, source: Path) -> list[int]:
+    """Indices of the images to use: ``views`` (indices into the scene's frame order or the sorted files), all when
+    None or empty; at least 3."""
+    if not views:
+        return list(range(count))
+    bad = [i for i in views if not 0 <= i < count]
+    if bad:
+        raise Vision3DError(f"{source}: view indices {bad} out of range (it has {count} images)")
+    if len(set(views)) < 3:
+        raise Vision3DError(f"{source}: needs at least 3 distinct views, got {list(views)}")
+    return list(dict.fromkeys(views))
+
+
+def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0, views: tuple[int, ...] | None = None) -> UnposedImages:
     """Read ``data``: a nerfstudio scene (``transforms.json``: intrinsics used, poses kept as ground truth)
-    or a folder of images (intrinsics from ``fov_deg``)."""
+    or a folder of images (intrinsics from ``fov_deg``); ``views`` keeps those images only (see :func:`select_views`),
+    e.g. a forward-facing arc of a 360° capture."""
     data = Path(data)
     if (data / "transforms.json").is_file() or data.name == "transforms.json":
         scene = load_scene(data)
         paths, images, Ks, c2w = [], [], [], []  # noqa: N806
-        for i, frame in enumerate(scene.frames):
+        for i in select_views(len(scene.frames), views, scene.transforms_path):
+            frame = scene.frames[i]
             image, K = square_resize(scene.load_image(i), frame.camera.K, image_size)  # noqa: N806
             paths.append(frame.image_path)
             images.append(image)
@@ -78,6 +93,7 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0) -> UnposedI
                              torch.from_numpy(np.stack(c2w)).float(), (camera.width, camera.height),
                              torch.from_numpy(camera.K).float())
     paths = image_files(data)
+    paths = [paths[i] for i in select_views(len(paths), views, data)]
     images, K, K_file, size = [], None, None, None  # noqa: N806
     for path in paths:
         array = read_image(path)

@@ -33,6 +33,9 @@ class IRNeRFDataParserConfig(DataParserConfig):
     """Working resolution (square, pixels): images are centre-cropped and resized to it."""
     fov_deg: float = 50.0
     """Horizontal field of view assumed for a folder of images without transforms.json."""
+    views: tuple[int, ...] = ()
+    """Train on these images only (indices into the scene's frames, or into the sorted image files); empty: all.
+    E.g. a forward-facing arc of a 360° orbit (docs/ir-nerf.md, "Tests")."""
     scene_bound: float = 1.5
     """Half-size of the scene box shown in the viewer (the field's own bound is ``field.bound``)."""
 
@@ -41,7 +44,7 @@ class IRNeRFDataParser(DataParser):
     config: IRNeRFDataParserConfig
 
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
-        data = load_unposed(self.config.data, self.config.image_size, self.config.fov_deg)
+        data = load_unposed(self.config.data, self.config.image_size, self.config.fov_deg, self.config.views)
         n = len(data.paths)
         K = data.original_K  # noqa: N806
         placeholder = look_at(torch.tensor([[0.0, -4.0, 0.0]]), torch.zeros(1, 3)).expand(n, 4, 4)

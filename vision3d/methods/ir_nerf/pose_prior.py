@@ -64,12 +64,29 @@ def prior_preset(name: str, **overrides) -> PosePriorConfig:
     return replace(PRESETS[name], **overrides)
 
 
-def prior_of_capture(c2w: torch.Tensor, preset: str = "360-object") -> PosePriorConfig:
+def prior_of_capture(c2w: torch.Tensor, preset: str = "360-object", azimuth_margin_deg: float = 15.0) -> PosePriorConfig:
     """The preset with the radius and elevation ranges of known cameras ``[N, 4, 4]`` (look-at at the origin):
-    the prior a user who knows their capture would set (benchmarks and tests score against ground truth)."""
-    _, el, r = prior_spherical(None, c2w)
-    return prior_preset(preset, radius_min=float(r.min()), radius_max=float(r.max()),
-                        elevation_min_deg=float(el.min()), elevation_max_deg=float(el.max()))
+    the prior a user who knows their capture would set (benchmarks and tests score against ground truth).
+    ``forward-facing`` also takes the cameras' azimuth arc (:func:`azimuth_arc`) widened by ``azimuth_margin_deg``
+    on each side; ``360-object`` keeps the whole circle."""
+    az, el, r = prior_spherical(None, c2w)
+    ranges = {"radius_min": float(r.min()), "radius_max": float(r.max()),
+              "elevation_min_deg": float(el.min()), "elevation_max_deg": float(el.max())}
+    if preset == "forward-facing":
+        lo, hi = azimuth_arc(az)
+        lo, hi = (lo - azimuth_margin_deg, hi + azimuth_margin_deg) if hi - lo + 2 * azimuth_margin_deg < 360.0 else (0.0, 360.0)
+        ranges.update(azimuth_min_deg=lo, azimuth_max_deg=hi)
+    return prior_preset(preset, **ranges)
+
+
+def azimuth_arc(azimuth_deg: torch.Tensor) -> tuple[float, float]:
+    """The shortest arc ``(start, end)`` (degrees, start in [0, 360), end ≥ start, possibly past 360) that holds
+    all azimuths ``[N]``: the circle minus the largest gap between neighbouring azimuths."""
+    a = torch.sort(azimuth_deg.double() % 360.0).values
+    gaps = torch.diff(torch.cat([a, a[:1] + 360.0]))
+    k = int(gaps.argmax())  # the arc starts after the largest gap
+    start = float(a[(k + 1) % len(a)])
+    return start, start + 360.0 - float(gaps[k])
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
