@@ -17,12 +17,14 @@ from vision3d.methods.ir_nerf.networks import SceneCodebook
 from vision3d.methods.ir_nerf.pose_prior import (
     PosePriorConfig,
     in_prior,
+    look_at,
     pose_from_9d,
     pose_to_9d,
     prior_of_capture,
     prior_preset,
     prior_spherical,
     sample_poses,
+    spherical_to_position,
 )
 from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
 
@@ -94,6 +96,22 @@ def test_prior_of_a_capture_holds_its_cameras_and_no_wider_elevations():
     assert prior.radius_min == pytest.approx(3.0, rel=1e-5) and prior.radius_max == pytest.approx(3.0, rel=1e-5)
     assert 10.0 <= prior.elevation_min_deg < 13.0 and 55.0 < prior.elevation_max_deg <= 60.0
     assert prior.range("azimuth") == (0.0, 360.0)
+    assert prior_of_capture(poses, "forward-facing").range("azimuth") == (0.0, 360.0)  # an orbit: the whole circle
+
+
+def test_forward_facing_prior_of_a_capture_spans_its_azimuth_arc_and_not_the_mirror_arc():
+    """A forward-facing arc across azimuth 0 (330°–30°): the prior is the arc widened by the margin, not the
+    preset's ±20°; the mirror arc of a left–right symmetric object (azimuth a -> 180° - a) lies outside it."""
+    az = torch.deg2rad(torch.tensor([330.0, 345.0, 0.0, 15.0, 30.0]))
+    el = torch.deg2rad(torch.tensor([40.0, 30.0, 25.0, 20.0, 12.0]))
+    poses = look_at(spherical_to_position(az, el, torch.full((5,), 2.0)), torch.zeros(5, 3))
+    prior = prior_of_capture(poses, "forward-facing", azimuth_margin_deg=10.0)
+    assert prior.range("azimuth") == pytest.approx((320.0, 400.0), abs=1e-3)
+    assert prior.range("elevation") == pytest.approx((12.0, 40.0), abs=1e-3) and prior.lookat_std == 0.01
+    assert in_prior(prior, poses).all()
+    samples = sample_poses(prior, 200, torch.Generator().manual_seed(0))
+    mirrored = look_at(samples[:, :3, 3] * torch.tensor([-1.0, 1.0, 1.0]), torch.zeros(200, 3))  # a -> 180° - a
+    assert not in_prior(prior, mirrored).any()
 
 
 def test_barf_coarse_to_fine_weights():
@@ -239,6 +257,14 @@ def test_folder_of_images_without_poses(tmp_path):
     expected_f = 0.5 * 128 / math.tan(math.radians(20.0))
     assert data.original_K[0, 0] == pytest.approx(expected_f, rel=1e-5)
     assert data.K[0, 0] == pytest.approx(expected_f * 16 / 128, rel=1e-5) and data.K[0, 2] == pytest.approx(8.0)
+    some = load_unposed(tmp_path, 16, views=(3, 0, 2))  # the dataparser's views field
+    assert [p.name for p in some.paths] == [data.paths[i].name for i in (3, 0, 2)]
+    assert torch.equal(some.images, data.images[[3, 0, 2]])
+    scene = load_unposed(bundled_scene_path(), 8, views=(3, 4, 5, 6))
+    assert scene.images.shape[0] == 4 and scene.paths[0].name == "frame_00004.png"
+    assert torch.equal(scene.gt_c2w, load_unposed(bundled_scene_path(), 8).gt_c2w[3:7])
+    with pytest.raises(Vision3DError, match="out of range"):
+        load_unposed(tmp_path, 16, views=(0, 1, 4))
     for path in list(tmp_path.glob("*.png"))[:2]:
         path.unlink()
     with pytest.raises(Vision3DError, match="needs at least 3 images"):
@@ -246,9 +272,10 @@ def test_folder_of_images_without_poses(tmp_path):
 
 
 def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path):
-    """The ns-train method end to end on the bundled scene (whose poses serve only for evaluation): it trains
-    through both phases and writes transforms.json (loadable as a scene, the estimated poses), cameras.npz
-    (both camera sets) and frusta.png; the model's pose metrics are those of the written cameras."""
+    """The ns-train method end to end on 7 views of the bundled scene (the dataparser's ``views``; the scene's
+    poses serve only for evaluation): it trains through both phases and writes transforms.json (loadable as a
+    scene, the estimated poses of those views), cameras.npz (both camera sets) and frusta.png; the model's pose
+    metrics are those of the written cameras."""
     from vision3d.data.bundled import bundled_scene_path
     from vision3d.data.scene import load_scene
     from vision3d.methods import run
@@ -257,6 +284,7 @@ def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path)
 
     config = run.configure(ir_nerf_trainer_config(), bundled_scene_path(), tmp_path, max_steps=12)
     config.pipeline.datamanager.dataparser.image_size = 16
+    config.pipeline.datamanager.dataparser.views = (3, 4, 5, 6, 7, 8, 9)  # a forward-facing arc of the orbit
     model_config = config.pipeline.model
     model_config.steps_per_export = 100
     system = model_config.ir_nerf
@@ -271,11 +299,11 @@ def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path)
     assert bool(model.system.refining)  # phase B was reached
 
     scene = load_scene(trainer.base_dir / "transforms.json")
-    assert len(scene) == 24 and scene.frames[0].image_path == (bundled_scene_path() / "images" / "frame_00001.png").resolve()
+    assert len(scene) == 7 and scene.frames[0].image_path == (bundled_scene_path() / "images" / "frame_00004.png").resolve()
     written = torch.from_numpy(np.stack([f.c2w_opencv for f in scene.frames])).float()
     assert torch.allclose(written, model.system.estimated_poses(), atol=1e-5)
     cameras = estimated_and_gt_cameras(trainer.base_dir)
-    assert cameras["estimated"].shape == cameras["ground_truth"].shape == (24, 4, 4)
+    assert cameras["estimated"].shape == cameras["ground_truth"].shape == (7, 4, 4)
     assert cameras["size"] == (128, 128)
     errors = model.pose_metrics()
     assert all(math.isfinite(v) for v in errors.values())
