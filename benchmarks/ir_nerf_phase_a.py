@@ -18,7 +18,11 @@ set the field matches better (a selection that uses no ground truth; "pick" is t
 current poses (P's estimates, then the refined poses) against that of the prior samples the run started from.
 ``--prior capture`` (default) sets the prior to the capture's radius and elevation range (``prior_of_capture``),
 ``--prior wide`` to session 11–12's (radius 2, elevation 5–60°); ``--bound`` is the field's half-size (1.0: the
-object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outside the cube).
+object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outside the cube). ``--views`` keeps
+some of the 24 views (e.g. ``3 4 5 6 7 8 9``, a forward-facing arc); ``--prior arc`` is then
+``prior_of_capture(preset="forward-facing")``, the views' azimuth arc ± ``--margin``, and ``--prior forward-facing``
+the preset's own angles at the capture's radius. The header prints the prior and the rotation error of prior samples
+(as many as views; mean, 1st / 5th percentile over 300 draws): the bar a pose estimate has to beat.
 
     python benchmarks/ir_nerf_phase_a.py --steps 300 --set lr_discriminator=1e-3
 """

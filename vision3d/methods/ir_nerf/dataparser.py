@@ -35,7 +35,7 @@ class IRNeRFDataParserConfig(DataParserConfig):
     """Horizontal field of view assumed for a folder of images without transforms.json."""
     views: tuple[int, ...] = ()
     """Train on these images only (indices into the scene's frames, or into the sorted image files); empty: all.
-    E.g. a forward-facing arc of a 360° orbit (docs/ir-nerf.md, "Tests")."""
+    E.g. a forward-facing arc of a 360° orbit (docs/ir-nerf.md, "A forward-facing arc of the bundled orbit")."""
     scene_bound: float = 1.5
     """Half-size of the scene box shown in the viewer (the field's own bound is ``field.bound``)."""
 
