@@ -13,7 +13,7 @@ prunes floaters by another criterion). Decisions (``SkyFloaterConfig``):
 - **Nearer than the scene**: the Gaussian's z-depth below the ``surface_quantile`` of the view's rendered
   expected depth over its surface pixels covered by the render. Only ratios of one view's depths enter, so the
   criterion has no length: a scene in other units or placement finds the same Gaussians.
-- **A strict majority of the views that see it** (``min_share=0.6``): with sparse views most candidates are
+- **A strict majority of the views that see it** (``min_share=0.6``, 60 %): with sparse views most candidates are
   seen by one or two training views, and one view against another is no evidence: at 8 views on dragon-360
   one-of-two votes pushed far ground (below the cameras, 0.7-1.0 of the surface depth) and raised AbsRel in
   nerfstudio's frame (docs/det-gs.md). From 8 views (``min_train_views``): at 3 views far ground rendered too
@@ -55,7 +55,7 @@ class SkyFloaterConfig:
     """'nearer than the scene': below this quantile (a robust maximum) of the view's rendered depth on its surfaces."""
     min_share: float = 0.6
     """treated when at least this share of the training views that see the Gaussian's centre see it as a sky floater
-    (0.6: a strict majority of up to 9 views; one of two is not enough; see the module docstring)."""
+    (0.6: one of two views is not enough, two of three are; up to 6 views this is a strict majority)."""
 
 
 @dataclass
