@@ -48,9 +48,7 @@ def orbit_views(scale: float = 1.0, shift=(0.0, 0.0, 0.0), num: int = 12) -> lis
     """``num`` cameras on an orbit of radius 4 at height 1 around a unit sphere on a ground disc, sky beyond;
     everything scaled by ``scale`` and moved by ``shift``; the prior is the monocular-like one (sky farthest)."""
     shift = np.asarray(shift)
-    # this 32-px prior shifts each region's sky by ~5 % of its range (region_shift_std): the default far band
-    # (far_fraction 5 %) holds about half of its sky, a 15 % band nearly all; the criterion is the same
-    config = SkyFloaterConfig(far_fraction=0.15)
+    config = SkyFloaterConfig()
     views = []
     for i in range(num):
         angle = 2 * np.pi * i / num
