@@ -47,7 +47,7 @@ class SkyFloaterConfig:
     action: Literal["push", "prune"] = "push"
     """'push': move each out from the cameras' centre onto the background sphere (the splat model's
     ``background_radius``), its size scaled alike; 'prune': remove it (see the module docstring)."""
-    far_fraction: float = 0.05
+    far_fraction: float = 0.15
     """a pixel is far when its prior disparity is within this fraction of the view's disparity range of the lowest."""
     erode_px: int = 2
     """far and surface pixels within this many pixels of each other are neither (the prior's blur at silhouettes)."""
