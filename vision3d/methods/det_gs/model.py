@@ -110,7 +110,8 @@ class DetGSModel(SplatModel):
         """Push or prune the sky floaters (:func:`.floaters.sky_floaters`) at densification's cadence after its warm-up."""
         if step <= self.config.warmup_length or step % self.config.refine_every or not self._sky_views:
             return
-        mask = sky_floaters(self.means.detach(), list(self._sky_views.values()), self.config.sky_floaters.min_share)
+        share = self.config.sky_floaters.share(self.num_train_data or 0)
+        mask = sky_floaters(self.means.detach(), list(self._sky_views.values()), share)
         if not mask.any():
             return
         self.sky_floaters_found += int(mask.sum())
