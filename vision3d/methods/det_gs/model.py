@@ -25,7 +25,7 @@ Rendering decisions (each documented here, each a config field where it is a cho
   Canny edges of the *rendered* RGB, where L_edge would let depth jump if that render were the target.
 - Sky floaters (``sky_floaters``, :mod:`.floaters`): each training step keeps its view's pose, intrinsics,
   the prior's far pixels and the rendered depth of its surfaces; at densification's cadence, from its
-  warm-up to the end, Gaussians that most views seeing them see on the far background nearer than the
+  warm-up to the end, Gaussians that most views seeing them (all, with few views) see on the far background nearer than the
   view's surfaces are pushed onto the background sphere (or removed, with their optimizer and strategy state).
 """
 
