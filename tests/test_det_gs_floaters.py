@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -92,3 +94,29 @@ def test_the_search_does_not_depend_on_the_scene_units_or_placement():
     reference = sky_floaters(planted_gaussians(), orbit_views(), 0.5)
     moved = sky_floaters(planted_gaussians(100.0, (70.0, -40.0, 30.0)), orbit_views(100.0, (70.0, -40.0, 30.0)), 0.5)
     assert torch.equal(reference, moved)
+
+
+def on_a_far_pixel(view: ViewRecord, depth_ratio: float) -> torch.Tensor:
+    """[1, 3] world point on the ray through the view's first far pixel, at ``depth_ratio`` x its surface depth."""
+    v, u = torch.nonzero(view.far)[0].tolist()
+    z = depth_ratio * view.surface_depth
+    camera = torch.tensor([(u + 0.5 - K[0, 2]) / FOCAL * z, (v + 0.5 - K[1, 2]) / FOCAL * z, z], dtype=torch.float64)
+    return (view.viewmat[:3, :3].T @ (camera - view.viewmat[:3, 3]))[None]
+
+
+def test_a_sky_floater_needs_most_of_the_views_that_see_it_and_all_of_them_with_few_views():
+    min_share = SkyFloaterConfig().min_share
+    for scale, shift in ((1.0, (0.0, 0.0, 0.0)), (100.0, (70.0, -40.0, 30.0))):
+        floating = orbit_views(scale, shift)[0]
+        point = on_a_far_pixel(floating, 0.5)  # on this view's sky at half its surface depth
+        # the same camera with its surfaces rendered nearer than the point: there it is beyond them, not a floater
+        beyond = dataclasses.replace(floating, surface_depth=0.25 * floating.surface_depth)
+        assert sky_floaters(point, [floating], min_share).tolist() == [True]
+        assert sky_floaters(point, [floating, beyond], min_share).tolist() == [False]  # one of two
+        assert sky_floaters(point, [floating, floating, beyond], min_share).tolist() == [True]  # two of three
+        assert sky_floaters(point, [floating, beyond], 0.5).tolist() == [True]  # half, the former default
+        # with few training views every view that sees it must agree: two of three is not enough at 8 views
+        config = SkyFloaterConfig()
+        assert sky_floaters(point, [floating, floating, beyond], config.share(8)).tolist() == [False]
+        assert sky_floaters(point, [floating, floating], config.share(8)).tolist() == [True]
+        assert sky_floaters(point, [floating, floating, beyond], config.share(24)).tolist() == [True]

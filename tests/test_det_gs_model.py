@@ -199,7 +199,8 @@ def test_sky_floaters_are_pushed_to_the_background_or_pruned(tmp_path):
     from vision3d.methods.det_gs.floaters import sky_floaters
 
     config = _densifying_config(tmp_path, steps=6)  # each of the 6 training views once
-    config.pipeline.model.sky_floaters.min_train_views = 6  # the scene's 6 training views (default: from 9)
+    config.pipeline.model.sky_floaters.min_train_views = 6  # the scene's 6 training views (default: from 8)
+    config.pipeline.model.sky_floaters.unanimous_below = 6  # most views decide, as by default from 9 views
     trainer = run.train(config)
     model = trainer.pipeline.model
     model.config.sky_floaters.min_train_views = 7
@@ -214,7 +215,7 @@ def test_sky_floaters_are_pushed_to_the_background_or_pruned(tmp_path):
     rays = pixels @ torch.linalg.inv(record.K.float()).T * (0.5 * record.surface_depth)
     rotation, translation = record.viewmat[:3, :3].float(), record.viewmat[:3, 3].float()
     candidates = (rays - translation) @ rotation
-    flagged = candidates[sky_floaters(candidates, records, model.config.sky_floaters.min_share)]
+    flagged = candidates[sky_floaters(candidates, records, model.config.sky_floaters.share(6))]
     assert len(flagged) > 0
     step = model.config.warmup_length + model.config.refine_every
     centre, radius = model.camera_centre, model.config.background_radius * model.camera_extent

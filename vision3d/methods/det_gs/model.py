@@ -25,7 +25,7 @@ Rendering decisions (each documented here, each a config field where it is a cho
   Canny edges of the *rendered* RGB, where L_edge would let depth jump if that render were the target.
 - Sky floaters (``sky_floaters``, :mod:`.floaters`): each training step keeps its view's pose, intrinsics,
   the prior's far pixels and the rendered depth of its surfaces; at densification's cadence, from its
-  warm-up to the end, Gaussians that most views seeing them see on the far background nearer than the
+  warm-up to the end, Gaussians that most views seeing them (all, with few views) see on the far background nearer than the
   view's surfaces are pushed onto the background sphere (or removed, with their optimizer and strategy state).
 """
 
@@ -110,7 +110,8 @@ class DetGSModel(SplatModel):
         """Push or prune the sky floaters (:func:`.floaters.sky_floaters`) at densification's cadence after its warm-up."""
         if step <= self.config.warmup_length or step % self.config.refine_every or not self._sky_views:
             return
-        mask = sky_floaters(self.means.detach(), list(self._sky_views.values()), self.config.sky_floaters.min_share)
+        share = self.config.sky_floaters.share(self.num_train_data or 0)
+        mask = sky_floaters(self.means.detach(), list(self._sky_views.values()), share)
         if not mask.any():
             return
         self.sky_floaters_found += int(mask.sum())
