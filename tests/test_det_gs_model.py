@@ -200,7 +200,7 @@ def test_sky_floaters_are_pushed_to_the_background_or_pruned(tmp_path):
 
     config = _densifying_config(tmp_path, steps=6)  # each of the 6 training views once
     config.pipeline.model.sky_floaters.min_train_views = 6  # the scene's 6 training views (default: from 8)
-    config.pipeline.model.sky_floaters.unanimous_below = 6  # most views decide, as by default from 9 views
+    config.pipeline.model.sky_floaters.unanimous_below = 6  # half the views decide, as by default from 9 views
     trainer = run.train(config)
     model = trainer.pipeline.model
     model.config.sky_floaters.min_train_views = 7
