@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from vision3d.geometry.se3 import opengl_to_opencv
+from vision3d.geometry.camera import unproject_points
+from vision3d.geometry.se3 import invert_pose, opengl_to_opencv, transform_points
 from vision3d.methods.det_gs.depth_priors import MonocularLikePriorConfig, monocular_like_prior
 from vision3d.methods.det_gs.floaters import (
     SkyFloaterConfig,
@@ -99,9 +100,9 @@ def test_the_search_does_not_depend_on_the_scene_units_or_placement():
 def on_a_far_pixel(view: ViewRecord, depth_ratio: float) -> torch.Tensor:
     """[1, 3] world point on the ray through the view's first far pixel, at ``depth_ratio`` x its surface depth."""
     v, u = torch.nonzero(view.far)[0].tolist()
-    z = depth_ratio * view.surface_depth
-    camera = torch.tensor([(u + 0.5 - K[0, 2]) / FOCAL * z, (v + 0.5 - K[1, 2]) / FOCAL * z, z], dtype=torch.float64)
-    return (view.viewmat[:3, :3].T @ (camera - view.viewmat[:3, 3]))[None]
+    pixel = torch.tensor([[[u + 0.5, v + 0.5]]], dtype=torch.float64)
+    camera = unproject_points(pixel, torch.tensor([[depth_ratio * view.surface_depth]], dtype=torch.float64), view.K[None])
+    return transform_points(invert_pose(view.viewmat), camera[0])
 
 
 def test_a_sky_floater_needs_half_of_the_views_that_see_it_and_all_of_them_with_few_views():

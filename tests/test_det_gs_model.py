@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from vision3d.data.bundled import bundled_scene_path
+from vision3d.geometry.camera import unproject_points
+from vision3d.geometry.se3 import invert_pose, transform_points
 from vision3d.methods import run
 from vision3d.methods.det_gs.config import det_gs
 from vision3d.methods.det_gs.losses import canny_edges, edge_mask
@@ -211,10 +213,10 @@ def test_sky_floaters_are_pushed_to_the_background_or_pruned(tmp_path):
     # candidates: along a far pixel's ray of one view, at half that view's surface depth
     record = records[0]
     v, u = torch.nonzero(record.far, as_tuple=True)
-    pixels = torch.stack([u + 0.5, v + 0.5, torch.ones_like(u, dtype=torch.float32)], dim=-1).float()
-    rays = pixels @ torch.linalg.inv(record.K.float()).T * (0.5 * record.surface_depth)
-    rotation, translation = record.viewmat[:3, :3].float(), record.viewmat[:3, 3].float()
-    candidates = (rays - translation) @ rotation
+    pixels = torch.stack([u + 0.5, v + 0.5], dim=-1).float()[None]
+    depth = torch.full(pixels.shape[:2], 0.5 * record.surface_depth)
+    rays = unproject_points(pixels, depth, record.K.float()[None])[0]
+    candidates = transform_points(invert_pose(record.viewmat.float()), rays)
     flagged = candidates[sky_floaters(candidates, records, model.config.sky_floaters.share(6))]
     assert len(flagged) > 0
     step = model.config.warmup_length + model.config.refine_every
