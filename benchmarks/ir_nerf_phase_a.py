@@ -40,7 +40,7 @@ from vision3d.data.bundled import bundled_scene_path
 from vision3d.geometry.metrics import rotation_error_deg
 from vision3d.geometry.so3 import so3_exp
 from vision3d.methods.ir_nerf.data import load_unposed
-from vision3d.methods.ir_nerf.evaluation import Sim3, pose_errors
+from vision3d.methods.ir_nerf.evaluation import Sim3, pose_errors, prior_sample_errors
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.pose_prior import (
     look_at,
@@ -120,19 +120,20 @@ def montage(system: IRNeRF, path: str) -> None:
 
 def prior_percentiles(prior, gt: torch.Tensor, draws: int = 300) -> str:
     """Mean and 1st / 5th percentile of the Sim(3)-aligned rotation error of prior samples (as many as cameras)."""
-    g = torch.Generator().manual_seed(4321)
-    errors = torch.tensor([pose_errors(sample_poses(prior, len(gt), g), gt)["rot_err_deg"] for _ in range(draws)])
+    errors = prior_sample_errors(prior, gt, draws)
     return (f"prior samples over {draws} draws: mean {errors.mean():.1f}, 1st / 5th percentile "
             f"{errors.quantile(0.01):.1f} / {errors.quantile(0.05):.1f} deg")
 
 
 def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
-    """The whole method; prints the rotation and translation errors of the current poses every ``every`` steps."""
+    """The whole method; prints the rotation and translation errors of the current poses every ``every`` steps
+    (and the rotation error of their mirror set, the diagnostic of the phase-A table)."""
     def cells(poses: torch.Tensor) -> str:
         errors = pose_errors(poses, gt)
-        return f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f}"
+        return f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f} | {pose_errors(mirrored(poses), gt)['rot_err_deg']:.1f}"
 
-    print(f"| step | phase | rot err (deg) | trans err | seconds |\n|---:|---|---:|---:|---:|\n| 0 | prior samples | "
+    print(f"| step | phase | rot err (deg) | trans err | mirrored rot err | seconds |\n|---:|---|---:|---:|---:|---:|\n"
+          f"| 0 | prior samples | "
           f"{cells(system.prior_poses)} | 0 |")
     start = time.perf_counter()
     for step in range(system.config.max_steps):

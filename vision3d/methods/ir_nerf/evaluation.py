@@ -20,6 +20,7 @@ from vision3d import metrics
 from vision3d.geometry.metrics import rotation_error_deg
 from vision3d.geometry.procrustes import weighted_procrustes
 from vision3d.geometry.se3 import make_pose
+from vision3d.methods.ir_nerf.pose_prior import PosePriorConfig, sample_poses
 
 
 @dataclass
@@ -52,6 +53,15 @@ def pose_errors(estimated: Tensor, ground_truth: Tensor) -> dict[str, float]:
     trans = (aligned[:, :3, 3] - ground_truth[:, :3, 3].float()).norm(dim=-1).numpy()
     return {"rot_err_deg": float(rot.mean()), "trans_err": float(trans.mean()),
             "rot_err_deg_median": float(np.median(rot)), "trans_err_median": float(np.median(trans))}
+
+
+def prior_sample_errors(prior: PosePriorConfig, ground_truth: Tensor, draws: int = 300, seed: int = 4321) -> Tensor:
+    """Rotation errors (deg, ``[draws]``) of ``draws`` sets of prior samples, as many as cameras ``ground_truth
+    [N, 4, 4]``, each scored by :func:`pose_errors`: what a pose estimate has to beat to be more than a lucky
+    draw from the prior (its 5th percentile is the bar of the end-to-end test and of the phase-A benchmark)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.tensor([pose_errors(sample_poses(prior, len(ground_truth), generator), ground_truth)["rot_err_deg"]
+                         for _ in range(draws)])
 
 
 def test_time_pose_optimisation(system, images: Tensor, initial_c2w: Tensor, steps: int = 100, lr: float = 2e-3,
