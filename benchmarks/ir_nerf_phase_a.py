@@ -22,7 +22,7 @@ object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outs
 some of the 24 views (e.g. ``3 4 5 6 7 8 9``, a forward-facing arc); ``--prior arc`` is then
 ``prior_of_capture(preset="forward-facing")``, the views' azimuth arc ± ``--margin``, and ``--prior forward-facing``
 the preset's own angles at the capture's radius. The header prints the prior and the rotation error of prior samples
-(as many as views; mean, 1st / 5th percentile over 300 draws): the bar a pose estimate has to beat.
+(as many as views; mean, 1st / 5th percentile over 4000 draws): the bar a pose estimate has to beat.
 
     python benchmarks/ir_nerf_phase_a.py --steps 300 --set lr_discriminator=1e-3
 """
@@ -118,10 +118,10 @@ def montage(system: IRNeRF, path: str) -> None:
     Image.fromarray((row.numpy() * 255).astype("uint8")).resize((row.shape[1] * 4, row.shape[0] * 4), Image.NEAREST).save(path)
 
 
-def prior_percentiles(prior, gt: torch.Tensor, draws: int = 300) -> str:
+def prior_percentiles(prior, gt: torch.Tensor) -> str:
     """Mean and 1st / 5th percentile of the Sim(3)-aligned rotation error of prior samples (as many as cameras)."""
-    errors = prior_sample_errors(prior, gt, draws)
-    return (f"prior samples over {draws} draws: mean {errors.mean():.1f}, 1st / 5th percentile "
+    errors = prior_sample_errors(prior, gt)
+    return (f"prior samples over {len(errors)} draws: mean {errors.mean():.1f}, 1st / 5th percentile "
             f"{errors.quantile(0.01):.1f} / {errors.quantile(0.05):.1f} deg")
 
 
