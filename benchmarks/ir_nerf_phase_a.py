@@ -21,7 +21,9 @@ current poses (P's estimates, then the refined poses) against that of the prior 
 object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outside the cube). ``--views`` keeps
 some of the 24 views (e.g. ``3 4 5 6 7 8 9``, a forward-facing arc); ``--prior arc`` is then
 ``prior_of_capture(preset="forward-facing")``, the views' azimuth arc ± ``--margin``, and ``--prior forward-facing``
-the preset's own angles at the capture's radius. The header prints the prior and the rotation error of prior samples
+the preset's own angles at the capture's radius. ``--scene three-balls`` runs on
+:mod:`vision3d.methods.ir_nerf.analytic_scene` instead (``--cameras`` on its orbit, rendered at ``--size``, its own
+prior; no mirror symmetry). The header prints the prior and the rotation error of prior samples
 (as many as views; mean, 1st / 5th percentile over 4000 draws): the bar a pose estimate has to beat.
 
     python benchmarks/ir_nerf_phase_a.py --steps 300 --set lr_discriminator=1e-3
@@ -39,7 +41,8 @@ import torch
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.geometry.metrics import rotation_error_deg
 from vision3d.geometry.so3 import so3_exp
-from vision3d.methods.ir_nerf.data import load_unposed
+from vision3d.methods.ir_nerf import analytic_scene
+from vision3d.methods.ir_nerf.data import UnposedImages, load_unposed
 from vision3d.methods.ir_nerf.evaluation import Sim3, pose_errors, prior_sample_errors
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.pose_prior import (
@@ -147,6 +150,13 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
                   f"{time.perf_counter() - start:.0f} |", flush=True)
 
 
+def three_balls(args: argparse.Namespace) -> UnposedImages:
+    """The analytic scene's renders at ``--cameras`` orbit cameras, as the loader would give them."""
+    gt = analytic_scene.orbit_cameras(args.cameras)
+    K = analytic_scene.intrinsics(args.size)  # noqa: N806
+    return UnposedImages(analytic_scene.render(gt, args.size), K, [], gt, (args.size, args.size), K)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32)
@@ -154,6 +164,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--codebook", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scene", choices=["bundled", "three-balls"], default="bundled")
+    parser.add_argument("--cameras", type=int, default=8, help="cameras on the orbit of --scene three-balls")
     parser.add_argument("--views", type=int, nargs="*", help="indices of the scene's views to use (default: all 24)")
     parser.add_argument("--prior", choices=["capture", "wide", "arc", "forward-facing"], default="capture",
                         help="arc: prior_of_capture(preset='forward-facing'), the views' azimuth arc +- --margin; "
@@ -166,9 +178,9 @@ def main() -> None:
     parser.add_argument("--schedule", action="store_true", help="the whole method (both phases), not phase A alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = load_unposed(bundled_scene_path(), args.size, views=args.views)
+    data = load_unposed(bundled_scene_path(), args.size, views=args.views) if args.scene == "bundled" else three_balls(args)
     radius = float(data.gt_c2w[:, :3, 3].norm(dim=-1).mean())
-    prior = {"capture": lambda: prior_of_capture(data.gt_c2w),
+    prior = analytic_scene.PRIOR if args.scene == "three-balls" else {"capture": lambda: prior_of_capture(data.gt_c2w),
              "wide": lambda: prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0,
                                           elevation_max_deg=60.0),
              "arc": lambda: prior_of_capture(data.gt_c2w, "forward-facing", args.margin),
@@ -181,7 +193,7 @@ def main() -> None:
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# size {args.size} seed {args.seed} views {args.views or 'all'} prior {args.prior} bound {args.bound} set {args.set} "
+    print(f"# scene {args.scene} size {args.size} seed {args.seed} views {args.views or 'all'} prior {args.prior if args.scene == 'bundled' else 'three-balls'} bound {args.bound} set {args.set} "
           f"codebook {args.codebook} commit {commit}\n# {prior}\n# {prior_percentiles(prior, data.gt_c2w)}")
     if args.schedule:
         run_schedule(system, data.gt_c2w, args.every)

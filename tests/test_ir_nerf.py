@@ -10,9 +10,9 @@ import torch
 
 from vision3d.errors import Vision3DError
 from vision3d.geometry.so3 import random_rotation, so3_exp
-from vision3d.methods.ir_nerf import losses
+from vision3d.methods.ir_nerf import analytic_scene, losses
 from vision3d.methods.ir_nerf.evaluation import Sim3, align_poses, pose_errors
-from vision3d.methods.ir_nerf.field import camera_rays, coarse_to_fine_weights, image_pixels
+from vision3d.methods.ir_nerf.field import coarse_to_fine_weights
 from vision3d.methods.ir_nerf.networks import SceneCodebook
 from vision3d.methods.ir_nerf.pose_prior import (
     PosePriorConfig,
@@ -28,37 +28,8 @@ from vision3d.methods.ir_nerf.pose_prior import (
 )
 from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
 
-SMALL_PRIOR = prior_preset("360-object", radius_min=3.0, radius_max=3.0, elevation_min_deg=10.0, elevation_max_deg=60.0)
-
-
-def render_tiny_scene(c2w: torch.Tensor, size: int = 16) -> torch.Tensor:
-    """Analytic renders ``[N, 3, S, S]`` of a tiny asymmetric scene: three coloured balls on a ground plane
-    whose colour changes by quadrant, under a sky gradient (no symmetry, so every pose gives another image)."""
-    f = size / (2 * math.tan(math.radians(25)))
-    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])  # noqa: N806
-    origins, dirs = camera_rays(c2w, K, image_pixels(size, size).expand(len(c2w), -1, -1))
-    centres = torch.tensor([[0.6, 0.0, 0.4], [-0.3, 0.5, 0.3], [-0.2, -0.6, 0.5]])
-    radii = torch.tensor([0.4, 0.3, 0.5])
-    colours = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.3, 0.9]])
-    t_best = torch.full(origins.shape[:-1], float("inf"))
-    colour = 0.5 + 0.5 * dirs[..., 2:3] * torch.tensor([0.2, 0.4, 0.8])  # sky
-    colour = colour.expand(*origins.shape[:-1], 3).clone()
-    t_ground = -origins[..., 2] / dirs[..., 2].clamp(max=-1e-6)
-    hit = (dirs[..., 2] < -1e-6) & (t_ground > 0)
-    p = origins + t_ground[..., None] * dirs
-    ground = torch.stack([0.3 + 0.4 * (p[..., 0] > 0), 0.3 + 0.4 * (p[..., 1] > 0), 0.4 * torch.ones_like(p[..., 0])], -1)
-    colour = torch.where(hit[..., None], ground, colour)
-    t_best = torch.where(hit, t_ground, t_best)
-    for c, r, rgb in zip(centres, radii, colours, strict=True):
-        oc = origins - c
-        b = (oc * dirs).sum(-1)
-        disc = b**2 - (oc**2).sum(-1) + r**2
-        t = -b - disc.clamp_min(0).sqrt()
-        hit = (disc > 0) & (t > 0) & (t < t_best)
-        shade = 0.6 + 0.4 * ((origins + t[..., None] * dirs - c) / r)[..., 2:3]
-        colour = torch.where(hit[..., None], rgb * shade, colour)
-        t_best = torch.where(hit, t, t_best)
-    return colour.clamp(0, 1).transpose(1, 2).reshape(len(c2w), 3, size, size)
+SMALL_PRIOR = analytic_scene.PRIOR
+render_tiny_scene = analytic_scene.render  # three coloured balls, no mirror symmetry, rendered exactly
 
 
 # -- pose prior -------------------------------------------------------------------------------------------
@@ -153,8 +124,7 @@ def test_pose_estimator_recovers_sampled_poses_on_renders_of_a_tiny_scene():
     torch.set_num_threads(1)  # 9 s; with torch's default two threads on the shared 2-core machine, 109 s
     torch.manual_seed(0)
     images = render_tiny_scene(sample_poses(SMALL_PRIOR, 3))
-    f = 16 / (2 * math.tan(math.radians(25)))
-    K = torch.tensor([[f, 0, 8.0], [0, f, 8.0], [0, 0, 1]])  # noqa: N806
+    K = analytic_scene.intrinsics(16)  # noqa: N806
     config = IRNeRFConfig(prior=SMALL_PRIOR, estimator_batch=16, lr_estimator=2e-3, use_codebook=False, seed=0)
     system = IRNeRF(config, images, K)
     system.render_image = render_tiny_scene  # P trains on renders at prior samples; here the renderer is exact
@@ -340,8 +310,7 @@ def test_joint_refinement_from_ground_truth_plus_noise_lowers_the_rotation_error
     g = torch.Generator().manual_seed(0)
     gt = sample_poses(SMALL_PRIOR, 8, g)
     size = 16
-    f = size / (2 * math.tan(math.radians(25)))
-    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])  # noqa: N806
+    K = analytic_scene.intrinsics(size)  # noqa: N806
     config = IRNeRFConfig(prior=SMALL_PRIOR, adversarial=False, use_codebook=False, rays_per_batch=512, max_steps=300,
                           field=CoarseFieldConfig(encoding="pe", pe_frequencies=4, num_samples=24),
                           lr_field=5e-3, lr_poses=5e-3, lr_final_factor=1.0)
