@@ -15,7 +15,8 @@ a field fitted at the true cameras tells them apart, 0.039 against 0.058) and wh
 set the field matches better (a selection that uses no ground truth; "pick" is the chosen set's rotation error).
 ``--schedule`` runs the whole method instead (:meth:`IRNeRF.train_step`,
 ``max_steps=--steps``: phase A, A/B alternating, phase B) and prints the Sim(3)-aligned rotation error of the
-current poses (P's estimates, then the refined poses) against that of the prior samples the run started from.
+current poses (P's estimates, then the refined poses) against that of the prior samples the run started from, and
+the mean squared error of the field's renders at those poses against the real images (a score without ground truth).
 ``--prior capture`` (default) sets the prior to the capture's radius and elevation range (``prior_of_capture``),
 ``--prior wide`` to session 11–12's (radius 2, elevation 5–60°); ``--bound`` is the field's half-size (1.0: the
 object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outside the cube). ``--views`` keeps
@@ -133,9 +134,11 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
     (and the rotation error of their mirror set, the diagnostic of the phase-A table)."""
     def cells(poses: torch.Tensor) -> str:
         errors = pose_errors(poses, gt)
-        return f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f} | {pose_errors(mirrored(poses), gt)['rot_err_deg']:.1f}"
+        photometric = float(((system.render_image(poses) - system.images) ** 2).mean())
+        return (f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f} | {pose_errors(mirrored(poses), gt)['rot_err_deg']:.1f} | "
+                f"{photometric:.4f}")
 
-    print(f"| step | phase | rot err (deg) | trans err | mirrored rot err | seconds |\n|---:|---|---:|---:|---:|---:|\n"
+    print(f"| step | phase | rot err (deg) | trans err | mirrored rot err | MSE of renders | seconds |\n|---:|---|---:|---:|---:|---:|---:|\n"
           f"| 0 | prior samples | "
           f"{cells(system.prior_poses)} | 0 |")
     start = time.perf_counter()
