@@ -85,6 +85,25 @@ def test_forward_facing_prior_of_a_capture_spans_its_azimuth_arc_and_not_the_mir
     assert not in_prior(prior, mirrored).any()
 
 
+def test_the_analytic_scene_holds_its_orbit_in_its_prior_and_is_not_its_own_mirror_image():
+    """The property its docs rely on: cameras mirrored in any vertical plane through the origin (every 10°) do not
+    see the real images flipped, as they would in a mirror-symmetric scene such as the bundled armadillo."""
+    gt = analytic_scene.orbit_cameras(8)
+    assert in_prior(analytic_scene.PRIOR, gt).all()
+    images = analytic_scene.render(gt)
+    flip_x = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))  # keeps the mirrored camera axes a rotation
+    differences = []
+    for angle in range(0, 360, 10):
+        plane = so3_exp(torch.tensor([0.0, 0.0, math.radians(angle)])) @ torch.diag(torch.tensor([1.0, -1.0, 1.0]))
+        mirrored = gt.clone()
+        mirrored[:, :3, :3] = plane @ gt[:, :3, :3] @ flip_x
+        mirrored[:, :3, 3] = gt[:, :3, 3] @ plane.T
+        assert torch.allclose(torch.linalg.det(mirrored[:, :3, :3]), torch.ones(8))
+        differences.append(float((analytic_scene.render(mirrored).flip(-1) - images).abs().mean()))
+    print(f"mean colour difference of the flipped mirrored views: min {min(differences):.3f} over planes")
+    assert min(differences) > 0.05
+
+
 def test_barf_coarse_to_fine_weights():
     assert torch.equal(coarse_to_fine_weights(0.0, 8, None), torch.ones(8))
     assert coarse_to_fine_weights(0.05, 8, (0.1, 0.5)).max() == 0  # before the window: all bands off
