@@ -5,7 +5,7 @@ Runs ``--steps`` phase-A steps (:meth:`IRNeRF.adversarial_step`, :meth:`IRNeRF.e
 ``--codebook`` P's loss has L_c and :meth:`IRNeRF.codebook_step` trains L_rec) and every ``--every`` steps prints D's mean loss over the window
 (chance: 2 ln 2 = 1.386), P's mean rotation error on renders at 32 held-out prior samples (their own frame, no
 alignment) and P's Sim(3)-aligned mean rotation error on the real images, as they are and mirrored
-(:func:`mirrored`: a patch discriminator cannot tell a scene from its mirror image, so P's estimates may be a
+(:func:`~vision3d.methods.ir_nerf.evaluation.mirrored_cameras`: a patch discriminator cannot tell a scene from its mirror image, so P's estimates may be a
 mirror image of the cameras, which no rotation aligns; the mirrored column is a diagnostic, not a metric). ``--set NAME=VALUE`` overrides a field
 of IRNeRFConfig (``field.NAME`` / ``prior.NAME`` for the nested ones); ``--montage PNG`` writes renders at 8
 azimuths (elevation 30°) at the end. ``--mirror-scan`` adds, at each reading, whether the field is the scene or its mirror
@@ -44,7 +44,7 @@ from vision3d.geometry.metrics import rotation_error_deg
 from vision3d.geometry.so3 import so3_exp
 from vision3d.methods.ir_nerf import analytic_scene
 from vision3d.methods.ir_nerf.data import UnposedImages, load_unposed
-from vision3d.methods.ir_nerf.evaluation import Sim3, pose_errors, prior_sample_errors
+from vision3d.methods.ir_nerf.evaluation import Sim3, mirrored_cameras, pose_errors, prior_sample_errors
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.pose_prior import (
     look_at,
@@ -78,16 +78,6 @@ def estimator_error_on_renders(system: IRNeRF, poses: torch.Tensor) -> float:
     return float(rotation_error_deg(predicted[:, :3, :3].double().numpy(), poses[:, :3, :3].double().numpy()).mean())
 
 
-def mirrored(c2w: torch.Tensor) -> torch.Tensor:
-    """Cameras ``[N, 4, 4]`` (OpenCV axes) of the scene mirrored in the world's y = 0 plane: centres reflected,
-    and the reflected axes with the camera's x axis flipped, which keeps them a rotation (images flip left-right)."""
-    world, camera = torch.diag(torch.tensor([1.0, -1.0, 1.0])), torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
-    out = c2w.clone()
-    out[:, :3, :3] = world @ c2w[:, :3, :3] @ camera
-    out[:, :3, 3] = c2w[:, :3, 3] @ world
-    return out
-
-
 @torch.no_grad()
 def best_rotation_match(system: IRNeRF, c2w: torch.Tensor, flip: bool = False, step_deg: float = 10.0) -> tuple[float, float]:
     """Mean absolute colour error of the field's renders at cameras ``[N, 4, 4]`` (``flip``: renders flipped
@@ -105,9 +95,9 @@ def mirror_scan(system: IRNeRF, predicted: torch.Tensor, gt: torch.Tensor) -> st
     """Table cells: the field at the true cameras (best / mirrored best / mean over turns), then P's estimates
     (best turn) against their mirror set (best turn) and the rotation error of the one that matches better."""
     as_is, mean = best_rotation_match(system, gt)
-    mirror, _ = best_rotation_match(system, mirrored(gt), flip=True)
-    estimates, mirrored_estimates = best_rotation_match(system, predicted)[0], best_rotation_match(system, mirrored(predicted))[0]
-    pick = mirrored(predicted) if mirrored_estimates < estimates else predicted
+    mirror, _ = best_rotation_match(system, mirrored_cameras(gt), flip=True)
+    estimates, mirrored_estimates = best_rotation_match(system, predicted)[0], best_rotation_match(system, mirrored_cameras(predicted))[0]
+    pick = mirrored_cameras(predicted) if mirrored_estimates < estimates else predicted
     return (f" {as_is:.4f} / {mirror:.4f} / {mean:.4f} | {estimates:.4f} / {mirrored_estimates:.4f} | "
             f"{pose_errors(pick, gt)['rot_err_deg']:.1f} |")
 
@@ -135,7 +125,7 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
     def cells(poses: torch.Tensor) -> str:
         errors = pose_errors(poses, gt)
         photometric = float(((system.render_image(poses) - system.images) ** 2).mean())
-        return (f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f} | {pose_errors(mirrored(poses), gt)['rot_err_deg']:.1f} | "
+        return (f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f} | {pose_errors(mirrored_cameras(poses), gt)['rot_err_deg']:.1f} | "
                 f"{photometric:.4f}")
 
     print(f"| step | phase | rot err (deg) | trans err | mirrored rot err | MSE of renders | seconds |\n|---:|---|---:|---:|---:|---:|---:|\n"
@@ -216,7 +206,7 @@ def main() -> None:
         if (step + 1) % args.every == 0:
             predicted = system.predicted_poses()
             on_real = pose_errors(predicted, data.gt_c2w)["rot_err_deg"]
-            on_real_mirrored = pose_errors(mirrored(predicted), data.gt_c2w)["rot_err_deg"]
+            on_real_mirrored = pose_errors(mirrored_cameras(predicted), data.gt_c2w)["rot_err_deg"]
             print(f"| {step + 1} | {sum(d_losses) / len(d_losses):.3f} | {sum(g_losses) / len(g_losses):.3f} | "
                   f"{estimator_error_on_renders(system, held_out):.1f} | {on_real:.1f} | {on_real_mirrored:.1f} | {time.perf_counter() - start:.0f} |"
                   + (mirror_scan(system, predicted, data.gt_c2w) if args.mirror_scan else ""), flush=True)

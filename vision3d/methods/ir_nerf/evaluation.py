@@ -9,6 +9,7 @@ ground truth's frame and units. Poses are camera-to-world in OpenCV axes ``[N, 4
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def pose_errors(estimated: Tensor, ground_truth: Tensor) -> dict[str, float]:
     trans = (aligned[:, :3, 3] - ground_truth[:, :3, 3].float()).norm(dim=-1).numpy()
     return {"rot_err_deg": float(rot.mean()), "trans_err": float(trans.mean()),
             "rot_err_deg_median": float(np.median(rot)), "trans_err_median": float(np.median(trans))}
+
+
+def mirrored_cameras(c2w: Tensor, plane_azimuth_deg: float = 0.0) -> Tensor:
+    """Cameras ``[N, 4, 4]`` (OpenCV axes) of the scene mirrored in the vertical plane through the origin at
+    ``plane_azimuth_deg`` (0: the world's y = 0 plane): centres reflected, and the reflected axes with the camera's
+    x axis flipped, which keeps them a rotation (their images are the originals flipped left-right when the scene
+    is its own mirror image). No rotation aligns a mirrored set with the original, so P's estimates, when they are
+    the mirror image of the cameras, score ~180° (docs/ir-nerf.md)."""
+    c, s = math.cos(math.radians(2 * plane_azimuth_deg)), math.sin(math.radians(2 * plane_azimuth_deg))
+    world = torch.tensor([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, 1.0]], dtype=c2w.dtype)
+    camera = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=c2w.dtype))
+    out = c2w.clone()
+    out[:, :3, :3] = world @ c2w[:, :3, :3] @ camera
+    out[:, :3, 3] = c2w[:, :3, 3] @ world.T
+    return out
 
 
 def prior_sample_errors(prior: PosePriorConfig, ground_truth: Tensor, draws: int = 4000, seed: int = 4321) -> Tensor:
