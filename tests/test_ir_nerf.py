@@ -28,15 +28,12 @@ from vision3d.methods.ir_nerf.pose_prior import (
 )
 from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
 
-SMALL_PRIOR = analytic_scene.PRIOR
-render_tiny_scene = analytic_scene.render  # three coloured balls, no mirror symmetry, rendered exactly
-
 
 # -- pose prior -------------------------------------------------------------------------------------------
 def test_prior_samples_lie_in_the_prior_and_look_at_the_target():
     g = torch.Generator().manual_seed(0)
-    poses = sample_poses(SMALL_PRIOR, 200, g)
-    az, el, r = prior_spherical(SMALL_PRIOR, poses)
+    poses = sample_poses(analytic_scene.PRIOR, 200, g)
+    az, el, r = prior_spherical(analytic_scene.PRIOR, poses)
     assert torch.allclose(r, torch.full_like(r, 3.0), atol=1e-5)
     assert el.min() >= 10 - 1e-3 and el.max() <= 60 + 1e-3 and el.max() - el.min() > 40
     assert az.max() - az.min() > 300  # the whole circle is covered
@@ -44,10 +41,10 @@ def test_prior_samples_lie_in_the_prior_and_look_at_the_target():
     assert torch.allclose((forward * -poses[:, :3, 3] / 3.0).sum(-1), torch.ones(200), atol=1e-5)
     assert torch.allclose(poses[:, :3, :3].det(), torch.ones(200), atol=1e-5)
     assert poses[:, 2, 0].abs().max() < 1e-5  # no roll: the camera x axis stays horizontal
-    assert in_prior(SMALL_PRIOR, poses).all()
+    assert in_prior(analytic_scene.PRIOR, poses).all()
     below = poses.clone()
     below[:, 2, 3] *= -1
-    assert not in_prior(SMALL_PRIOR, below).any()
+    assert not in_prior(analytic_scene.PRIOR, below).any()
 
 
 def test_forward_facing_preset_and_9d_round_trip():
@@ -61,7 +58,7 @@ def test_forward_facing_preset_and_9d_round_trip():
 
 
 def test_prior_of_a_capture_holds_its_cameras_and_no_wider_elevations():
-    poses = sample_poses(SMALL_PRIOR, 50, torch.Generator().manual_seed(6))
+    poses = sample_poses(analytic_scene.PRIOR, 50, torch.Generator().manual_seed(6))
     prior = prior_of_capture(poses)
     assert in_prior(prior, poses).all()
     assert prior.radius_min == pytest.approx(3.0, rel=1e-5) and prior.radius_max == pytest.approx(3.0, rel=1e-5)
@@ -111,7 +108,7 @@ def test_barf_coarse_to_fine_weights():
 # -- alignment and pose metrics -------------------------------------------------------------------------------
 def test_alignment_undoes_a_similarity_and_measures_known_errors():
     g = torch.Generator().manual_seed(2)
-    gt = sample_poses(SMALL_PRIOR, 12, g)
+    gt = sample_poses(analytic_scene.PRIOR, 12, g)
     sim = Sim3(random_rotation(1, generator=g)[0], torch.tensor([0.5, -1.0, 2.0]), 0.3)
     moved = sim.apply_to_poses(gt)
     errors = pose_errors(moved, gt)
@@ -138,13 +135,13 @@ def test_alignment_undoes_a_similarity_and_measures_known_errors():
 def test_pose_estimator_recovers_sampled_poses_on_renders_of_a_tiny_scene():
     torch.set_num_threads(1)  # 9 s; with torch's default two threads on the shared 2-core machine, 109 s
     torch.manual_seed(0)
-    images = render_tiny_scene(sample_poses(SMALL_PRIOR, 3))
+    images = analytic_scene.render(sample_poses(analytic_scene.PRIOR, 3))
     K = analytic_scene.intrinsics(16)  # noqa: N806
-    config = IRNeRFConfig(prior=SMALL_PRIOR, estimator_batch=16, lr_estimator=2e-3, use_codebook=False, seed=0)
+    config = IRNeRFConfig(prior=analytic_scene.PRIOR, estimator_batch=16, lr_estimator=2e-3, use_codebook=False, seed=0)
     system = IRNeRF(config, images, K)
-    system.render_image = render_tiny_scene  # P trains on renders at prior samples; here the renderer is exact
-    test_poses = sample_poses(SMALL_PRIOR, 64, torch.Generator().manual_seed(99))
-    test_images = render_tiny_scene(test_poses)
+    system.render_image = analytic_scene.render  # P trains on renders at prior samples; here the renderer is exact
+    test_poses = sample_poses(analytic_scene.PRIOR, 64, torch.Generator().manual_seed(99))
+    test_images = analytic_scene.render(test_poses)
 
     def rotation_error() -> float:
         with torch.no_grad():
@@ -189,8 +186,8 @@ def test_the_discriminator_learns_against_the_adversarial_field_on_the_bundled_s
 def test_codebook_consistency_loss_is_lower_for_poses_inside_the_prior():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
-    train_poses = sample_poses(SMALL_PRIOR, 256, g)
-    images = render_tiny_scene(train_poses)
+    train_poses = sample_poses(analytic_scene.PRIOR, 256, g)
+    images = analytic_scene.render(train_poses)
     codebook = SceneCodebook(16, n_codes=64, code_dim=32, tokens=4, width=16)
     rec_opt = torch.optim.Adam([p for n, p in codebook.named_parameters() if not n.startswith("pose_encoder")], lr=2e-3)
     pose_opt = torch.optim.Adam(codebook.pose_encoder.parameters(), lr=2e-3)
@@ -204,8 +201,8 @@ def test_codebook_consistency_loss_is_lower_for_poses_inside_the_prior():
         pose_opt.zero_grad()
         l_c.backward()
         pose_opt.step()
-    held_out = sample_poses(SMALL_PRIOR, 32, torch.Generator().manual_seed(4))
-    held_images = render_tiny_scene(held_out)
+    held_out = sample_poses(analytic_scene.PRIOR, 32, torch.Generator().manual_seed(4))
+    held_images = analytic_scene.render(held_out)
     outside = prior_preset("360-object", radius_min=3.0, radius_max=3.0, elevation_min_deg=-80.0, elevation_max_deg=-30.0)
     outside_poses = sample_poses(outside, 32, torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -218,7 +215,7 @@ def test_codebook_consistency_loss_is_lower_for_poses_inside_the_prior():
 
 def test_consistency_loss_trains_the_pose_encoder_and_not_the_decoder_or_codes():
     codebook = SceneCodebook(16, n_codes=16, code_dim=8, tokens=4, width=8)
-    poses = pose_to_9d(sample_poses(SMALL_PRIOR, 4)).requires_grad_(True)
+    poses = pose_to_9d(sample_poses(analytic_scene.PRIOR, 4)).requires_grad_(True)
     losses.pose_consistency_loss(codebook, poses, torch.rand(4, 3, 16, 16)).backward()
     assert poses.grad is not None and poses.grad.abs().sum() > 0
     assert all(p.grad is not None for p in codebook.pose_encoder.parameters())
@@ -306,7 +303,7 @@ def test_codebook_initial_codes_cluster_the_token_descriptors(tmp_path):
     points = centres.repeat_interleave(50, 0) + 0.1 * torch.randn(150, 2, generator=g)
     found = kmeans(points, 3, generator=g)
     assert torch.cdist(found, centres).amin(dim=0).max() < 0.1
-    codes = initial_codes(render_tiny_scene(sample_poses(SMALL_PRIOR, 8, g)), n_codes=32, code_dim=16, tokens=4)
+    codes = initial_codes(analytic_scene.render(sample_poses(analytic_scene.PRIOR, 8, g)), n_codes=32, code_dim=16, tokens=4)
     assert codes.shape == (32, 16) and torch.isfinite(codes).all()
     assert codes.pow(2).mean().sqrt() == pytest.approx(1.0, rel=1e-4)
     assert torch.pdist(codes).min() > 1e-4  # distinct codes
@@ -323,13 +320,13 @@ def test_joint_refinement_from_ground_truth_plus_noise_lowers_the_rotation_error
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    gt = sample_poses(SMALL_PRIOR, 8, g)
+    gt = sample_poses(analytic_scene.PRIOR, 8, g)
     size = 16
     K = analytic_scene.intrinsics(size)  # noqa: N806
-    config = IRNeRFConfig(prior=SMALL_PRIOR, adversarial=False, use_codebook=False, rays_per_batch=512, max_steps=300,
+    config = IRNeRFConfig(prior=analytic_scene.PRIOR, adversarial=False, use_codebook=False, rays_per_batch=512, max_steps=300,
                           field=CoarseFieldConfig(encoding="pe", pe_frequencies=4, num_samples=24),
                           lr_field=5e-3, lr_poses=5e-3, lr_final_factor=1.0)
-    system = IRNeRF(config, render_tiny_scene(gt, size), K)
+    system = IRNeRF(config, analytic_scene.render(gt, size), K)
     system.start_from(gt)
     system.pose_params.requires_grad_(False)  # fit the field at the true poses first
     for _ in range(250):
@@ -358,12 +355,12 @@ def test_the_model_draws_estimated_and_gt_frusta_in_its_frame_and_redraws_them_o
     from vision3d.methods.ir_nerf.model import IRNeRFModelConfig
 
     g = torch.Generator().manual_seed(3)
-    gt = sample_poses(SMALL_PRIOR, 4, g)
-    images = render_tiny_scene(gt, 8)
+    gt = sample_poses(analytic_scene.PRIOR, 4, g)
+    images = analytic_scene.render(gt, 8)
     K = torch.tensor([[8.0, 0, 4], [0, 8.0, 4], [0, 0, 1]])  # noqa: N806
     metadata = {"ir_nerf_images": images, "ir_nerf_K": K, "ir_nerf_gt_c2w": gt, "ir_nerf_original_K": K * 4,
                 "ir_nerf_original_size": (32, 32), "ir_nerf_paths": [tmp_path / f"{i}.png" for i in range(4)]}
-    config = IRNeRFModelConfig(ir_nerf=IRNeRFConfig(prior=SMALL_PRIOR, adversarial=False, use_codebook=False))
+    config = IRNeRFModelConfig(ir_nerf=IRNeRFConfig(prior=analytic_scene.PRIOR, adversarial=False, use_codebook=False))
     model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=4,
                          metadata=metadata)
     sim = Sim3(random_rotation(1, generator=g)[0], torch.tensor([0.3, -0.2, 0.1]), 0.7)
@@ -401,9 +398,9 @@ def test_a_checkpoint_holds_the_optimisers_so_a_resumed_run_continues_the_same_r
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
-    images = render_tiny_scene(sample_poses(SMALL_PRIOR, 4, g), 8)
+    images = analytic_scene.render(sample_poses(analytic_scene.PRIOR, 4, g), 8)
     K = torch.tensor([[8.0, 0, 4], [0, 8.0, 4], [0, 0, 1]])  # noqa: N806
-    config = IRNeRFConfig(prior=SMALL_PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
+    config = IRNeRFConfig(prior=analytic_scene.PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
                           max_steps=6, phase_a_until=0.5, alternate_until=0.5, patch_size=8, batch_size=2,
                           estimator_batch=2, rays_per_batch=32, n_codes=8, code_dim=4, tokens=2,
                           codebook_init="random")
