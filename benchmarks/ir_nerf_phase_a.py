@@ -47,6 +47,7 @@ from vision3d.methods.ir_nerf.data import UnposedImages, load_unposed
 from vision3d.methods.ir_nerf.evaluation import Sim3, mirrored_cameras, pose_errors, prior_sample_errors
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.pose_prior import (
+    PosePriorConfig,
     look_at,
     pose_from_9d,
     prior_of_capture,
@@ -143,11 +144,21 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
                   f"{time.perf_counter() - start:.0f} |", flush=True)
 
 
-def three_balls(args: argparse.Namespace) -> UnposedImages:
-    """The analytic scene's renders at ``--cameras`` orbit cameras, as the loader would give them."""
-    gt = analytic_scene.orbit_cameras(args.cameras)
-    K = analytic_scene.intrinsics(args.size)  # noqa: N806
-    return UnposedImages(analytic_scene.render(gt, args.size), K, [], gt, (args.size, args.size), K)
+def scene_and_prior(args: argparse.Namespace) -> tuple[UnposedImages, PosePriorConfig, str]:
+    """The real images (``--scene``), the pose prior of the run (``--prior``; the analytic scene has its own) and
+    the prior's name for the header."""
+    if args.scene == "three-balls":
+        gt = analytic_scene.orbit_cameras(args.cameras)
+        K = analytic_scene.intrinsics(args.size)  # noqa: N806
+        return UnposedImages(analytic_scene.render(gt, args.size), K, [], gt, (args.size, args.size), K), analytic_scene.PRIOR, "three-balls"
+    data = load_unposed(bundled_scene_path(), args.size, views=args.views)
+    radius = float(data.gt_c2w[:, :3, 3].norm(dim=-1).mean())
+    prior = {"capture": lambda: prior_of_capture(data.gt_c2w),
+             "wide": lambda: prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0,
+                                          elevation_max_deg=60.0),
+             "arc": lambda: prior_of_capture(data.gt_c2w, "forward-facing", args.margin),
+             "forward-facing": lambda: prior_preset("forward-facing", radius_min=radius, radius_max=radius)}[args.prior]()
+    return data, prior, args.prior
 
 
 def main() -> None:
@@ -171,13 +182,7 @@ def main() -> None:
     parser.add_argument("--schedule", action="store_true", help="the whole method (both phases), not phase A alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    data = load_unposed(bundled_scene_path(), args.size, views=args.views) if args.scene == "bundled" else three_balls(args)
-    radius = float(data.gt_c2w[:, :3, 3].norm(dim=-1).mean())
-    prior = analytic_scene.PRIOR if args.scene == "three-balls" else {"capture": lambda: prior_of_capture(data.gt_c2w),
-             "wide": lambda: prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0,
-                                          elevation_max_deg=60.0),
-             "arc": lambda: prior_of_capture(data.gt_c2w, "forward-facing", args.margin),
-             "forward-facing": lambda: prior_preset("forward-facing", radius_min=radius, radius_max=radius)}[args.prior]()
+    data, prior, prior_name = scene_and_prior(args)
     field = CoarseFieldConfig(encoding="pe", num_samples=16, pe_frequencies=6, bound=args.bound)
     config = IRNeRFConfig(prior=prior, field=field,
                           use_codebook=args.codebook, n_codes=64, code_dim=32, lr_final_factor=1.0, seed=args.seed,
@@ -186,7 +191,7 @@ def main() -> None:
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# scene {args.scene} size {args.size} seed {args.seed} views {args.views or 'all'} prior {args.prior if args.scene == 'bundled' else 'three-balls'} bound {args.bound} set {args.set} "
+    print(f"# scene {args.scene} size {args.size} seed {args.seed} views {args.views or 'all'} prior {prior_name} bound {args.bound} set {args.set} "
           f"codebook {args.codebook} commit {commit}\n# {prior}\n# {prior_percentiles(prior, data.gt_c2w)}")
     if args.schedule:
         run_schedule(system, data.gt_c2w, args.every)
