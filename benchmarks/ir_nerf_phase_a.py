@@ -17,6 +17,8 @@ set the field matches better (a selection that uses no ground truth; "pick" is t
 ``max_steps=--steps``: phase A, A/B alternating, phase B) and prints the Sim(3)-aligned rotation error of the
 current poses (P's estimates, then the refined poses) against that of the prior samples the run started from, and
 the mean squared error of the field's renders at those poses against the real images (a score without ground truth).
+With ``--set phase_a_restarts=R`` each restart ends in a row with P's rotation error a step before it is scored and
+its score (:meth:`IRNeRF.restart_score`, in the MSE column); the best one goes on.
 ``--prior capture`` (default) sets the prior to the capture's radius and elevation range (``prior_of_capture``),
 ``--prior wide`` to session 11–12's (radius 2, elevation 5–60°); ``--bound`` is the field's half-size (1.0: the
 object, half-size 0.5, and the ground near it; the cameras, at radius 1.99, outside the cube). ``--views`` keeps
@@ -59,7 +61,8 @@ from vision3d.methods.ir_nerf.training import IRNeRF, IRNeRFConfig
 
 
 def apply_overrides(config: IRNeRFConfig, pairs: list[str]) -> None:
-    """``NAME=VALUE`` (``field.NAME``, ``prior.NAME``) onto the config, VALUE parsed as the field's type."""
+    """``NAME=VALUE`` (``field.NAME``, ``prior.NAME``) onto the config, VALUE parsed as the field's type (a float or
+    a string for fields that default to None)."""
     for pair in pairs:
         name, value = pair.split("=", 1)
         target = config
@@ -67,8 +70,11 @@ def apply_overrides(config: IRNeRFConfig, pairs: list[str]) -> None:
         for parent in parents:
             target = getattr(target, parent)
         current = getattr(target, leaf)
-        setattr(target, leaf, value.lower() in ("1", "true") if isinstance(current, bool) else type(current)(value)
-                if current is not None else value)
+        if current is None:  # an optional field: a number when it reads as one, else the string (a path)
+            parsed = float(value) if value.replace(".", "", 1).isdigit() else value
+        else:
+            parsed = value.lower() in ("1", "true") if isinstance(current, bool) else type(current)(value)
+        setattr(target, leaf, parsed)
 
 
 @torch.no_grad()
@@ -133,13 +139,20 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
           f"| 0 | prior samples | "
           f"{cells(system.prior_poses)} | 0 |")
     start = time.perf_counter()
-    for step in range(system.config.max_steps):
-        phase = system.phase(step)
+    for step in range(system.total_steps):
+        candidate, schedule_step = system.schedule_position(step)
+        phase = system.phase(schedule_step)
         if phase == "B" and not bool(system.refining):
             print(f"| {step} | P's estimates | {cells(system.predicted_poses())} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
+        if system.restart_steps and len(system.restart_scores) == candidate and schedule_step == system.restart_steps - 1:
+            before = pose_errors(system.predicted_poses(), gt)["rot_err_deg"]  # its networks are gone after the step
+            system.train_step()
+            print(f"| {step + 1} | restart {candidate} ends | {before:.1f} (P, a step before) | | | "
+                  f"{system.restart_scores[-1]:.4f} | {time.perf_counter() - start:.0f} |", flush=True)
+            continue
         system.train_step()
-        if (step + 1) % every == 0 or step + 1 == system.config.max_steps:
+        if (step + 1) % every == 0 or step + 1 == system.total_steps:
             print(f"| {step + 1} | {phase} | {cells(system.estimated_poses())} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
 

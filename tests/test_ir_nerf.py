@@ -255,7 +255,7 @@ def test_folder_of_images_without_poses(tmp_path):
 
 def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path):
     """The ns-train method end to end on 7 views of the bundled scene (the dataparser's ``views``; the scene's
-    poses serve only for evaluation): it trains through both phases and writes transforms.json (loadable as a
+    poses serve only for evaluation): it trains through two restarts of phase A and phase B and writes transforms.json (loadable as a
     scene, the estimated poses of those views), cameras.npz (both camera sets) and frusta.png; the model's pose
     metrics are those of the written cameras."""
     from vision3d.data.bundled import bundled_scene_path
@@ -275,9 +275,11 @@ def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path)
     system.prior = prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
     system.patch_size, system.batch_size, system.estimator_batch, system.rays_per_batch = 8, 2, 2, 128
     system.n_codes, system.code_dim = 16, 8
+    system.phase_a_restarts = 2
     trainer = run.train(config)
     model = trainer.pipeline.model
-    assert model.system.config.max_steps == 12  # the schedule follows the trainer's length
+    assert model.system.total_steps == 11 == model.system.config.max_steps + 3  # the restarts fit the trainer's 12 steps
+    assert len(model.system.restart_scores) == 2  # both restarts scored, the better one went on
     assert bool(model.system.refining)  # phase B was reached
 
     scene = load_scene(trainer.base_dir / "transforms.json")
@@ -421,3 +423,77 @@ def test_a_checkpoint_holds_the_optimisers_so_a_resumed_run_continues_the_same_r
     for (name, a), b in zip(original.state_dict().items(), resumed.state_dict().values(), strict=True):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b), name
+
+
+def _tiny_restart_system(**overrides) -> IRNeRF:
+    """A system small enough to step through three restarts in a second (4 views at 8²)."""
+    from vision3d.methods.ir_nerf.field import CoarseFieldConfig
+
+    images = analytic_scene.render(sample_poses(analytic_scene.PRIOR, 4, torch.Generator().manual_seed(0)), 8)
+    settings = dict(prior=analytic_scene.PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
+                    max_steps=10, phase_a_until=0.4, alternate_until=0.6, patch_size=8, batch_size=2, estimator_batch=2,
+                    rays_per_batch=32, n_codes=8, code_dim=4, tokens=2, codebook_init="random", phase_a_restarts=3,
+                    restart_until=0.2)
+    return IRNeRF(IRNeRFConfig(**{**settings, **overrides}), images, analytic_scene.intrinsics(8))
+
+
+def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored_one(monkeypatch):
+    """Three restarts of 2 steps each (restart_until 0.2 of 10): each starts from new networks, each is scored at
+    its end, and the schedule goes on with the lowest-scoring one's networks and optimiser moments (fails if the
+    last restart simply goes on, or a restart keeps its predecessor's weights)."""
+    torch.set_num_threads(1)
+    system = _tiny_restart_system()
+    assert (system.restart_steps, system.total_steps) == (2, 14)
+    scores, snapshots = iter([0.3, 0.1, 0.2]), []
+
+    def scripted_score() -> float:
+        snapshots.append({k: v.clone() for k, v in system.field.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(system, "restart_score", scripted_score)
+    firsts = []
+    for step in range(6):
+        if step % 2 == 0:
+            firsts.append(next(iter(system.field.parameters())).detach().clone())
+        out = system.train_step(step)
+        assert ("restart_score" in out) == (step % 2 == 1)
+    assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
+    assert system.restart_scores == [0.3, 0.1, 0.2]
+    for name, value in system.field.state_dict().items():
+        assert torch.equal(value, snapshots[1][name]), name
+    assert system.schedule_position(6) == (1, 2)
+    assert system.schedule_position(13) == (1, 9)
+    for step in range(6, system.total_steps):
+        assert "restart_score" not in system.train_step(step)
+    assert bool(system.refining)
+
+
+def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tmp_path):
+    """A checkpoint taken inside the second restart (the first one scored and kept, the second training) holds
+    the best candidate so far; the resumed run ends the restarts with the same choice and the same weights."""
+    torch.set_num_threads(1)
+    original = _tiny_restart_system()
+    for step in range(3):
+        original.train_step(step)
+    torch.save(original.state_dict(), tmp_path / "ckpt.pt")
+    resumed = _tiny_restart_system()
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))
+    assert len(resumed.restart_scores) == 1 and resumed.best_restart is not None
+    for system in (original, resumed):
+        torch.manual_seed(7)
+        for step in range(3, 8):
+            system.train_step(step)
+    assert resumed.restart_scores == original.restart_scores and len(original.restart_scores) == 3
+    for (name, a), b in zip(original.state_dict().items(), resumed.state_dict().values(), strict=True):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), name
+
+
+def test_the_schedule_fits_restarts_into_the_trainers_iterations():
+    """ns-train gives a number of iterations; the schedule plus the restarts' extra phase-A steps fill it."""
+    system = _tiny_restart_system(restart_until=None)
+    for total in (10, 97, 3000):
+        system.fit_schedule(total)
+        assert system.total_steps <= total < system.total_steps + 3
+    with pytest.raises(ValueError, match="restart_until"):
+        _tiny_restart_system(restart_until=0.5)

@@ -6,7 +6,7 @@ against each other (discriminator and field, P and the codebook), so it steps it
 pipeline's ``get_train_loss_dict`` runs one step of the schedule and hands nerfstudio's trainer a constant
 loss and no parameter groups; the optimisers' moments travel in the checkpoint as the system's extra state
 (``IRNeRF.get_extra_state``), so ``--load-dir`` resumes the run where it stopped. The schedule's length
-follows the trainer's ``max_num_iterations``. Every ``steps_per_export`` steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
+follows the trainer's ``max_num_iterations`` (restarts included: ``IRNeRF.fit_schedule``). Every ``steps_per_export`` steps and at the end, the run folder gets ``transforms.json`` (the estimated poses), ``cameras.npz`` and
 ``frusta.png`` (:mod:`~vision3d.methods.ir_nerf.cameras`). The viewer renders the field in the prior's frame
 and draws the estimated and (aligned) ground-truth frusta there (``self.frusta``, redrawn at each export).
 ``v3d export mesh`` fuses renders at the estimated poses (``mesh_cameras``) and writes the mesh aligned onto
@@ -151,7 +151,7 @@ class IRNeRFPipeline(VanillaPipeline):
         if trainer is None:
             return callbacks
         max_steps = trainer.config.max_num_iterations
-        self.model.system.config.max_steps = max_steps
+        self.model.system.fit_schedule(max_steps)
 
         def export(step: int) -> None:
             self.model.export(trainer.base_dir)

@@ -6,6 +6,10 @@ learns L_rec on the real images and L_c regularises P on them. Phase B (refineme
 initialised from P's estimates, and the field learn from the photometric loss, with GNeRF's regulariser
 pulling the poses and P together. Interleaving as GNeRF: A only until ``phase_a_until``, A and B
 alternating until ``alternate_until``, then B (fractions of ``max_steps``).
+Restarts (``phase_a_restarts`` R > 1): the GAN settles on the scene's mirror image or a scrambled camera set in
+a fraction of runs (docs/ir-nerf.md), so phase A runs R times, each with a fresh field, D, P and codebook, to
+``restart_until``; the run whose field renders the real images best at P's estimates (mean squared error, no
+ground truth) goes on with the schedule. The steps run one candidate after the other (``total_steps``).
 Variants for the benchmark (config fields): ``adversarial=False`` skips phase A and starts the poses from
 prior samples (BARF-style refinement); ``use_codebook=False`` drops L_rec/L_c (GNeRF).
 Patches (GNeRF's dynamic patch sampler): ``patch_size²`` pixels on a grid spanning a random fraction
@@ -81,6 +85,12 @@ class IRNeRFConfig:
     """``patch-kmeans`` (default; see codebook_init), ``random``."""
     codebook_vgg19_weights: str | None = None
     """Path to torchvision VGG19 weights on disk: the paper's VGG19-feature init of C."""
+    phase_a_restarts: int = 1
+    """Independent phase-A runs (networks seeded ``seed``, ``seed + 1``, ...); the best by
+    :meth:`IRNeRF.restart_score` goes on. 1: none."""
+    restart_until: float | None = None
+    """Fraction of ``max_steps`` at which the restarts are compared and the best goes on (at most
+    ``phase_a_until``; None: at ``phase_a_until``). Each restart costs this many steps again."""
     seed: int = 0
 
 
@@ -117,24 +127,35 @@ class IRNeRF(nn.Module):
         self.register_buffer("images", images.float())
         self.register_buffer("K", K.float())
         self.generator = torch.Generator().manual_seed(config.seed)
-        torch.manual_seed(config.seed)
-        n, _, h, w = images.shape
-        self.field = CoarseField(config.field)
-        self.discriminator = PatchDiscriminator(config.discriminator_width, spectral=config.discriminator_spectral_norm)
-        self.estimator = PoseEstimator(position_scale=config.prior.radius_max)
-        self.codebook = SceneCodebook(h, config.n_codes, config.code_dim, config.tokens) if config.use_codebook else None
-        if self.codebook is not None and config.codebook_init != "random":
-            if config.codebook_init != "patch-kmeans":
-                raise ValueError(f"codebook_init must be 'patch-kmeans' or 'random', got {config.codebook_init!r}")
-            codes = initial_codes(images, config.n_codes, config.code_dim, config.tokens, config.codebook_vgg19_weights, config.seed)
-            self.codebook.codes.data.copy_(codes)
-        self.prior_poses = sample_poses(config.prior, n, self.generator)  # what BARF-style refinement starts from
+        if config.phase_a_restarts < 1:
+            raise ValueError(f"phase_a_restarts must be at least 1, got {config.phase_a_restarts}")
+        if config.restart_until is not None and not 0 < config.restart_until <= config.phase_a_until:
+            raise ValueError(f"restart_until must lie in (0, phase_a_until = {config.phase_a_until}], got {config.restart_until}")
+        self._build_networks(config.seed)
+        self.prior_poses = sample_poses(config.prior, images.shape[0], self.generator)  # what BARF-style refinement starts from
         self.pose_params = nn.Parameter(pose_to_9d(self.prior_poses))
         self.register_buffer("initial_poses", self.prior_poses.clone())
         self.register_buffer("refining", torch.tensor(False))
         self.step_count = 0
         self.optimizers = self._make_optimizers()
         self.seconds = 0.0
+        self.restart_scores: list[float] = []
+        self.best_restart: dict | None = None  # the best candidate's networks and optimiser moments so far
+
+    def _build_networks(self, seed: int) -> None:
+        """Fresh field, D, P and codebook (parameters drawn after ``torch.manual_seed(seed)``)."""
+        c, (_, _, h, _) = self.config, self.images.shape
+        torch.manual_seed(seed)
+        self.field = CoarseField(c.field)
+        self.discriminator = PatchDiscriminator(c.discriminator_width, spectral=c.discriminator_spectral_norm)
+        self.estimator = PoseEstimator(position_scale=c.prior.radius_max)
+        self.codebook = SceneCodebook(h, c.n_codes, c.code_dim, c.tokens) if c.use_codebook else None
+        if self.codebook is not None and c.codebook_init != "random":
+            if c.codebook_init != "patch-kmeans":
+                raise ValueError(f"codebook_init must be 'patch-kmeans' or 'random', got {c.codebook_init!r}")
+            codes = initial_codes(self.images, c.n_codes, c.code_dim, c.tokens, c.codebook_vgg19_weights, seed)
+            self.codebook.codes.data.copy_(codes)
+        self.to(self.K.device)
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -153,23 +174,64 @@ class IRNeRF(nn.Module):
 
     def get_extra_state(self) -> dict:
         """What a checkpoint holds besides the parameters, so that a resumed run continues this one: the
-        optimisers' moments, the sampling generator's state and the step count (see :meth:`set_extra_state`)."""
-        return {"optimizers": {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()},
-                "generator": self.generator.get_state(), "step_count": self.step_count, "seconds": self.seconds}
+        optimisers' moments, the sampling generator's state, the step count and the restarts' scores and best
+        candidate (see :meth:`set_extra_state`)."""
+        return {"optimizers": self._optimizer_states(), "generator": self.generator.get_state(),
+                "step_count": self.step_count, "seconds": self.seconds, "restart_scores": list(self.restart_scores),
+                "best_restart": self.best_restart}
 
     def set_extra_state(self, state: dict) -> None:
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+        self._load_optimizer_states(state["optimizers"])
         self.generator.set_state(state["generator"])
         self.step_count, self.seconds = state["step_count"], state["seconds"]
+        self.restart_scores, self.best_restart = list(state.get("restart_scores", [])), state.get("best_restart")
+
+    def _optimizer_states(self) -> dict:
+        return {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()}
+
+    def _load_optimizer_states(self, states: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(states[name])
 
     # -- schedule -----------------------------------------------------------------------------------------
+    @property
+    def restart_steps(self) -> int:
+        """Steps of each restart before the candidates are compared (0 without restarts)."""
+        c = self.config
+        if c.phase_a_restarts == 1 or not c.adversarial:
+            return 0
+        return max(round((c.phase_a_until if c.restart_until is None else c.restart_until) * c.max_steps), 1)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run: the schedule's ``max_steps`` plus the restarts' extra phase-A steps."""
+        return self.config.max_steps + (self.config.phase_a_restarts - 1) * self.restart_steps
+
+    def fit_schedule(self, total_steps: int) -> None:
+        """Set ``max_steps`` to the longest schedule whose :attr:`total_steps` fit in ``total_steps``."""
+        c = self.config
+        extra = (c.phase_a_restarts - 1) * (c.phase_a_until if c.restart_until is None else c.restart_until)
+        c.max_steps = max(int(total_steps / (1 + (extra if c.adversarial else 0.0))), 1)
+        while self.total_steps > total_steps and c.max_steps > 1:
+            c.max_steps -= 1
+
+    def schedule_position(self, step: int) -> tuple[int, int]:
+        """``(candidate, schedule step)`` of a step of the run: which restart runs it (the chosen one's index
+        once they are compared) and where it lies in that candidate's schedule."""
+        n = self.restart_steps
+        if n == 0:
+            return 0, step
+        if step < self.config.phase_a_restarts * n:
+            return step // n, step % n
+        best = self.restart_scores.index(min(self.restart_scores)) if self.restart_scores else 0
+        return best, step - (self.config.phase_a_restarts - 1) * n
+
     def progress(self, step: int) -> float:
-        """Fraction of training done at ``step`` (of ``max_steps``)."""
+        """Fraction of the schedule done at schedule step ``step`` (of ``max_steps``)."""
         return min(step / max(self.config.max_steps, 1), 1.0)
 
     def phase(self, step: int, progress: float | None = None) -> str:
-        """``"A"`` or ``"B"`` for a step (GNeRF's interleaving; see the module docstring)."""
+        """``"A"`` or ``"B"`` for a schedule step (GNeRF's interleaving; see the module docstring)."""
         c = self.config
         if not c.adversarial:
             return "B"
@@ -190,15 +252,19 @@ class IRNeRF(nn.Module):
                 group["lr"] = base * factor
 
     def train_step(self, step: int | None = None, progress: float | None = None) -> dict[str, float]:
-        """One step of the schedule; returns its losses. ``progress`` in [0, 1] (default: ``step / max_steps``)
-        places the step in the schedule, e.g. by elapsed time under a time budget."""
+        """Step ``step`` of the run (default: the next); returns its losses. ``progress`` in [0, 1] (default:
+        the schedule step over ``max_steps``) places the step in the schedule, e.g. by elapsed time under a time
+        budget (not with restarts, whose candidates are cut by step count)."""
         step = self.step_count if step is None else step
-        progress = self.progress(step) if progress is None else progress
+        if progress is not None and self.restart_steps:
+            raise ValueError("phase_a_restarts > 1 runs on the step count; progress cannot be given")
+        candidate, schedule_step = self.schedule_position(step)
+        progress = self.progress(schedule_step) if progress is None else progress
         start = time.perf_counter()
         self.train()
         self._set_learning_rates(progress)
         self.field.set_progress(progress)
-        if self.phase(step, progress) == "A":
+        if self.phase(schedule_step, progress) == "A":
             out = self.adversarial_step()
             out.update(self.estimator_step())
             if self.codebook is not None:
@@ -207,9 +273,41 @@ class IRNeRF(nn.Module):
             if not bool(self.refining):
                 self.start_refinement()
             out = self.refinement_step()
+        if self.restart_steps and schedule_step == self.restart_steps - 1 and len(self.restart_scores) == candidate:
+            out["restart_score"] = self._end_restart(candidate)
         self.step_count = step + 1
         self.seconds += time.perf_counter() - start
         return out
+
+    # -- restarts -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def restart_score(self) -> float:
+        """Mean squared error of the field's renders at P's estimates against the real images: low when field
+        and P explain the images together, which needs no ground truth (docs/ir-nerf.md: on the three-ball scene
+        it separates runs that recover the cameras from mirrored or scrambled ones)."""
+        return float(((self.render_image(self.predicted_poses()) - self.images) ** 2).mean())
+
+    def _networks(self) -> dict[str, nn.Module]:
+        nets = {"field": self.field, "discriminator": self.discriminator, "estimator": self.estimator}
+        return nets if self.codebook is None else {**nets, "codebook": self.codebook}
+
+    def _end_restart(self, candidate: int) -> float:
+        """Score the candidate that just reached ``restart_until``, keep it if it is the best so far, then start
+        the next one from fresh networks, or after the last go on with the best."""
+        score = self.restart_score()
+        if not self.restart_scores or score < min(self.restart_scores):
+            self.best_restart = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
+                                 "optimizers": self._optimizer_states()}
+        self.restart_scores.append(score)
+        if candidate + 1 < self.config.phase_a_restarts:
+            self._build_networks(self.config.seed + candidate + 1)
+            self.optimizers = self._make_optimizers()
+        else:
+            for name, module in self._networks().items():
+                module.load_state_dict(self.best_restart["networks"][name])
+            self._load_optimizer_states(self.best_restart["optimizers"])
+            self.best_restart = None  # the checkpoint no longer needs it
+        return score
 
     # -- phase A --------------------------------------------------------------------------------------------
     def render_pixels(self, c2w: Tensor, pixels: Tensor, stratified: bool = True) -> Tensor:
