@@ -195,12 +195,17 @@ class IRNeRF(nn.Module):
 
     # -- schedule -----------------------------------------------------------------------------------------
     @property
-    def restart_steps(self) -> int:
-        """Steps of each restart before the candidates are compared (0 without restarts)."""
+    def restart_fraction(self) -> float:
+        """Fraction of the schedule each restart runs before the candidates are compared (0 without restarts)."""
         c = self.config
         if c.phase_a_restarts == 1 or not c.adversarial:
-            return 0
-        return max(round((c.phase_a_until if c.restart_until is None else c.restart_until) * c.max_steps), 1)
+            return 0.0
+        return c.phase_a_until if c.restart_until is None else c.restart_until
+
+    @property
+    def restart_steps(self) -> int:
+        """Steps of each restart before the candidates are compared (0 without restarts)."""
+        return max(round(self.restart_fraction * self.config.max_steps), 1) if self.restart_fraction else 0
 
     @property
     def total_steps(self) -> int:
@@ -210,8 +215,7 @@ class IRNeRF(nn.Module):
     def fit_schedule(self, total_steps: int) -> None:
         """Set ``max_steps`` to the longest schedule whose :attr:`total_steps` fit in ``total_steps``."""
         c = self.config
-        extra = (c.phase_a_restarts - 1) * (c.phase_a_until if c.restart_until is None else c.restart_until)
-        c.max_steps = max(int(total_steps / (1 + (extra if c.adversarial else 0.0))), 1)
+        c.max_steps = max(int(total_steps / (1 + (c.phase_a_restarts - 1) * self.restart_fraction)), 1)
         while self.total_steps > total_steps and c.max_steps > 1:
             c.max_steps -= 1
 
