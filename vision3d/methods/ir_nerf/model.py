@@ -24,6 +24,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from vision3d import metrics
 from vision3d.geometry.se3 import opencv_to_opengl
@@ -61,7 +62,12 @@ class IRNeRFModel(Model):
         return {}
 
     def train_step(self, step: int) -> dict[str, float]:
-        return self.system.train_step(step)
+        out = self.system.train_step(step)
+        if "restart_score" in out:  # a restart of phase A just ended: say how it scored and which one goes on
+            scores, total = self.system.restart_scores, self.system.config.phase_a_restarts
+            chosen = f"; restart {scores.index(min(scores)) + 1} goes on" if len(scores) == total else ""
+            CONSOLE.log(f"ir-nerf: restart {len(scores)} of {total} scored {scores[-1]:.4f} (MSE of renders at P's poses){chosen}")
+        return out
 
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, torch.Tensor]:
         rgb, accumulation, depth = self.system.field.render(ray_bundle.origins, ray_bundle.directions)
