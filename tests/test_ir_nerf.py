@@ -440,11 +440,12 @@ def _tiny_restart_system(**overrides) -> IRNeRF:
 def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored_one(monkeypatch):
     """Three restarts of 2 steps each (restart_until 0.2 of 10): each starts from new networks, each is scored at
     its end, and the schedule goes on with the lowest-scoring one's networks and optimiser moments (fails if the
-    last restart simply goes on, or a restart keeps its predecessor's weights)."""
+    last restart simply goes on, if a restart keeps its predecessor's weights, or if a diverged first restart's NaN
+    score wins every comparison)."""
     torch.set_num_threads(1)
     system = _tiny_restart_system()
     assert (system.restart_steps, system.total_steps) == (2, 14)
-    scores, snapshots = iter([0.3, 0.1, 0.2]), []
+    scores, snapshots = iter([float("nan"), 0.1, 0.2]), []  # the first diverged
 
     def scripted_score() -> float:
         snapshots.append({k: v.clone() for k, v in system.field.state_dict().items()})
@@ -458,7 +459,7 @@ def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored
         out = system.train_step(step)
         assert ("restart_score" in out) == (step % 2 == 1)
     assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
-    assert system.restart_scores == [0.3, 0.1, 0.2]
+    assert system.restart_scores == [math.inf, 0.1, 0.2]
     for name, value in system.field.state_dict().items():
         assert torch.equal(value, snapshots[1][name]), name
     assert system.schedule_position(6) == (1, 2)

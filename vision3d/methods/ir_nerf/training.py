@@ -19,6 +19,7 @@ Patches (GNeRF's dynamic patch sampler): ``patch_size²`` pixels on a grid spann
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -297,8 +298,10 @@ class IRNeRF(nn.Module):
 
     def _end_restart(self, candidate: int) -> float:
         """Score the candidate that just reached ``restart_until``, keep it if it is the best so far, then start
-        the next one from fresh networks, or after the last go on with the best."""
+        the next one from fresh networks, or after the last go on with the best. A diverged candidate (NaN
+        score) counts as the worst."""
         score = self.restart_score()
+        score = score if math.isfinite(score) else math.inf
         if not self.restart_scores or score < min(self.restart_scores):
             self.best_restart = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
                                  "optimizers": self._optimizer_states()}
