@@ -131,9 +131,8 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
     (and the rotation error of their mirror set, the diagnostic of the phase-A table)."""
     def cells(poses: torch.Tensor) -> str:
         errors = pose_errors(poses, gt)
-        photometric = float(((system.render_image(poses) - system.images) ** 2).mean())
         return (f"{errors['rot_err_deg']:.1f} | {errors['trans_err']:.3f} | {pose_errors(mirrored_cameras(poses), gt)['rot_err_deg']:.1f} | "
-                f"{photometric:.4f}")
+                f"{system.render_error(poses):.4f}")
 
     print(f"| step | phase | rot err (deg) | trans err | mirrored rot err | MSE of renders | seconds |\n|---:|---|---:|---:|---:|---:|---:|\n"
           f"| 0 | prior samples | "
@@ -145,7 +144,7 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
         if phase == "B" and not bool(system.refining):
             print(f"| {step} | P's estimates | {cells(system.predicted_poses())} | "
                   f"{time.perf_counter() - start:.0f} |", flush=True)
-        if system.restart_steps and len(system.restart_scores) == candidate and schedule_step == system.restart_steps - 1:
+        if system.ends_restart(step):
             before = pose_errors(system.predicted_poses(), gt)["rot_err_deg"]  # its networks are gone after the step
             system.train_step()
             print(f"| {step + 1} | restart {candidate} ends | {before:.1f} (P, a step before) | | | "

@@ -392,25 +392,29 @@ def test_the_model_draws_estimated_and_gt_frusta_in_its_frame_and_redraws_them_o
         server.stop()
 
 
+def _tiny_system(**overrides) -> IRNeRF:
+    """The whole method small enough to step through both phases in a second: 4 views of the analytic scene at 8²,
+    a 2-band PE field with 4 samples a ray, a 2 × 2-token codebook; ``overrides`` are IRNeRFConfig fields."""
+    from vision3d.methods.ir_nerf.field import CoarseFieldConfig
+
+    images = analytic_scene.render(sample_poses(analytic_scene.PRIOR, 4, torch.Generator().manual_seed(0)), 8)
+    settings = dict(prior=analytic_scene.PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
+                    patch_size=8, batch_size=2, estimator_batch=2, rays_per_batch=32, n_codes=8, code_dim=4, tokens=2,
+                    codebook_init="random")
+    return IRNeRF(IRNeRFConfig(**{**settings, **overrides}), images, analytic_scene.intrinsics(8))
+
+
 def test_a_checkpoint_holds_the_optimisers_so_a_resumed_run_continues_the_same_run(tmp_path):
     """IR-NeRF steps its own optimisers; their moments, the sampling generator and the step count are in the
     module's state dict (as nerfstudio saves it), so a system loaded from it takes the same next steps as the
     original (fails if Adam restarts or the sampling generator is not restored: the resumed steps then differ)."""
-    from vision3d.methods.ir_nerf.field import CoarseFieldConfig
-
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    images = analytic_scene.render(sample_poses(analytic_scene.PRIOR, 4, g), 8)
-    K = torch.tensor([[8.0, 0, 4], [0, 8.0, 4], [0, 0, 1]])  # noqa: N806
-    config = IRNeRFConfig(prior=analytic_scene.PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
-                          max_steps=6, phase_a_until=0.5, alternate_until=0.5, patch_size=8, batch_size=2,
-                          estimator_batch=2, rays_per_batch=32, n_codes=8, code_dim=4, tokens=2,
-                          codebook_init="random")
-    original = IRNeRF(config, images, K)
+    settings = dict(max_steps=6, phase_a_until=0.5, alternate_until=0.5)
+    original = _tiny_system(**settings)
     for step in range(4):  # through phase A into phase B
         original.train_step(step)
     torch.save(original.state_dict(), tmp_path / "ckpt.pt")
-    resumed = IRNeRF(config, images, K)
+    resumed = _tiny_system(**settings)
     resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))  # weights_only, as nerfstudio loads it
     assert resumed.step_count == 4
     moments = resumed.optimizers["poses"].state_dict()["state"][0]["exp_avg"]
@@ -426,15 +430,9 @@ def test_a_checkpoint_holds_the_optimisers_so_a_resumed_run_continues_the_same_r
 
 
 def _tiny_restart_system(**overrides) -> IRNeRF:
-    """A system small enough to step through three restarts in a second (4 views at 8²)."""
-    from vision3d.methods.ir_nerf.field import CoarseFieldConfig
-
-    images = analytic_scene.render(sample_poses(analytic_scene.PRIOR, 4, torch.Generator().manual_seed(0)), 8)
-    settings = dict(prior=analytic_scene.PRIOR, field=CoarseFieldConfig(encoding="pe", pe_frequencies=2, num_samples=4),
-                    max_steps=10, phase_a_until=0.4, alternate_until=0.6, patch_size=8, batch_size=2, estimator_batch=2,
-                    rays_per_batch=32, n_codes=8, code_dim=4, tokens=2, codebook_init="random", phase_a_restarts=3,
-                    restart_until=0.2)
-    return IRNeRF(IRNeRFConfig(**{**settings, **overrides}), images, analytic_scene.intrinsics(8))
+    """Three restarts of 2 steps each in a schedule of 10 (phase A to 4, alternating to 6)."""
+    settings = dict(max_steps=10, phase_a_until=0.4, alternate_until=0.6, phase_a_restarts=3, restart_until=0.2)
+    return _tiny_system(**{**settings, **overrides})
 
 
 def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored_one(monkeypatch):

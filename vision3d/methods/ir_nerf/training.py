@@ -228,8 +228,18 @@ class IRNeRF(nn.Module):
             return 0, step
         if step < self.config.phase_a_restarts * n:
             return step // n, step % n
-        best = self.restart_scores.index(min(self.restart_scores)) if self.restart_scores else 0
-        return best, step - (self.config.phase_a_restarts - 1) * n
+        return self.chosen_restart, step - (self.config.phase_a_restarts - 1) * n
+
+    @property
+    def chosen_restart(self) -> int:
+        """Index of the lowest-scored restart so far (0 before any is scored)."""
+        return self.restart_scores.index(min(self.restart_scores)) if self.restart_scores else 0
+
+    def ends_restart(self, step: int) -> bool:
+        """Whether step ``step`` of the run is the last of a restart not yet scored (its candidate is scored, and
+        replaced, at the end of that step)."""
+        candidate, schedule_step = self.schedule_position(step)
+        return bool(self.restart_steps) and schedule_step == self.restart_steps - 1 and len(self.restart_scores) == candidate
 
     def progress(self, step: int) -> float:
         """Fraction of the schedule done at schedule step ``step`` (of ``max_steps``)."""
@@ -278,7 +288,7 @@ class IRNeRF(nn.Module):
             if not bool(self.refining):
                 self.start_refinement()
             out = self.refinement_step()
-        if self.restart_steps and schedule_step == self.restart_steps - 1 and len(self.restart_scores) == candidate:
+        if self.ends_restart(step):
             out["restart_score"] = self._end_restart(candidate)
         self.step_count = step + 1
         self.seconds += time.perf_counter() - start
@@ -290,7 +300,13 @@ class IRNeRF(nn.Module):
         """Mean squared error of the field's renders at P's estimates against the real images: low when field
         and P explain the images together, which needs no ground truth (docs/ir-nerf.md: on the three-ball scene
         it separates runs that recover the cameras from mirrored or scrambled ones)."""
-        return float(((self.render_image(self.predicted_poses()) - self.images) ** 2).mean())
+        return self.render_error(self.predicted_poses())
+
+    @torch.no_grad()
+    def render_error(self, c2w: Tensor) -> float:
+        """Mean squared error of the field's renders at cameras ``[N, 4, 4]`` (one per real image) against the
+        real images."""
+        return float(((self.render_image(c2w) - self.images) ** 2).mean())
 
     def _networks(self) -> dict[str, nn.Module]:
         nets = {"field": self.field, "discriminator": self.discriminator, "estimator": self.estimator}
