@@ -27,7 +27,8 @@ some of the 24 views (e.g. ``3 4 5 6 7 8 9``, a forward-facing arc); ``--prior a
 the preset's own angles at the capture's radius. ``--scene three-balls`` runs on
 :mod:`vision3d.methods.ir_nerf.analytic_scene` instead (``--cameras`` on its orbit, rendered at ``--size``, its own
 prior; no mirror symmetry). The header prints the prior and the rotation error of prior samples
-(as many as views; mean, 1st / 5th percentile over 4000 draws): the bar a pose estimate has to beat.
+(as many as views; mean, 1st / 5th percentile over 4000 draws): the bar a pose estimate has to beat. ``--scene-dir``
+takes another rendered scene in place of the bundled one (``--views``, ``--prior`` and ``--bound`` as there).
 
     python benchmarks/ir_nerf_phase_a.py --steps 300 --set lr_discriminator=1e-3
 """
@@ -38,6 +39,7 @@ import argparse
 import math
 import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -138,7 +140,8 @@ def run_schedule(system: IRNeRF, gt: torch.Tensor, every: int) -> None:
           f"| 0 | prior samples | "
           f"{cells(system.prior_poses)} | 0 |")
     start = time.perf_counter()
-    for step in range(system.total_steps):
+    while system.step_count < system.total_steps:  # total_steps drops when a restart is accepted early
+        step = system.step_count
         candidate, schedule_step = system.schedule_position(step)
         phase = system.phase(schedule_step)
         if phase == "B" and not bool(system.refining):
@@ -163,7 +166,7 @@ def scene_and_prior(args: argparse.Namespace) -> tuple[UnposedImages, PosePriorC
         gt = analytic_scene.orbit_cameras(args.cameras)
         K = analytic_scene.intrinsics(args.size)  # noqa: N806
         return UnposedImages(analytic_scene.render(gt, args.size), K, [], gt, (args.size, args.size), K), analytic_scene.PRIOR, "three-balls"
-    data = load_unposed(bundled_scene_path(), args.size, views=args.views)
+    data = load_unposed(args.scene_dir or bundled_scene_path(), args.size, views=args.views)
     radius = float(data.gt_c2w[:, :3, 3].norm(dim=-1).mean())
     prior = {"capture": lambda: prior_of_capture(data.gt_c2w),
              "wide": lambda: prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0,
@@ -181,8 +184,10 @@ def main() -> None:
     parser.add_argument("--codebook", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scene", choices=["bundled", "three-balls"], default="bundled")
+    parser.add_argument("--scene-dir", type=Path, help="a rendered scene (transforms.json) instead of the bundled one, "
+                        "e.g. benchmarks/ir_nerf.py's dragon orbit")
     parser.add_argument("--cameras", type=int, default=8, help="cameras on the orbit of --scene three-balls")
-    parser.add_argument("--views", type=int, nargs="*", help="indices of the scene's views to use (default: all 24)")
+    parser.add_argument("--views", type=int, nargs="*", help="indices of the scene's views to use (default: all; the bundled scene has 24)")
     parser.add_argument("--prior", choices=["capture", "wide", "arc", "forward-facing"], default="capture",
                         help="arc: prior_of_capture(preset='forward-facing'), the views' azimuth arc +- --margin; "
                              "forward-facing: the preset's own angles (+-20 deg, +-15 deg), the capture's radius")
@@ -203,7 +208,7 @@ def main() -> None:
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# scene {args.scene} size {args.size} seed {args.seed} views {args.views or 'all'} prior {prior_name} bound {args.bound} set {args.set} "
+    print(f"# scene {args.scene_dir or args.scene} size {args.size} seed {args.seed} views {args.views or 'all'} prior {prior_name} bound {args.bound} set {args.set} "
           f"codebook {args.codebook} commit {commit}\n# {prior}\n# {prior_percentiles(prior, data.gt_c2w)}")
     if args.schedule:
         run_schedule(system, data.gt_c2w, args.every)

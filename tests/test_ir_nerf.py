@@ -467,6 +467,31 @@ def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored
     assert bool(system.refining)
 
 
+def test_a_restart_scoring_at_most_the_acceptance_goes_on_at_once_and_the_rest_are_skipped(monkeypatch):
+    """``restart_accept_score``: the second of three restarts scores below it, so it goes on with its own weights at
+    once, no third restart is built and the run is one restart shorter (fails if the third restart still runs or
+    the schedule keeps its length)."""
+    torch.set_num_threads(1)
+    system = _tiny_restart_system(restart_accept_score=0.15)
+    assert system.total_steps == 14
+    scores, snapshots = iter([0.2, 0.1]), []
+
+    def scripted_score() -> float:
+        snapshots.append({k: v.clone() for k, v in system.field.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(system, "restart_score", scripted_score)
+    for step in range(4):
+        system.train_step(step)
+    assert system.restart_scores == [0.2, 0.1] and system.restarts_decided and system.chosen_restart == 1
+    assert system.total_steps == 12 and system.schedule_position(4) == (1, 2)
+    for name, value in system.field.state_dict().items():
+        assert torch.equal(value, snapshots[1][name]), name
+    while system.step_count < system.total_steps:
+        assert "restart_score" not in system.train_step()
+    assert bool(system.refining) and system.step_count == 12
+
+
 def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tmp_path):
     """A checkpoint taken inside the second restart (the first one scored and kept, the second training) holds
     the best candidate so far; the resumed run ends the restarts with the same choice and the same weights."""
@@ -500,8 +525,9 @@ def test_the_schedule_fits_restarts_into_the_trainers_iterations():
 
 def test_an_end_to_end_cpu_run_recovers_the_cameras_of_the_analytic_scene_from_prior_samples():
     """The whole method from images alone: 8 cameras on the analytic scene's orbit at 16², poses started from
-    prior samples; two restarts of phase A compared two thirds into the schedule by their photometric score (no
-    ground truth), the better one through refinement. The Sim(3)-aligned rotation error must end below that of
+    prior samples; up to four restarts of phase A, each scored two thirds into the schedule by its photometric
+    match (no ground truth); the first scoring at most 0.035 (below every failed restart measured), else the best,
+    goes through refinement. The Sim(3)-aligned rotation error must end below that of
     the prior samples it started from and below the 5th percentile of random prior samples (a lucky draw).
     Measured over seeds in docs/ir-nerf.md (session 20); fails when P is not trained (lr 0: 130°, session 19).
     The analytic scene stands in for the bundled armadillo, whose mirror symmetry defeats the GAN (session 19)."""
@@ -512,14 +538,15 @@ def test_an_end_to_end_cpu_run_recovers_the_cameras_of_the_analytic_scene_from_p
     gt = analytic_scene.orbit_cameras(8)
     config = IRNeRFConfig(prior=analytic_scene.PRIOR, field=CoarseFieldConfig(encoding="hash", num_samples=16, bound=1.2),
                           use_codebook=False, patch_size=16, patch_scale_min=1.0, batch_size=8, max_steps=1500,
-                          phase_a_until=0.9, alternate_until=0.9, lr_final_factor=0.1, phase_a_restarts=2, restart_until=2 / 3)
+                          phase_a_until=0.9, alternate_until=0.9, lr_final_factor=0.1, phase_a_restarts=4, restart_until=2 / 3,
+                          restart_accept_score=0.035)
     system = IRNeRF(config, analytic_scene.render(gt, 16), analytic_scene.intrinsics(16))
     start = pose_errors(system.prior_poses, gt)["rot_err_deg"]
-    for _ in range(system.total_steps):
+    while system.step_count < system.total_steps:
         system.train_step()
     end = pose_errors(system.estimated_poses(), gt)["rot_err_deg"]
     lucky_draw = float(prior_sample_errors(analytic_scene.PRIOR, gt, draws=1000).quantile(0.05))
     print(f"rotation error: prior samples {start:.1f} deg, end {end:.1f} deg (5th percentile of prior samples "
           f"{lucky_draw:.1f}); restart scores {system.restart_scores}")
-    assert len(system.restart_scores) == 2 and bool(system.refining)
+    assert system.restarts_decided and bool(system.refining)
     assert end < min(start, lucky_draw)

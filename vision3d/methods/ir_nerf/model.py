@@ -65,7 +65,7 @@ class IRNeRFModel(Model):
         out = self.system.train_step(step)
         if "restart_score" in out:  # a restart of phase A just ended: say how it scored and which one goes on
             scores, total = self.system.restart_scores, self.system.config.phase_a_restarts
-            chosen = f"; restart {self.system.chosen_restart + 1} goes on" if len(scores) == total else ""
+            chosen = f"; restart {self.system.chosen_restart + 1} goes on" if self.system.restarts_decided else ""
             CONSOLE.log(f"ir-nerf: restart {len(scores)} of {total} scored {scores[-1]:.4f} (MSE of renders at P's poses){chosen}")
         return out
 

@@ -9,7 +9,8 @@ alternating until ``alternate_until``, then B (fractions of ``max_steps``).
 Restarts (``phase_a_restarts`` R > 1): the GAN settles on the scene's mirror image or a scrambled camera set in
 a fraction of runs (docs/ir-nerf.md), so phase A runs R times, each with a fresh field, D, P and codebook, to
 ``restart_until``; the run whose field renders the real images best at P's estimates (mean squared error, no
-ground truth) goes on with the schedule. The steps run one candidate after the other (``total_steps``).
+ground truth) goes on with the schedule. The steps run one candidate after the other (``total_steps``); a
+candidate scoring at most ``restart_accept_score`` goes on at once (as RANSAC stops once a model is good enough).
 Variants for the benchmark (config fields): ``adversarial=False`` skips phase A and starts the poses from
 prior samples (BARF-style refinement); ``use_codebook=False`` drops L_rec/L_c (GNeRF).
 Patches (GNeRF's dynamic patch sampler): ``patch_size²`` pixels on a grid spanning a random fraction
@@ -92,6 +93,10 @@ class IRNeRFConfig:
     restart_until: float | None = None
     """Fraction of ``max_steps`` at which the restarts are compared and the best goes on (at most
     ``phase_a_until``; None: at ``phase_a_until``). Each restart costs this many steps again."""
+    restart_accept_score: float | None = None
+    """A restart whose score is at most this goes on at once and the remaining restarts are skipped (None: all
+    run). The score is an MSE of colours in [0, 1], so the value depends on the scene (docs/ir-nerf.md: 0.035 on
+    the analytic scene at 16²). Under ns-train the iterations a skip frees refine at the final learning rate."""
     seed: int = 0
 
 
@@ -209,9 +214,21 @@ class IRNeRF(nn.Module):
         return max(round(self.restart_fraction * self.config.max_steps), 1) if self.restart_fraction else 0
 
     @property
+    def restarts_decided(self) -> bool:
+        """Whether the restarts are over: all scored, or one scored at most ``restart_accept_score``."""
+        scores, accept = self.restart_scores, self.config.restart_accept_score
+        return len(scores) == self.config.phase_a_restarts or (accept is not None and min(scores, default=math.inf) <= accept)
+
+    @property
+    def candidates(self) -> int:
+        """Restarts the run holds: those run once they are decided, else all ``phase_a_restarts``."""
+        return len(self.restart_scores) if self.restarts_decided else self.config.phase_a_restarts
+
+    @property
     def total_steps(self) -> int:
-        """Steps of the whole run: the schedule's ``max_steps`` plus the restarts' extra phase-A steps."""
-        return self.config.max_steps + (self.config.phase_a_restarts - 1) * self.restart_steps
+        """Steps of the whole run: the schedule's ``max_steps`` plus the extra phase-A steps of the restarts (all of
+        them until an early one is accepted)."""
+        return self.config.max_steps + (self.candidates - 1) * self.restart_steps
 
     def fit_schedule(self, total_steps: int) -> None:
         """Set ``max_steps`` to the longest schedule whose :attr:`total_steps` fit in ``total_steps``."""
@@ -226,9 +243,9 @@ class IRNeRF(nn.Module):
         n = self.restart_steps
         if n == 0:
             return 0, step
-        if step < self.config.phase_a_restarts * n:
+        if step < self.candidates * n:
             return step // n, step % n
-        return self.chosen_restart, step - (self.config.phase_a_restarts - 1) * n
+        return self.chosen_restart, step - (self.candidates - 1) * n
 
     @property
     def chosen_restart(self) -> int:
@@ -314,15 +331,15 @@ class IRNeRF(nn.Module):
 
     def _end_restart(self, candidate: int) -> float:
         """Score the candidate that just reached ``restart_until``, keep it if it is the best so far, then start
-        the next one from fresh networks, or after the last go on with the best. A diverged candidate (NaN
-        score) counts as the worst."""
+        the next one from fresh networks, or once they are decided (the last one, or one accepted by
+        ``restart_accept_score``) go on with the best. A diverged candidate (NaN score) counts as the worst."""
         score = self.restart_score()
         score = score if math.isfinite(score) else math.inf
         if not self.restart_scores or score < min(self.restart_scores):
             self.best_restart = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
                                  "optimizers": self._optimizer_states()}
         self.restart_scores.append(score)
-        if candidate + 1 < self.config.phase_a_restarts:
+        if not self.restarts_decided:
             self._build_networks(self.config.seed + candidate + 1)
             self.optimizers = self._make_optimizers()
         else:
