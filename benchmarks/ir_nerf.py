@@ -17,6 +17,7 @@ the same for the poses refinement started from, held-out PSNR / SSIM after test-
 
     python benchmarks/ir_nerf.py --budget 600 --size 32
     python benchmarks/ir_nerf.py --scene-dir SCENE --budget 60       # a quick look
+    python benchmarks/ir_nerf.py --size 16 --set patch_size=16 patch_scale_min=1.0 batch_size=8   # D on whole images
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from ir_nerf_phase_a import apply_overrides  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.training import IRNeRFConfig
@@ -64,6 +66,7 @@ def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
         prior = replace(prior, elevation_min_deg=args.elevation[0], elevation_max_deg=args.elevation[1])
     field = CoarseFieldConfig(encoding=args.encoding, barf_c2f=name.startswith("(a)"), bound=args.bound)
     config = IRNeRFConfig(prior=prior, field=field, seed=args.seed, lr_poses=args.lr_poses, **VARIANTS[name])
+    apply_overrides(config, args.set)
     torch.manual_seed(args.seed)
     system = IRNeRF(config, data.images[train_idx], data.K)
     start, step = time.perf_counter(), 0
@@ -97,6 +100,8 @@ def main() -> None:
     parser.add_argument("--tto-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], help="NAME=VALUE overrides of IRNeRFConfig for every variant "
+                        "(field.NAME, prior.NAME for the nested ones), as in ir_nerf_phase_a.py")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--cache", type=Path, default=REPO / "outputs" / "bench_ir_nerf")
     args = parser.parse_args()
@@ -113,7 +118,7 @@ def main() -> None:
     print(f"# ir-nerf benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
     print(f"# scene {scene} ({len(train_idx)} training / {len(test_idx)} held-out views), working size {args.size}, "
           f"budget {args.budget:.0f} s per variant, {args.threads} thread(s), encoding {args.encoding}, seed {args.seed}, "
-          f"bound {args.bound}, pose lr {args.lr_poses}, prior elevation {args.elevation or 'of the orbit'}")
+          f"bound {args.bound}, pose lr {args.lr_poses}, prior elevation {args.elevation or 'of the orbit'}, set {args.set}")
     print("| variant | rot err (deg) | trans err | start rot err | start trans err | PSNR | SSIM | steps | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:
