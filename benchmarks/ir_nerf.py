@@ -13,7 +13,8 @@ same wall-time budget (``--budget`` seconds; the schedule runs on elapsed time, 
 
 Reported: Sim(3)-aligned rotation error (deg) and translation error (scene units, mean over training views),
 the same for the poses refinement started from, held-out PSNR / SSIM after test-time pose optimisation
-(``--tto-steps``) from the aligned true poses, steps done and seconds.
+(``--tto-steps``) from the aligned true poses, steps done and seconds; ``--pictures DIR`` also draws each variant's
+estimated and true camera frusta.
 
     python benchmarks/ir_nerf.py --budget 600 --size 32
     python benchmarks/ir_nerf.py --scene-dir SCENE --budget 60       # a quick look
@@ -57,7 +58,7 @@ def scene_path(name: str, cache: Path, views: int, resolution: int) -> Path:
 
 
 def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
-    from vision3d.methods.ir_nerf.evaluation import align_poses, novel_view_metrics, pose_errors
+    from vision3d.methods.ir_nerf.evaluation import align_poses, novel_view_metrics, plot_frusta, pose_errors
     from vision3d.methods.ir_nerf.pose_prior import prior_of_capture
     from vision3d.methods.ir_nerf.training import IRNeRF
 
@@ -78,6 +79,9 @@ def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
     estimated = system.estimated_poses()
     row = pose_errors(estimated, gt_train)
     started = pose_errors(system.initial_poses, gt_train)
+    if args.pictures:
+        slug = name.split(" ", 1)[1].lower().replace(" ", "-")
+        plot_frusta(args.pictures / f"seed{args.seed}-{slug}-frusta.png", estimated, gt_train, data.K)
     views = novel_view_metrics(system, data.images[test_idx], data.gt_c2w[test_idx], align_poses(estimated, gt_train),
                                steps=args.tto_steps)
     return {**row, "start_rot_err_deg": started["rot_err_deg"], "start_trans_err": started["trans_err"], **views,
@@ -103,12 +107,16 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="NAME=VALUE overrides of IRNeRFConfig for every variant "
                         "(field.NAME, prior.NAME for the nested ones), as in ir_nerf_phase_a.py")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--pictures", type=Path, help="folder for each variant's estimated (orange, aligned) and true "
+                        "(blue) camera frusta, SEED-VARIANT-frusta.png")
     parser.add_argument("--cache", type=Path, default=REPO / "outputs" / "bench_ir_nerf")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from vision3d.methods.ir_nerf.data import load_unposed
 
+    if args.pictures:
+        args.pictures.mkdir(parents=True, exist_ok=True)
     scene = args.scene_dir or scene_path(args.scene, args.cache, args.views, args.resolution)
     data = load_unposed(scene, args.size)
     n = len(data.paths)
