@@ -435,6 +435,19 @@ def _tiny_restart_system(**overrides) -> IRNeRF:
     return _tiny_system(**{**settings, **overrides})
 
 
+def _script_restart_scores(system: IRNeRF, monkeypatch, scores: list[float]) -> list[dict]:
+    """Make ``system.restart_score`` return ``scores`` in turn; returns the list that collects the field's weights at
+    each scoring."""
+    scores, snapshots = iter(scores), []
+
+    def scripted_score() -> float:
+        snapshots.append({k: v.clone() for k, v in system.field.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(system, "restart_score", scripted_score)
+    return snapshots
+
+
 def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored_one(monkeypatch):
     """Three restarts of 2 steps each (restart_until 0.2 of 10): each starts from new networks, each is scored at
     its end, and the schedule goes on with the lowest-scoring one's networks and optimiser moments (fails if the
@@ -443,13 +456,7 @@ def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored
     torch.set_num_threads(1)
     system = _tiny_restart_system()
     assert (system.restart_steps, system.total_steps) == (2, 14)
-    scores, snapshots = iter([float("nan"), 0.1, 0.2]), []  # the first diverged
-
-    def scripted_score() -> float:
-        snapshots.append({k: v.clone() for k, v in system.field.state_dict().items()})
-        return next(scores)
-
-    monkeypatch.setattr(system, "restart_score", scripted_score)
+    snapshots = _script_restart_scores(system, monkeypatch, [float("nan"), 0.1, 0.2])  # the first diverged
     firsts = []
     for step in range(6):
         if step % 2 == 0:
@@ -474,13 +481,7 @@ def test_a_restart_scoring_at_most_the_acceptance_goes_on_at_once_and_the_rest_a
     torch.set_num_threads(1)
     system = _tiny_restart_system(restart_accept_score=0.15)
     assert system.total_steps == 14
-    scores, snapshots = iter([0.2, 0.1]), []
-
-    def scripted_score() -> float:
-        snapshots.append({k: v.clone() for k, v in system.field.state_dict().items()})
-        return next(scores)
-
-    monkeypatch.setattr(system, "restart_score", scripted_score)
+    snapshots = _script_restart_scores(system, monkeypatch, [0.2, 0.1])
     for step in range(4):
         system.train_step(step)
     assert system.restart_scores == [0.2, 0.1] and system.restarts_decided and system.chosen_restart == 1
