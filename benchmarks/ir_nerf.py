@@ -14,7 +14,8 @@ same wall-time budget (``--budget`` seconds; the schedule runs on elapsed time, 
 Reported: Sim(3)-aligned rotation error (deg) and translation error (scene units, mean over training views),
 the same for the poses refinement started from, held-out PSNR / SSIM after test-time pose optimisation
 (``--tto-steps``) from the aligned true poses, steps done and seconds; ``--pictures DIR`` also draws each variant's
-estimated and true camera frusta.
+estimated and true camera frusta. With ``--set phase_a_restarts=R`` (b) and (c) split the budget between their
+restarts (IRNeRF.budget_position) and a line under the table gives each restart's score and the one that went on.
 
     python benchmarks/ir_nerf.py --budget 600 --size 32
     python benchmarks/ir_nerf.py --scene-dir SCENE --budget 60       # a quick look
@@ -85,7 +86,7 @@ def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
     views = novel_view_metrics(system, data.images[test_idx], data.gt_c2w[test_idx], align_poses(estimated, gt_train),
                                steps=args.tto_steps)
     return {**row, "start_rot_err_deg": started["rot_err_deg"], "start_trans_err": started["trans_err"], **views,
-            "steps": step, "seconds": seconds}
+            "steps": step, "seconds": seconds, "restart_scores": system.restart_scores, "chosen": system.chosen_restart}
 
 
 def main() -> None:
@@ -129,10 +130,15 @@ def main() -> None:
           f"bound {args.bound}, pose lr {args.lr_poses}, prior elevation {args.elevation or 'of the orbit'}, set {args.set}")
     print("| variant | rot err (deg) | trans err | start rot err | start trans err | PSNR | SSIM | steps | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    restarts = []
     for name in args.variants:
         r = run_variant(name, data, train_idx, test_idx, args)
         print(f"| {name} | {r['rot_err_deg']:.1f} | {r['trans_err']:.3f} | {r['start_rot_err_deg']:.1f} | "
               f"{r['start_trans_err']:.3f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['steps']} | {r['seconds']:.0f} |", flush=True)
+        if r["restart_scores"]:
+            scores = ", ".join(f"{s:.4f}" for s in r["restart_scores"])
+            restarts.append(f"# {name}: restart scores {scores}; restart {r['chosen'] + 1} went on")
+    print("\n".join(restarts))
 
 
 if __name__ == "__main__":

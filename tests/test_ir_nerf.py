@@ -493,6 +493,37 @@ def test_a_restart_scoring_at_most_the_acceptance_goes_on_at_once_and_the_rest_a
     assert bool(system.refining) and system.step_count == 12
 
 
+@pytest.mark.parametrize("accept", [None, 0.15])
+def test_under_a_time_budget_each_restart_gets_its_share_and_the_chosen_one_the_rest(monkeypatch, accept):
+    """``train_step(progress=...)`` (the benchmark's wall-time budget): with three restarts to 0.2 of the schedule,
+    each restart owns 0.2 / 1.4 of the budget and ends at the first step past it; the best-scored one goes on with
+    its own weights and its schedule fills the rest of the budget, the time a skipped restart frees included (fails
+    if restarts are cut by step count, if the last candidate goes on, or if an accepted restart leaves the skipped
+    one's time unused)."""
+    torch.set_num_threads(1)
+    system = _tiny_restart_system(restart_accept_score=accept)
+    share = 0.2 / 1.4
+    snapshots = _script_restart_scores(system, monkeypatch, [0.2, 0.1, 0.3])
+    runs = 2 if accept else 3
+    scored_at = [p for p in (0.0, 0.1, 0.15, 0.2, 0.3, 0.35, 0.45)[:5 if accept else 7]
+                 if "restart_score" in system.train_step(progress=p)]
+    assert scored_at == [0.15, 0.3, 0.45][:runs] and system.restart_scores == [0.2, 0.1, 0.3][:runs]
+    assert system.chosen_restart == 1
+
+    def distance(snapshot: dict) -> float:  # largest weight difference of the field to a scored candidate's
+        return max(float((v - snapshot[k]).abs().max()) for k, v in system.field.state_dict().items())
+
+    if not accept:  # one step after the decision the field is the chosen candidate's, not the last one's
+        assert distance(snapshots[1]) < 0.1 * distance(snapshots[2])
+    for p in (0.6, 0.8, 0.95):
+        assert "restart_score" not in system.train_step(progress=p)
+    start = runs * share  # the chosen one's schedule resumes at 0.2 and ends with the budget
+    assert system.budget_position(start) == pytest.approx((1, 0.2))
+    assert system.budget_position((1 + start) / 2) == pytest.approx((1, 0.6))
+    assert system.budget_position(1.0) == pytest.approx((1, 1.0))
+    assert bool(system.refining)  # the schedule reached phase B (from 0.4 of it)
+
+
 def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tmp_path):
     """A checkpoint taken inside the second restart (the first one scored and kept, the second training) holds
     the best candidate so far; the resumed run ends the restarts with the same choice and the same weights."""

@@ -9,7 +9,8 @@ alternating until ``alternate_until``, then B (fractions of ``max_steps``).
 Restarts (``phase_a_restarts`` R > 1): the GAN settles on the scene's mirror image or a scrambled camera set in
 a fraction of runs (docs/ir-nerf.md), so phase A runs R times, each with a fresh field, D, P and codebook, to
 ``restart_until``; the run whose field renders the real images best at P's estimates (mean squared error, no
-ground truth) goes on with the schedule. The steps run one candidate after the other (``total_steps``); a
+ground truth) goes on with the schedule. The steps run one candidate after the other (``total_steps``; under a
+time budget each gets its share of it, ``budget_position``); a
 candidate scoring at most ``restart_accept_score`` goes on at once (as RANSAC stops once a model is good enough).
 Variants for the benchmark (config fields): ``adversarial=False`` skips phase A and starts the poses from
 prior samples (BARF-style refinement); ``use_codebook=False`` drops L_rec/L_c (GNeRF).
@@ -252,6 +253,21 @@ class IRNeRF(nn.Module):
         """Index of the lowest-scored restart so far (0 before any is scored)."""
         return self.restart_scores.index(min(self.restart_scores)) if self.restart_scores else 0
 
+    def budget_position(self, progress: float) -> tuple[int, float]:
+        """``(candidate, schedule progress)`` at fraction ``progress`` of a run's time budget. The budget holds
+        the schedule once plus the restarts' extra shares of it, as :attr:`total_steps` holds steps; once the
+        restarts are decided the chosen one's remaining schedule fills the rest of the budget, so time a skipped
+        restart frees goes to it. A candidate index above the restarts scored means that restart's time is up."""
+        f = self.restart_fraction
+        if not f:
+            return 0, progress
+        share = f / (1 + (self.config.phase_a_restarts - 1) * f)  # of the budget, one restart's phase A
+        if not self.restarts_decided:
+            candidate = int(progress / share)
+            return candidate, f * (progress / share - candidate)
+        start = len(self.restart_scores) * share
+        return self.chosen_restart, min(f + (1 - f) * (progress - start) / (1 - start), 1.0)
+
     def ends_restart(self, step: int) -> bool:
         """Whether step ``step`` of the run is the last of a restart not yet scored (its candidate is scored, and
         replaced, at the end of that step)."""
@@ -284,15 +300,20 @@ class IRNeRF(nn.Module):
                 group["lr"] = base * factor
 
     def train_step(self, step: int | None = None, progress: float | None = None) -> dict[str, float]:
-        """Step ``step`` of the run (default: the next); returns its losses. ``progress`` in [0, 1] (default:
-        the schedule step over ``max_steps``) places the step in the schedule, e.g. by elapsed time under a time
-        budget (not with restarts, whose candidates are cut by step count)."""
-        step = self.step_count if step is None else step
-        if progress is not None and self.restart_steps:
-            raise ValueError("phase_a_restarts > 1 runs on the step count; progress cannot be given")
-        candidate, schedule_step = self.schedule_position(step)
-        progress = self.progress(schedule_step) if progress is None else progress
-        start = time.perf_counter()
+        """Step ``step`` of the run (default: the next); returns its losses. By default the step count places
+        the step in the schedule (``max_steps``, restarts cut by :attr:`restart_steps`). ``progress`` in [0, 1],
+        the fraction of a time budget used, places it instead (:meth:`budget_position`): a restart then ends at
+        the first step past its share of the budget. Give ``progress`` to every step of a run or to none."""
+        start, step = time.perf_counter(), self.step_count if step is None else step
+        score, ends_by_step = None, progress is None and self.ends_restart(step)
+        if progress is None:
+            candidate, schedule_step = self.schedule_position(step)
+            progress = self.progress(schedule_step)
+        else:
+            while not self.restarts_decided and self.budget_position(progress)[0] > len(self.restart_scores):
+                score = self._end_restart(len(self.restart_scores))
+            candidate, progress = self.budget_position(progress)
+            schedule_step = step
         self.train()
         self._set_learning_rates(progress)
         self.field.set_progress(progress)
@@ -305,8 +326,10 @@ class IRNeRF(nn.Module):
             if not bool(self.refining):
                 self.start_refinement()
             out = self.refinement_step()
-        if self.ends_restart(step):
-            out["restart_score"] = self._end_restart(candidate)
+        if ends_by_step:
+            score = self._end_restart(candidate)
+        if score is not None:
+            out["restart_score"] = score
         self.step_count = step + 1
         self.seconds += time.perf_counter() - start
         return out
