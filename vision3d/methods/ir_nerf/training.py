@@ -231,10 +231,15 @@ class IRNeRF(nn.Module):
         them until an early one is accepted)."""
         return self.config.max_steps + (self.candidates - 1) * self.restart_steps
 
+    @property
+    def schedules_per_run(self) -> float:
+        """Length of the whole run in schedules when every restart runs: 1 + (R − 1) · :attr:`restart_fraction`."""
+        return 1 + (self.config.phase_a_restarts - 1) * self.restart_fraction
+
     def fit_schedule(self, total_steps: int) -> None:
         """Set ``max_steps`` to the longest schedule whose :attr:`total_steps` fit in ``total_steps``."""
         c = self.config
-        c.max_steps = max(int(total_steps / (1 + (c.phase_a_restarts - 1) * self.restart_fraction)), 1)
+        c.max_steps = max(int(total_steps / self.schedules_per_run), 1)
         while self.total_steps > total_steps and c.max_steps > 1:
             c.max_steps -= 1
 
@@ -261,7 +266,7 @@ class IRNeRF(nn.Module):
         f = self.restart_fraction
         if not f:
             return 0, progress
-        share = f / (1 + (self.config.phase_a_restarts - 1) * f)  # of the budget, one restart's phase A
+        share = f / self.schedules_per_run  # of the budget, one restart's phase A
         if not self.restarts_decided:
             candidate = int(progress / share)
             return candidate, f * (progress / share - candidate)
