@@ -83,6 +83,7 @@ def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
     while (elapsed := time.perf_counter() - start) < args.budget:
         system.train_step(step, progress=elapsed / args.budget)
         step += 1
+    system.end_budget()
     seconds = time.perf_counter() - start
     estimated = system.estimated_poses()
     row = pose_errors(estimated, gt_train)

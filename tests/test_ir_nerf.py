@@ -524,6 +524,24 @@ def test_under_a_time_budget_each_restart_gets_its_share_and_the_chosen_one_the_
     assert bool(system.refining)  # the schedule reached phase B (from 0.4 of it)
 
 
+def test_restarts_that_run_to_the_end_of_a_time_budget_go_on_with_the_best_when_it_is_spent(monkeypatch):
+    """With ``restart_until = phase_a_until = 1`` each of three restarts owns a third of the budget and the last one's
+    share ends with it, so no step scores it; ``end_budget`` scores it and loads the best candidate (fails if the
+    run ends on the last candidate's weights, as it did before ``end_budget``)."""
+    torch.set_num_threads(1)
+    system = _tiny_restart_system(phase_a_until=1.0, alternate_until=1.0, restart_until=1.0)
+    snapshots = _script_restart_scores(system, monkeypatch, [0.2, 0.1, 0.3])
+    for p in (0.0, 0.2, 0.4, 0.6, 0.7, 0.9, 0.99):
+        system.train_step(progress=p)
+    assert system.restart_scores == [0.2, 0.1] and not system.restarts_decided
+    system.end_budget()
+    assert system.restart_scores == [0.2, 0.1, 0.3] and system.chosen_restart == 1
+    for name, value in system.field.state_dict().items():
+        assert torch.equal(value, snapshots[1][name]), name
+    system.end_budget()  # decided: nothing more happens
+    assert system.restart_scores == [0.2, 0.1, 0.3]
+
+
 def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tmp_path):
     """A checkpoint taken inside the second restart (the first one scored and kept, the second training) holds
     the best candidate so far; the resumed run ends the restarts with the same choice and the same weights."""

@@ -308,7 +308,8 @@ class IRNeRF(nn.Module):
         """Step ``step`` of the run (default: the next); returns its losses. By default the step count places
         the step in the schedule (``max_steps``, restarts cut by :attr:`restart_steps`). ``progress`` in [0, 1],
         the fraction of a time budget used, places it instead (:meth:`budget_position`): a restart then ends at
-        the first step past its share of the budget. Give ``progress`` to every step of a run or to none."""
+        the first step past its share of the budget. Give ``progress`` to every step of a run or to none, and call
+        :meth:`end_budget` after a budget's last step."""
         start, step = time.perf_counter(), self.step_count if step is None else step
         score, ends_by_step = None, progress is None and self.ends_restart(step)
         if progress is None:
@@ -338,6 +339,13 @@ class IRNeRF(nn.Module):
         self.step_count = step + 1
         self.seconds += time.perf_counter() - start
         return out
+
+    def end_budget(self) -> None:
+        """Call once a time budget is spent. With ``restart_until = phase_a_until = 1`` the last restart's share ends
+        with the budget, so no step past it has scored it: score it now and go on with the best candidate, as a step
+        count's run does at its last step. Does nothing when the restarts are decided."""
+        if not self.restarts_decided and len(self.restart_scores) == self.config.phase_a_restarts - 1:
+            self._end_restart(len(self.restart_scores))
 
     # -- restarts -------------------------------------------------------------------------------------------
     @torch.no_grad()
