@@ -343,7 +343,8 @@ class IRNeRF(nn.Module):
     def end_budget(self) -> None:
         """Call once a time budget is spent. With ``restart_until = phase_a_until = 1`` the last restart's share ends
         with the budget, so no step past it has scored it: score it now and go on with the best candidate, as a step
-        count's run does at its last step. Does nothing when the restarts are decided."""
+        count's run does at its last step. Does nothing when the restarts are decided, or when the budget ended before
+        the last restart began (the run then ends on an unfinished candidate: the budget was too short)."""
         if not self.restarts_decided and len(self.restart_scores) == self.config.phase_a_restarts - 1:
             self._end_restart(len(self.restart_scores))
 
