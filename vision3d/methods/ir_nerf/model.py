@@ -137,15 +137,25 @@ class IRNeRFPipeline(VanillaPipeline):
         constant = torch.zeros((), device=self.device, requires_grad=True)
         return {}, {"loss": constant}, metrics_dict
 
-    def get_eval_loss_dict(self, step: int):
-        return {}, {}, self.model.pose_metrics()
-
-    def get_eval_image_metrics_and_images(self, step: int):
+    @torch.no_grad()
+    def _eval_view(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training image ``step mod N`` and the field's render at its estimated pose, ``[H, W, 3]`` each: the
+        views are the poses being estimated, so evaluation cycles through them (there is no held-out split)."""
         index = step % self.model.system.images.shape[0]
         pose = self.model.system.estimated_poses()[index:index + 1]
         render = self.model.system.render_image(pose)[0].permute(1, 2, 0).clamp(0, 1).cpu()
-        image = self.model.system.images[index].permute(1, 2, 0).cpu()
-        return {**metrics.image_metrics(render, image), **self.model.pose_metrics()}, {"img": torch.cat([image, render], dim=1)}
+        return self.model.system.images[index].permute(1, 2, 0).cpu(), render
+
+    def get_eval_loss_dict(self, step: int):
+        """nerfstudio's eval batch: the photometric error of one view at its estimated pose, and the pose errors."""
+        image, render = self._eval_view(step)
+        return {}, {"photometric": torch.nn.functional.mse_loss(render, image)}, self.model.pose_metrics()
+
+    def get_eval_image_metrics_and_images(self, step: int):
+        image, render = self._eval_view(step)
+        num_rays = image.shape[0] * image.shape[1]  # the trainer reports rays per second from it
+        scores = {**metrics.image_metrics(render, image), **self.model.pose_metrics(), "num_rays": num_rays}
+        return scores, {"img": torch.cat([image, render], dim=1)}
 
     @torch.no_grad()
     def get_average_eval_image_metrics(self, step=None, output_path=None, get_std=False):
