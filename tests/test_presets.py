@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vision3d.methods.presets import find_preset, ns_train_command, presets_dir
+from vision3d.methods.presets import find_preset, ns_train_command, preset_flags, presets_dir
 
 PRESETS = sorted(presets_dir().glob("*/*.yaml"))
-
-
-def _field(config, key: str):  # noqa: ANN001, ANN202
-    """``a.b-c`` of a config: ``config.a.b_c`` (dict entries by key)."""
-    for part in key.replace("-", "_").split("."):
-        config = config[part] if isinstance(config, dict) else getattr(config, part)
-    return config
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -31,11 +24,8 @@ def test_a_preset_parses_as_ns_train_parses_it_and_sets_every_flag(path: Path, t
     config = tyro.cli(AnnotatedBaseConfigUnion, args=command[1:])
     assert config.method_name == preset["method"]
     assert config.pipeline.datamanager.data == tmp_path
-    parser = config.pipeline.datamanager.dataparser
-    flags = [(config, key, value) for key, value in (preset.get("trainer") or {}).items()]
-    flags += [(parser, key, value) for key, value in (preset.get("dataparser-args") or {}).items()]
-    for root, key, value in flags:
-        parsed = _field(root, key)
+    for owner, attribute, key, value in preset_flags(config, preset):
+        parsed = getattr(owner, attribute)
         if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
             value = type(parsed)(value)  # YAML reads 5e-4 as text; the command passes it as text either way
         assert parsed == value, key

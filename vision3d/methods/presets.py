@@ -59,6 +59,22 @@ def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str
     return command
 
 
+def preset_flags(config, preset: dict) -> list[tuple[object, str, str, object]]:  # noqa: ANN001
+    """``(owner, attribute, key, value)`` for each flag of a loaded preset: trainer flags on the TrainerConfig
+    ``config``, dataparser flags on its dataparser; ``a.b-c`` is attribute ``b_c`` of ``config.a`` (dict entries by
+    key; owner None where the path does not exist)."""
+    parser = config.pipeline.datamanager.dataparser
+    flags = [(config, key, value) for key, value in (preset.get("trainer") or {}).items()]
+    flags += [(parser, key, value) for key, value in (preset.get("dataparser-args") or {}).items()]
+    out = []
+    for owner, key, value in flags:
+        *path, leaf = key.replace("-", "_").split(".")
+        for part in path:
+            owner = owner[part] if isinstance(owner, dict) else getattr(owner, part, None)
+        out.append((owner, leaf, key, value))
+    return out
+
+
 def apply_preset(config, preset_path: Path):  # noqa: ANN001, ANN201
     """A copy of a method's TrainerConfig with a preset's trainer flags and dataparser flags set in place
     (``a.b-c: v`` sets ``config.a.b_c = v``, dict entries by key), for in-process runs (benchmarks)."""
@@ -66,14 +82,7 @@ def apply_preset(config, preset_path: Path):  # noqa: ANN001, ANN201
 
     preset = yaml.safe_load(preset_path.read_text())
     config = copy.deepcopy(config)
-    flags = [(config, key, value) for key, value in (preset.get("trainer") or {}).items()]
-    parser = config.pipeline.datamanager.dataparser
-    flags += [(parser, key, value) for key, value in (preset.get("dataparser-args") or {}).items()]
-    for root, key, value in flags:
-        *path, leaf = key.replace("-", "_").split(".")
-        obj = root
-        for part in path:
-            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part, None)
+    for obj, leaf, key, value in preset_flags(config, preset):
         if obj is None or not hasattr(obj, leaf):
             raise Vision3DError(f"{preset_path}: {key!r} is not a field of the {preset['method']} config")
         current = getattr(obj, leaf)
