@@ -10,7 +10,6 @@ run by ``test_romap_method.py``.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -25,8 +24,7 @@ import torch
 import viser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from room_factory import write_room  # noqa: E402
-from scene_factory import write_scene  # noqa: E402
+from method_runs import IR_NERF_VIEWS, helixsurf_config, ir_nerf_config, romap_config  # noqa: E402
 from viewer_helpers import camera_path_json  # noqa: E402
 
 from vision3d.export.from_run import MeshExportConfig, load_run, mesh_run  # noqa: E402
@@ -37,58 +35,6 @@ from vision3d.viewer.frame_rate import orbit_camera_states, viewer_frames  # noq
 MODES = {"helixsurf": {"normals", "mvs_depth", "mvs_confidence", "sdf_level_set"}, "ir-nerf": set(),
          "romap": {"part_labels", "mask_3d"}}  # fmt: skip
 """Each method's own render modes (beside rgb, depth, accumulation), as docs/viewer.md lists them."""
-IR_NERF_VIEWS = 6
-
-
-def _helixsurf_run(root: Path) -> Path:
-    from vision3d.methods.helixsurf.config import helixsurf
-
-    scene = write_room(root / "room", n_views=6, width=32, height=24, focal=20.0, layout="clusters")
-    config = run.configure(helixsurf.config, scene, root / "out", max_steps=3)
-    config.pipeline.datamanager.train_num_rays_per_batch = 128
-    model = config.pipeline.model
-    model.num_samples, model.occupancy_resolution, model.mvs_max_side, model.eikonal_random_points = 16, 16, 32, 64
-    model.mvs.patchmatch.iterations, model.mvs.patchmatch.cost.radius, model.mvs.patchmatch.cost.step = 1, 2, 1
-    model.mvs.filter.min_consistent, model.mvs.geometric_passes = 1, 0
-    model.sdf.steps_per_level, model.sdf.grid.n_levels, model.sdf.grid.log2_hashmap_size = 0, 4, 12
-    model.helix_passes, model.use_planes = (0.0,), False  # one MVS pass: the fused cloud the viewer shows
-    return run.train(config).base_dir
-
-
-def _ir_nerf_run(root: Path) -> Path:
-    from vision3d.methods.ir_nerf.config import ir_nerf_trainer_config
-    from vision3d.methods.ir_nerf.pose_prior import prior_preset
-
-    scene = write_scene(root / "scene", n_views=IR_NERF_VIEWS, size=16)  # random images: poses from the prior
-    config = run.configure(ir_nerf_trainer_config(), scene, root / "out", max_steps=2)
-    config.pipeline.datamanager.dataparser.image_size = 16
-    config.pipeline.model.steps_per_export = 100
-    system = config.pipeline.model.ir_nerf
-    system.field.encoding, system.field.num_samples = "pe", 8
-    system.prior = prior_preset("360-object", radius_min=2.0, radius_max=2.0, elevation_min_deg=5.0, elevation_max_deg=60.0)
-    system.patch_size, system.batch_size, system.estimator_batch, system.rays_per_batch = 8, 2, 2, 128
-    system.n_codes, system.code_dim = 16, 8
-    system.lr_estimator = 1e-4  # at the CPU default (2e-3) this 2-step run's render from the estimated pose had
-    # constant depth (background only: the camera P estimated after one step did not see the field's cube)
-    return run.train(config).base_dir
-
-
-def _romap_run(root: Path) -> Path:
-    from romap_scene import write_two_part_scene
-    from test_romap_method import splat_checkpoint
-
-    from vision3d.methods.romap.config import romap
-    from vision3d.methods.romap.model import LABELS
-
-    scene, gaussians = write_two_part_scene(root / "parts", n_views=4)
-    config = run.configure(romap.config, scene, root / "out", max_steps=12)
-    config.pipeline.model.label_steps = 10  # then two edit steps towards the targets: part 1 is selected
-    config.pipeline.model.background_color = "black"
-    config.optimizers[LABELS]["optimizer"].lr = 0.1  # labels learn in 10 steps (60 at the method's rate)
-    config.pipeline.datamanager.target_dir = scene / "targets"
-    splat_checkpoint(copy.deepcopy(config), gaussians, root / "splat.ckpt")
-    config.load_checkpoint = root / "splat.ckpt"
-    return run.train(config).base_dir
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +42,8 @@ def runs(tmp_path_factory):
     """Tiny runs of helixsurf, ir-nerf and romap, by method name: their run folders (the methods are registered
     by the package's entry points)."""
     root = tmp_path_factory.mktemp("method_runs")
-    return {"helixsurf": _helixsurf_run(root / "helixsurf"), "ir-nerf": _ir_nerf_run(root / "ir-nerf"),
-            "romap": _romap_run(root / "romap")}  # fmt: skip
+    configs = {"helixsurf": helixsurf_config, "ir-nerf": ir_nerf_config, "romap": romap_config}
+    return {method: run.train(make(root / method)).base_dir for method, make in configs.items()}
 
 
 def _start_ns_viewer(config: Path, monkeypatch):

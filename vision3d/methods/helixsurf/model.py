@@ -494,8 +494,10 @@ class HelixSurfModel(Model):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, Tensor]:  # noqa: ANN001
         gt = self._gt_rgb(batch, outputs["rgb"])
         rgb = outputs["rgb"]
-        losses = {"rgb_loss": torch.nn.functional.smooth_l1_loss(rgb, gt, beta=self.config.rgb_beta),
-                  "eikonal_loss": self.config.eikonal_mult * eikonal_loss(outputs["eikonal_gradients"])}
+        losses = {"rgb_loss": torch.nn.functional.smooth_l1_loss(rgb, gt, beta=self.config.rgb_beta)}
+        if not self.training:  # nerfstudio's eval batch: held-out rays, whose indices are not the MVS targets' views
+            return losses
+        losses["eikonal_loss"] = self.config.eikonal_mult * eikonal_loss(outputs["eikonal_gradients"])
         if not self.config.use_mvs or self.targets is None or "indices" not in batch:
             return losses
         target = self.targets.lookup(batch["indices"].to(self.device), self.full_size)
