@@ -1,18 +1,21 @@
-"""nerfstudio's periodic evaluation for every method: what ``ns-train METHOD --vis tensorboard`` (or wandb) runs.
+"""nerfstudio's evaluation of every method: what ``ns-train METHOD --vis tensorboard`` (or wandb) runs, and ``ns-eval``.
 
 With a tensorboard or wandb writer nerfstudio evaluates every 500 steps (an eval ray batch's losses, one eval
 image's metrics, all eval images' metrics, in its train loop), a path that ``run.configure`` turns off for
 the other tests. Here each method trains a few steps with all three evaluations at its last step, through
-``Trainer.train`` as ``ns-train`` runs it, and the tensorboard events must hold finite results of each.
+``Trainer.train`` as ``ns-train`` runs it, and the tensorboard events must hold finite results of each; then
+``ns-eval`` loads the run's final checkpoint and writes its metrics.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from method_runs import helixsurf_config, ir_nerf_config, romap_config
+from nerfstudio.scripts.eval import ComputePSNR
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vision3d.data.bundled import bundled_scene_path
@@ -41,6 +44,8 @@ def _nerfacto(root):
 
     config = run.configure(vision3d_nerfacto.config, bundled_scene_path(), root, max_steps=3)
     config.pipeline.datamanager.train_num_rays_per_batch = config.pipeline.datamanager.eval_num_rays_per_batch = 256
+    model = config.pipeline.model  # a sixth of nerfacto's samples per ray: its evaluations render whole images
+    model.num_proposal_samples_per_ray, model.num_nerf_samples_per_ray = (32, 16), 8
     return config
 
 
@@ -74,3 +79,7 @@ def test_ns_train_evaluation_runs_and_logs_finite_results(method, tmp_path):
             assert {e.step for e in logged[tag]} == {last}, tag  # (twice where two trainers shared the run folder)
             assert math.isfinite(logged[tag][0].value), f"{method}: {tag} = {logged[tag][0].value}"
     assert any(tag.startswith("Eval Images Metrics Dict (all images)/psnr") for tag in logged), sorted(logged)
+
+    ComputePSNR(load_config=trainer.base_dir / "config.yml", output_path=tmp_path / "eval.json").main()
+    results = json.loads((tmp_path / "eval.json").read_text())["results"]
+    assert math.isfinite(results["psnr"]) and results["psnr"] > 5.0, results
