@@ -44,9 +44,10 @@ VARIANTS = {
     "(b) GNeRF-style": {"adversarial": True, "use_codebook": False},
     "(c) IR-NeRF": {"adversarial": True, "use_codebook": True},
 }
-SCENES = {  # name -> (model, render overrides): det_gs.py's 360° orbits
+SCENES = {  # name -> (model, render overrides): det_gs.py's 360° orbits, and the bunny (no mirror symmetry)
     "dragon-360": ("dragon", {"hdri": "sunset", "ground": "brick", "path": "orbit"}),
     "elephant-360": ("elephant", {"hdri": "forest", "ground": "grass", "path": "orbit"}),
+    "bunny-360": ("bunny", {"hdri": "courtyard", "ground": "brick", "path": "orbit"}),
 }
 
 
