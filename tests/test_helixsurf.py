@@ -106,6 +106,7 @@ def test_mvs_losses_vanish_when_the_sdf_renders_its_targets():
         outputs = model(bundle)
         batch = {"image": outputs["rgb"].clone(), "indices": indices}
         outputs["eikonal_gradients"] = torch.ones(1, 3)
+        model.train()  # a training step's losses, on outputs rendered in eval mode (an eval batch has no MVS terms)
         losses = model.get_loss_dict(outputs, batch)
         assert losses["mvs_depth_loss"] < 1e-5 and losses["mvs_normal_loss"] < 1e-4, losses
         model.targets.depth += 0.05
