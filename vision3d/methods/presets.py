@@ -62,7 +62,7 @@ def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str
 def preset_flags(config, preset: dict) -> list[tuple[object, str, str, object]]:  # noqa: ANN001
     """``(owner, attribute, key, value)`` for each flag of a loaded preset: trainer flags on the TrainerConfig
     ``config``, dataparser flags on its dataparser; ``a.b-c`` is attribute ``b_c`` of ``config.a`` (dict entries by
-    key; owner None where the path does not exist)."""
+    key: a missing one raises KeyError; owner None where an attribute on the path does not exist)."""
     parser = config.pipeline.datamanager.dataparser
     flags = [(config, key, value) for key, value in (preset.get("trainer") or {}).items()]
     flags += [(parser, key, value) for key, value in (preset.get("dataparser-args") or {}).items()]
