@@ -38,14 +38,20 @@ def find_preset(method: str, preset: str) -> Path:
     return path
 
 
-def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str] | None = None) -> list[str]:
-    """The ``ns-train`` argument list for a preset: ``ns-train METHOD [trainer flags] [extra] --data DATA PARSER [parser flags]``."""
+def load_preset(preset_path: Path, method: str) -> dict:
+    """The preset's YAML as a dict; a clear error naming the file if it is malformed or for another method."""
     try:
         preset = yaml.safe_load(preset_path.read_text())
     except yaml.YAMLError as err:
         raise Vision3DError(f"{preset_path}: malformed YAML ({err})") from err
     if not isinstance(preset, dict) or preset.get("method") != method:
         raise Vision3DError(f"{preset_path}: preset is for method {preset.get('method') if isinstance(preset, dict) else None!r}, not {method!r}")
+    return preset
+
+
+def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str] | None = None) -> list[str]:
+    """The ``ns-train`` argument list for a preset: ``ns-train METHOD [trainer flags] [extra] --data DATA PARSER [parser flags]``."""
+    preset = load_preset(preset_path, method)
     exe = shutil.which("ns-train", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     command = [exe or "ns-train", method]
     for key, value in (preset.get("trainer") or {}).items():
@@ -62,7 +68,7 @@ def ns_train_command(method: str, preset_path: Path, data: Path, extra: list[str
 def preset_flags(config, preset: dict) -> list[tuple[object, str, str, object]]:  # noqa: ANN001
     """``(owner, attribute, key, value)`` for each flag of a loaded preset: trainer flags on the TrainerConfig
     ``config``, dataparser flags on its dataparser; ``a.b-c`` is attribute ``b_c`` of ``config.a`` (dict entries by
-    key: a missing one raises KeyError; owner None where an attribute on the path does not exist)."""
+    key); owner None where an attribute or dict entry on the path does not exist."""
     parser = config.pipeline.datamanager.dataparser
     flags = [(config, key, value) for key, value in (preset.get("trainer") or {}).items()]
     flags += [(parser, key, value) for key, value in (preset.get("dataparser-args") or {}).items()]
@@ -70,7 +76,7 @@ def preset_flags(config, preset: dict) -> list[tuple[object, str, str, object]]:
     for owner, key, value in flags:
         *path, leaf = key.replace("-", "_").split(".")
         for part in path:
-            owner = owner[part] if isinstance(owner, dict) else getattr(owner, part, None)
+            owner = owner.get(part) if isinstance(owner, dict) else getattr(owner, part, None)
         out.append((owner, leaf, key, value))
     return out
 
@@ -80,11 +86,11 @@ def apply_preset(config, preset_path: Path):  # noqa: ANN001, ANN201
     (``a.b-c: v`` sets ``config.a.b_c = v``, dict entries by key), for in-process runs (benchmarks)."""
     import copy
 
-    preset = yaml.safe_load(preset_path.read_text())
+    preset = load_preset(preset_path, config.method_name)
     config = copy.deepcopy(config)
     for obj, leaf, key, value in preset_flags(config, preset):
         if obj is None or not hasattr(obj, leaf):
-            raise Vision3DError(f"{preset_path}: {key!r} is not a field of the {preset['method']} config")
+            raise Vision3DError(f"{preset_path}: {key!r} is not a field of the {config.method_name} config")
         current = getattr(obj, leaf)
         setattr(obj, leaf, type(current)(value) if isinstance(current, (int, float, str)) and not isinstance(current, bool) else value)
     return config
