@@ -41,8 +41,15 @@ def test_w2c_is_opencv_inverse(scene_dir):
 
 
 def test_missing_transforms(tmp_path):
-    with pytest.raises(SceneError, match="transforms.json: no such file"):
+    with pytest.raises(SceneError, match=r"transforms.json: no such file \(a scene folder needs a nerfstudio transforms.json\)$"):
         load_scene(tmp_path)
+
+
+def test_missing_transforms_beside_images_points_to_pose_estimation(scene_dir):
+    """A folder of images without poses (the common first try) says how to get poses or train without them."""
+    (scene_dir / "transforms.json").unlink()
+    with pytest.raises(SceneError, match=r"no such file .*; its 6 images have no poses: `ns-process-data images` .*`ns-train ir-nerf`"):
+        load_scene(scene_dir)
 
 
 def test_truncated_json(scene_dir):

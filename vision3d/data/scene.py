@@ -25,6 +25,7 @@ from vision3d.geometry.camera import PinholeCamera
 from vision3d.geometry.se3 import opengl_to_opencv
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class SceneError(Vision3DError, ValueError):
@@ -128,7 +129,7 @@ def load_scene(path: str | Path, check_images: bool = True) -> Scene:
     transforms_path = path if path.suffix == ".json" else path / "transforms.json"
     root = transforms_path.parent
     if not transforms_path.is_file():
-        raise SceneError(f"{transforms_path}: no such file (a scene folder needs a nerfstudio transforms.json)")
+        raise SceneError(f"{transforms_path}: no such file (a scene folder needs a nerfstudio transforms.json){_unposed_hint(root)}")
     meta = _read_json(transforms_path)
     frames_meta = meta.get("frames")
     if not isinstance(frames_meta, list) or not frames_meta:
@@ -228,6 +229,15 @@ def _check_image_header(frame: Frame) -> None:
     cam = frame.camera
     if size != (cam.width, cam.height):
         raise SceneError(f"{path}: image is {size[0]}x{size[1]} but the intrinsics say {cam.width}x{cam.height}")
+
+
+def _unposed_hint(folder: Path) -> str:
+    """What to do with a folder of images that has no poses (empty when it holds no images)."""
+    images = [p for d in (folder, folder / "images") if d.is_dir() for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        return ""
+    return (f"; its {len(images)} images have no poses: `ns-process-data images` finds them with COLMAP, "
+            "`ns-train ir-nerf` trains without them and writes them")
 
 
 def _read_json(path: Path) -> dict:

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vision3d.data.scene import load_scene, read_image
+from vision3d.data.scene import IMAGE_SUFFIXES, load_scene, read_image
 from vision3d.errors import Vision3DError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
