@@ -85,7 +85,7 @@ def instrument(model, timer: PathTimer) -> None:  # noqa: ANN001
 def fake_targets(model, cameras) -> None:  # noqa: ANN001
     """Random MVS and plane targets of the real shapes, so that every loss term runs."""
     views, h, w = len(cameras), 48, 64
-    model.full_size = (int(cameras.height[0]), int(cameras.width[0]))
+    model.training_pixels = helix.TrainingPixels.of(cameras)
     normals = [torch.nn.functional.normalize(torch.randn(views, h, w, 3), dim=-1) for _ in range(3)]
     model.targets = helix.MVSTargets(torch.rand(views, h, w) + 1, normals[0], torch.rand(views, h, w),
                                      torch.rand(views, h, w) > 0.7, torch.zeros(0, 3), torch.zeros(0))

@@ -16,6 +16,7 @@ import trimesh
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+from torch import Tensor
 
 from vision3d.fields.hash_grid import grid_config
 from vision3d.methods.helixsurf import helix, textureless
@@ -98,7 +99,7 @@ def test_mvs_losses_vanish_when_the_sdf_renders_its_targets():
     assert mask.float().mean() > 0.9
     model.targets = helix.MVSTargets(renders.depth, renders.normal, torch.ones_like(renders.depth), mask,
                                      torch.zeros(0, 3), torch.zeros(0))
-    model.full_size = (24, 32)
+    model.training_pixels = helix.TrainingPixels.of(cams)
     rows, cols = torch.meshgrid(torch.arange(24), torch.arange(32), indexing="ij")
     indices = torch.stack([torch.ones(24 * 32, dtype=torch.long), rows.reshape(-1), cols.reshape(-1)], dim=1)
     bundle = cams[1:2].generate_rays(0).flatten()
@@ -111,6 +112,78 @@ def test_mvs_losses_vanish_when_the_sdf_renders_its_targets():
         assert losses["mvs_depth_loss"] < 1e-5 and losses["mvs_normal_loss"] < 1e-4, losses
         model.targets.depth += 0.05
         assert model.get_loss_dict(outputs, batch)["mvs_depth_loss"] > 0.04
+
+
+# k1 k2 k3 k4 p1 p2 (nerfstudio's order): a COLMAP-like OPENCV lens (barrel, some decentring), and a pincushion one
+LENSES = {"pinhole": None, "barrel": [-0.12, 0.03, 0.0, 0.0, 0.004, -0.003], "pincushion": [0.1, 0.02, 0.0, 0.0, 0.0, 0.0]}
+
+
+def lens_cameras(lens: str, size=(48, 64), focal=40.0) -> Cameras:
+    distortion = None if LENSES[lens] is None else torch.tensor(LENSES[lens]).repeat(2, 1)
+    h, w = size
+    c2w = torch.cat([camera().camera_to_worlds, camera((0.0, 0.1, 0.2)).camera_to_worlds])
+    return Cameras(camera_to_worlds=c2w, fx=torch.full((2, 1), focal), fy=torch.full((2, 1), focal),
+                   cx=torch.full((2, 1), w / 2), cy=torch.full((2, 1), h / 2), width=torch.full((2, 1), w),
+                   height=torch.full((2, 1), h), distortion_params=distortion)
+
+
+@pytest.mark.parametrize("lens", LENSES)
+def test_a_training_ray_reads_the_mvs_pixel_its_ray_passes_through(lens):
+    """MVS runs on pinhole views at a lower resolution; each training ray, as nerfstudio casts it (undistorting its
+    pixel for a distorted lens), must read its targets at the MVS pixel its direction projects into. Ignoring the
+    lens would read a third of the rays' targets at another MVS pixel."""
+    cams = lens_cameras(lens)
+    views = helix.mvs_views([torch.rand(48, 64, 3), torch.rand(48, 64, 3)], cams, 32)
+    h, w = views.images.shape[1:3]
+    grid_r, grid_c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    maps = {"row": grid_r.expand(2, h, w), "col": grid_c.expand(2, h, w), "mask": torch.ones(2, h, w, dtype=torch.bool)}
+    rows, cols = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
+    indices = torch.stack([torch.ones(48 * 64, dtype=torch.long), rows.reshape(-1), cols.reshape(-1)], dim=1)
+    direction = cams[1:2].generate_rays(0).flatten().directions @ cams.camera_to_worlds[1, :3, :3]  # OpenGL camera axes
+    K = views.K[1]  # noqa: N806
+    col = K[0, 0] * direction[:, 0] / -direction[:, 2] + K[0, 2]
+    row = K[1, 1] * -direction[:, 1] / -direction[:, 2] + K[1, 2]
+    inside = (row > 0.01) & (row < h - 0.01) & (col > 0.01) & (col < w - 0.01)
+    assert inside.float().mean() > 0.85
+    read = helix.lookup_pixels(indices, helix.TrainingPixels.of(cams), (h, w), **maps)
+    assert torch.equal(read["row"][inside], row.floor().long()[inside])
+    assert torch.equal(read["col"][inside], col.floor().long()[inside])
+    outside = (row < -0.01) | (row > h + 0.01) | (col < -0.01) | (col > w + 0.01)
+    assert not read["mask"][outside].any() and read["mask"][inside].all()
+    assert outside.any() == (lens == "barrel")  # a barrel lens sees past the pinhole view's corners
+    if lens != "pinhole":
+        ignored = helix.lookup_pixels(indices, helix.TrainingPixels((48, 64)), (h, w), **maps)
+        misplaced = (ignored["row"] != read["row"]) | (ignored["col"] != read["col"])
+        assert misplaced.float().mean() > 0.3  # 0.39-0.41 of the rays at half resolution
+
+
+@pytest.mark.parametrize("lens", ["barrel", "pincushion"])
+def test_mvs_views_of_a_distorted_lens_are_the_pinhole_images_and_mark_pixels_without_a_source(lens):
+    """An image distorted through nerfstudio's lens model (each pixel's colour taken where its undistorted ray
+    meets a pinhole image) comes back as that pinhole image; pixels whose source lies outside the distorted image
+    (the corners, for a pincushion lens) are not valid, and MVS keeps none of them."""
+    cams = lens_cameras(lens)[:1]
+    rows, cols = torch.meshgrid(torch.arange(48.0) + 0.5, torch.arange(64.0) + 0.5, indexing="ij")
+
+    def pattern(row: Tensor, col: Tensor) -> Tensor:  # smooth, so that bilinear resampling is near exact
+        return torch.stack([0.5 + 0.4 * torch.sin(col / 5.0), 0.5 + 0.4 * torch.cos(row / 6.0),
+                            0.5 + 0.2 * torch.sin((row + col) / 8.0)], dim=-1)
+
+    pinhole = pattern(rows, cols)
+    indices = torch.stack([torch.zeros(48 * 64, dtype=torch.long), (rows - 0.5).reshape(-1).long(),
+                           (cols - 0.5).reshape(-1).long()], dim=1)
+    source_row, source_col = helix.TrainingPixels.of(cams).positions(indices)  # each distorted pixel's pinhole pixel
+    distorted = pattern(source_row, source_col).reshape(48, 64, 3)
+    views = helix.mvs_views([distorted], cams, 64)
+    valid = views.valid[0]
+    if lens == "barrel":
+        assert valid.all()  # undistorted onto the same K, a barrel lens's image covers the whole pinhole view
+    else:
+        assert 0.7 < valid.float().mean() < 0.99
+        assert not valid[0, 0] and not valid[-1, -1] and valid[24, 32]
+    error = (views.images[0] - pinhole).abs().amax(dim=-1)
+    assert error[valid].mean() < 0.01 and error[valid].quantile(0.99) < 0.05, error[valid].max()
+    assert (distorted - pinhole).abs().amax(dim=-1)[valid].mean() > 5 * error[valid].mean()
 
 
 def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():

@@ -6,16 +6,25 @@ agree), runs :func:`vision3d.mvs.run_mvs` (random hypotheses on the first pass; 
 seeded with the SDF's rendered z-depth and normals where its opacity is ≥ ``seed_min_accumulation``) and
 keeps what the geometric filter keeps. Targets live at MVS resolution and are looked up per training ray
 by its pixel. Each view's depth range is the z extent of the scene box in front of it.
+
+Cameras with OpenCV radial/tangential distortion (``camera_model: OPENCV`` with non-zero ``k1 k2 k3 p1 p2``,
+what ``ns-process-data`` writes from COLMAP): MVS runs on the images undistorted onto the cameras' own K (the
+views are pinhole cameras with that K), and a training ray's target is read where its undistorted pixel lands
+(:class:`TrainingPixels`), the same undistortion nerfstudio applies when it casts the ray.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
+from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
 from vision3d.geometry.se3 import opengl_to_opencv
 from vision3d.mvs import MVSConfig, Seed, run_mvs
@@ -23,13 +32,74 @@ from vision3d.mvs import MVSConfig, Seed, run_mvs
 
 @dataclass
 class MVSViews:
-    """Training views at MVS resolution: ``images [V, h, w, 3]`` in [0, 1], ``K [V, 3, 3]`` (pixel centres at
-    +0.5), ``c2w [V, 4, 4]`` camera-to-world in OpenCV axes, ``cameras`` (nerfstudio, rescaled)."""
+    """Training views at MVS resolution: ``images [V, h, w, 3]`` in [0, 1] (undistorted), ``K [V, 3, 3]`` (pixel
+    centres at +0.5), ``c2w [V, 4, 4]`` camera-to-world in OpenCV axes, ``cameras`` (nerfstudio, rescaled,
+    pinhole), ``valid [V, h, w]`` (False where undistortion found no source pixel; None: no distortion)."""
 
     images: Tensor
     K: Tensor  # noqa: N815
     c2w: Tensor
     cameras: Cameras
+    valid: Tensor | None = None
+
+
+@dataclass
+class TrainingPixels:
+    """The training images' pixel grid, ``size (H, W)``, and for cameras with distortion their full-resolution
+    ``intrinsics [V, 4]`` (fx, fy, cx, cy) and ``distortion [V, 6]`` (nerfstudio's k1, k2, k3, k4, p1, p2; None
+    without distortion): where a training ray's pixel lands in the (undistorted) MVS views."""
+
+    size: tuple[int, int]
+    intrinsics: Tensor | None = None
+    distortion: Tensor | None = None
+
+    @classmethod
+    def of(cls, cameras: Cameras) -> TrainingPixels:
+        distortion = distortion_of(cameras)
+        if distortion is None:
+            return cls((int(cameras.height[0]), int(cameras.width[0])))
+        intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).float().cpu()
+        return cls((int(cameras.height[0]), int(cameras.width[0])), intrinsics, distortion)
+
+    def positions(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows and columns ``[N]`` (continuous, pixel centres at +0.5, full resolution) in the undistorted image
+        of the rays' pixels ``indices [N, 3]`` (camera, row, column)."""
+        row, col = indices[:, 1].float() + 0.5, indices[:, 2].float() + 0.5
+        if self.distortion is None:
+            return row, col
+        cam = indices[:, 0].long().cpu()
+        fx, fy, cx, cy = self.intrinsics[cam].to(row).unbind(-1)
+        coords = torch.stack([(col - cx) / fx, (row - cy) / fy], dim=-1)
+        undistorted = radial_and_tangential_undistort(coords, self.distortion[cam].to(row))
+        return undistorted[:, 1] * fy + cy, undistorted[:, 0] * fx + cx
+
+
+def distortion_of(cameras: Cameras) -> Tensor | None:
+    """``[V, 6]`` distortion of pinhole ``cameras`` (None when all are zero); other camera models are refused."""
+    if (cameras.camera_type != CameraType.PERSPECTIVE.value).any():
+        raise Vision3DError("helixsurf: MVS needs pinhole cameras (camera_model OPENCV or PINHOLE); undistort "
+                            "fisheye or equirectangular images first (COLMAP's image_undistorter)")
+    params = cameras.distortion_params
+    if params is None or not bool((params != 0).any()):
+        return None
+    params = params.float().cpu().reshape(len(cameras), 6)
+    if bool((params[:, 3] != 0).any()):
+        raise Vision3DError("helixsurf: distortion coefficient k4 is not supported (OpenCV's model has k1 k2 k3 p1 p2)")
+    return params
+
+
+def undistort_image(image: np.ndarray, intrinsics: Tensor, distortion: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``image [H, W, C]`` undistorted onto its own K, and the mask ``[H, W]`` of pixels that have a source
+    pixel (``intrinsics`` fx, fy, cx, cy with pixel centres at +0.5; ``distortion`` in nerfstudio's order)."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    K = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])  # OpenCV: pixel centres at integers  # noqa: N806
+    k1, k2, k3, _, p1, p2 = (float(v) for v in distortion)
+    coefficients = np.array([k1, k2, p1, p2, k3])
+    height, width = image.shape[:2]
+    map_x, map_y = cv2.initUndistortRectifyMap(K, coefficients, None, K, (width, height), cv2.CV_32FC1)
+    undistorted = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    valid = (map_x >= -0.5) & (map_x <= width - 0.5) & (map_y >= -0.5) & (map_y <= height - 0.5)
+    return undistorted.reshape(image.shape), valid
 
 
 @dataclass
@@ -45,26 +115,38 @@ class MVSTargets:
     points: Tensor
     point_confidence: Tensor
 
-    def lookup(self, indices: Tensor, full_size: tuple[int, int]) -> dict[str, Tensor]:
-        """Targets of training rays ``indices [N, 3]`` (camera, row, column at full resolution ``(H, W)``)."""
-        return lookup_pixels(indices, full_size, self.depth.shape[1:],
+    def lookup(self, indices: Tensor, pixels: TrainingPixels) -> dict[str, Tensor]:
+        """Targets of training rays ``indices [N, 3]`` (camera, row, column at full resolution)."""
+        return lookup_pixels(indices, pixels, self.depth.shape[1:],
                              depth=self.depth, normal=self.normal, confidence=self.confidence, mask=self.mask)
 
 
-def lookup_pixels(indices: Tensor, full_size: tuple[int, int], size: tuple[int, int], **maps: Tensor) -> dict[str, Tensor]:
-    """Per-view maps ``[V, h, w, ...]`` read at the low-resolution pixel holding each full-resolution ray."""
-    cam, row, col = (indices[:, i].long() for i in range(3))
+def lookup_pixels(indices: Tensor, pixels: TrainingPixels, size: tuple[int, int], **maps: Tensor) -> dict[str, Tensor]:
+    """Per-view maps ``[V, h, w, ...]`` read at the low-resolution pixel holding each full-resolution ray. Boolean
+    maps (masks) read False for rays outside the views (a barrel lens sees past the corners of its pinhole view)."""
+    cam = indices[:, 0].long()
+    row, col = pixels.positions(indices)
     h, w = size
-    r = ((row.float() + 0.5) * h / full_size[0]).long().clamp(0, h - 1)
-    c = ((col.float() + 0.5) * w / full_size[1]).long().clamp(0, w - 1)
-    return {name: value[cam.to(value.device), r.to(value.device), c.to(value.device)] for name, value in maps.items()}
+    r, c = (row * h / pixels.size[0]).floor().long(), (col * w / pixels.size[1]).floor().long()
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    r, c = r.clamp(0, h - 1), c.clamp(0, w - 1)
+    out = {name: value[cam.to(value.device), r.to(value.device), c.to(value.device)] for name, value in maps.items()}
+    return {name: value & inside.to(value.device) if value.dtype == torch.bool else value for name, value in out.items()}
 
 
 def mvs_views(images: list[Tensor], cameras: Cameras, max_side: int) -> MVSViews:
-    """Resize ``images`` (each ``[H, W, C]`` float in [0, 1]) and ``cameras`` so the long side is ≤ ``max_side``."""
+    """Resize ``images`` (each ``[H, W, C]`` float in [0, 1]) and ``cameras`` so the long side is ≤ ``max_side``,
+    undistorting the images first when the cameras have distortion (the views are pinhole, with the same K)."""
     height, width = int(cameras.height[0]), int(cameras.width[0])
     if any(int(h) != height or int(w) != width for h, w in zip(cameras.height, cameras.width, strict=True)):
         raise ValueError("helixsurf: MVS needs all training images the same size")
+    pixels = TrainingPixels.of(cameras)
+    valid = None
+    if pixels.distortion is not None:
+        pairs = [undistort_image(img[..., :3].float().numpy(), pixels.intrinsics[v], pixels.distortion[v])
+                 for v, img in enumerate(images)]
+        images = [torch.from_numpy(image) for image, _ in pairs]
+        valid = torch.stack([torch.from_numpy(mask) for _, mask in pairs]).float()[:, None]
     scale = min(1.0, max_side / max(height, width))
     small = cameras.to("cpu")
     small = Cameras(camera_to_worlds=small.camera_to_worlds.clone(), fx=small.fx.clone(), fy=small.fy.clone(),
@@ -74,10 +156,12 @@ def mvs_views(images: list[Tensor], cameras: Cameras, max_side: int) -> MVSViews
     h, w = int(small.height[0]), int(small.width[0])
     stack = torch.stack([img[..., :3].float() for img in images]).permute(0, 3, 1, 2)
     resized = torch.nn.functional.interpolate(stack, size=(h, w), mode="area").permute(0, 2, 3, 1).contiguous()
+    if valid is not None:  # an MVS pixel is valid when all of its source pixels are
+        valid = torch.nn.functional.interpolate(valid, size=(h, w), mode="area")[:, 0] > 0.999
     K = small.get_intrinsics_matrices().float()  # noqa: N806
     c2w = torch.eye(4).repeat(len(small), 1, 1)
     c2w[:, :3, :] = small.camera_to_worlds.float()
-    return MVSViews(resized.clamp(0, 1), K, opengl_to_opencv(c2w), small)
+    return MVSViews(resized.clamp(0, 1), K, opengl_to_opencv(c2w), small, valid)
 
 
 def depth_ranges(c2w: Tensor, aabb: Tensor, min_fraction: float = 0.02) -> Tensor:
@@ -128,7 +212,7 @@ def mvs_pass(views: MVSViews, aabb: Tensor, cfg: MVSConfig, seeds: list[Seed] | 
     """One MVS pass over all views; returns the geometrically consistent depths, normals and confidences."""
     ranges = depth_ranges(views.c2w.double(), aabb.double().cpu())
     result = run_mvs(views.images, views.K, views.c2w, ranges, cfg, seeds=seeds)
-    mask = result.consistency.mask
+    mask = result.consistency.mask if views.valid is None else result.consistency.mask & views.valid.to(result.depth.device)
     normal_world = torch.einsum("vij,vhwj->vhwi", views.c2w[:, :3, :3].to(result.normal), result.normal)
     depth = torch.where(mask, result.depth, torch.zeros_like(result.depth))
     return MVSTargets(depth.float(), normal_world.float(), result.confidence.float(), mask,

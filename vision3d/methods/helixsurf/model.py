@@ -171,7 +171,7 @@ class HelixSurfModel(Model):
         self.targets: helix.MVSTargets | None = None
         self.planes: dict[str, Tensor] | None = None
         self.labels: list[Tensor] | None = None
-        self.full_size: tuple[int, int] | None = None
+        self.training_pixels: helix.TrainingPixels | None = None
         self.helix_pass = 0
         self.plane_refreshes = 0
         self.epoch_start = 0
@@ -261,7 +261,7 @@ class HelixSurfModel(Model):
         with self.wall.part("mvs"):  # loading and resizing the views is MVS's work
             images = [dataset.get_image_float32(i) for i in range(len(dataset))]
             cameras = dataset.cameras
-            self.full_size = (int(cameras.height[0]), int(cameras.width[0]))
+            self.training_pixels = helix.TrainingPixels.of(cameras)
             return helix.mvs_views(images, cameras, self.config.mvs_max_side)
 
     def _render_views(self, views: helix.MVSViews) -> helix.SDFRenders:
@@ -500,7 +500,7 @@ class HelixSurfModel(Model):
         losses["eikonal_loss"] = self.config.eikonal_mult * eikonal_loss(outputs["eikonal_gradients"])
         if not self.config.use_mvs or self.targets is None or "indices" not in batch:
             return losses
-        target = self.targets.lookup(batch["indices"].to(self.device), self.full_size)
+        target = self.targets.lookup(batch["indices"].to(self.device), self.training_pixels)
         render_conf = photometric_confidence(rgb, gt)
         confidence = {"render": render_conf, "mvs": target["confidence"], "both": render_conf * target["confidence"]}
         weight = confidence[self.config.depth_confidence]
@@ -511,7 +511,7 @@ class HelixSurfModel(Model):
         losses["mvs_depth_loss"] = w_depth * depth_loss(outputs["depth_z"][:, 0], target["depth"], weight, target["mask"], clamp)
         losses["mvs_normal_loss"] = w_normal * normal_loss(normals, target["normal"], weight, target["mask"], min_cos)
         if self.config.use_planes and self.planes is not None:
-            plane = helix.lookup_pixels(batch["indices"].to(self.device), self.full_size, self.planes["plane_mask"].shape[1:],
+            plane = helix.lookup_pixels(batch["indices"].to(self.device), self.training_pixels, self.planes["plane_mask"].shape[1:],
                                         **self.planes)
             ones = torch.ones_like(weight)
             losses["plane_normal_loss"] = self.config.plane_normal_mult * normal_loss(
