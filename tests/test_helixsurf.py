@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes
 from torch import Tensor
@@ -118,13 +118,13 @@ def test_mvs_losses_vanish_when_the_sdf_renders_its_targets():
 LENSES = {"pinhole": None, "barrel": [-0.12, 0.03, 0.0, 0.0, 0.004, -0.003], "pincushion": [0.1, 0.02, 0.0, 0.0, 0.0, 0.0]}
 
 
-def lens_cameras(lens: str, size=(48, 64), focal=40.0) -> Cameras:
+def lens_cameras(lens: str, size=(48, 64), focal=40.0, camera_type=CameraType.PERSPECTIVE) -> Cameras:
     distortion = None if LENSES[lens] is None else torch.tensor(LENSES[lens]).repeat(2, 1)
     h, w = size
     c2w = torch.cat([camera().camera_to_worlds, camera((0.0, 0.1, 0.2)).camera_to_worlds])
     return Cameras(camera_to_worlds=c2w, fx=torch.full((2, 1), focal), fy=torch.full((2, 1), focal),
                    cx=torch.full((2, 1), w / 2), cy=torch.full((2, 1), h / 2), width=torch.full((2, 1), w),
-                   height=torch.full((2, 1), h), distortion_params=distortion)
+                   height=torch.full((2, 1), h), distortion_params=distortion, camera_type=camera_type)
 
 
 @pytest.mark.parametrize("lens", LENSES)
@@ -184,6 +184,18 @@ def test_mvs_views_of_a_distorted_lens_are_the_pinhole_images_and_mark_pixels_wi
     error = (views.images[0] - pinhole).abs().amax(dim=-1)
     assert error[valid].mean() < 0.01 and error[valid].quantile(0.99) < 0.05, error[valid].max()
     assert (distorted - pinhole).abs().amax(dim=-1)[valid].mean() > 5 * error[valid].mean()
+
+
+def test_fisheye_cameras_and_k4_are_refused_in_one_line():
+    from vision3d.errors import Vision3DError
+
+    fisheye = lens_cameras("barrel", camera_type=CameraType.FISHEYE)
+    with pytest.raises(Vision3DError, match="MVS needs pinhole cameras"):
+        helix.mvs_views([torch.rand(48, 64, 3)] * 2, fisheye, 32)
+    k4 = lens_cameras("barrel")
+    k4.distortion_params[:, 3] = 0.01
+    with pytest.raises(Vision3DError, match="k4 is not supported"):
+        helix.mvs_views([torch.rand(48, 64, 3)] * 2, k4, 32)
 
 
 def test_sharpness_floor_raises_s_geometrically_and_leaves_a_higher_s_alone():

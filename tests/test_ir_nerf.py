@@ -253,6 +253,31 @@ def test_folder_of_images_without_poses(tmp_path):
         load_unposed(tmp_path, 16)
 
 
+def test_the_written_transforms_keep_the_lens_of_the_input_scene(tmp_path):
+    """The images a run's transforms.json names are the input files, so their distortion goes with them (a
+    distorted capture written as pinhole would train other methods on the wrong rays)."""
+    import json
+    import shutil
+
+    from vision3d.data.bundled import bundled_scene_path
+    from vision3d.methods.ir_nerf.cameras import write_transforms
+    from vision3d.methods.ir_nerf.data import load_unposed
+
+    scene = tmp_path / "scene"
+    shutil.copytree(bundled_scene_path(), scene)
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["k1"], meta["p2"] = -0.05, 0.001
+    meta["frames"][3]["k2"] = 0.02  # per-frame values win over the top-level ones
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    data = load_unposed(scene, 8, views=(3, 4, 5))
+    assert data.lens == {"camera_model": "OPENCV", "k1": -0.05, "k2": 0.02, "p1": 0.0, "p2": 0.001}
+    written = json.loads(write_transforms(tmp_path / "out.json", data.gt_c2w, data.original_K, data.original_size,
+                                          data.paths, data.lens).read_text())
+    assert (written["k1"], written["k2"], written["p1"], written["p2"]) == (-0.05, 0.02, 0.0, 0.001)
+    from_folder = load_unposed(scene / "images", 8)
+    assert from_folder.lens == {}  # a folder of images: no lens known, written as OPENCV without distortion
+
+
 def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path):
     """The ns-train method end to end on 7 views of the bundled scene (the dataparser's ``views``; the scene's
     poses serve only for evaluation): it trains through two restarts of phase A and phase B and writes transforms.json (loadable as a

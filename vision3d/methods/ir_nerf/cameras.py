@@ -21,13 +21,16 @@ from vision3d.geometry.se3 import opencv_to_opengl
 from vision3d.methods.ir_nerf.evaluation import align_poses
 
 
-def write_transforms(path: str | Path, c2w: Tensor, K: Tensor, size: tuple[int, int], image_paths: list[Path]) -> Path:  # noqa: N803
-    """nerfstudio ``transforms.json`` of camera-to-world poses ``c2w [N, 4, 4]`` (OpenCV axes) and intrinsics ``K``."""
+def write_transforms(path: str | Path, c2w: Tensor, K: Tensor, size: tuple[int, int], image_paths: list[Path],  # noqa: N803
+                     lens: dict | None = None) -> Path:
+    """nerfstudio ``transforms.json`` of camera-to-world poses ``c2w [N, 4, 4]`` (OpenCV axes), intrinsics ``K``
+    and ``lens`` (the input's ``camera_model`` and distortion coefficients; none: OPENCV without distortion)."""
     path = Path(path)
     frames = [{"file_path": str(Path(p).resolve()), "transform_matrix": opencv_to_opengl(pose.double().numpy()).tolist()}
               for p, pose in zip(image_paths, c2w, strict=True)]
     meta = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
             "cy": float(K[1, 2]), "w": int(size[0]), "h": int(size[1]), "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+            **(lens or {}),
             "ir_nerf": "poses estimated by vision3d ir-nerf, in its pose prior's frame (+Z up, object at the origin)",
             "frames": frames}
     path.parent.mkdir(parents=True, exist_ok=True)

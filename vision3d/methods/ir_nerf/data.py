@@ -2,13 +2,16 @@
 for evaluation. Images are centre-cropped to a square and resized to the working size (the codebook's
 token grid and P's CNN want a square power-of-two image); intrinsics follow the crop and resize.
 Without ``transforms.json`` the focal length comes from an assumed horizontal field of view (GNeRF, like
-IR-NeRF, assumes known intrinsics), the principal point is the image centre.
+IR-NeRF, assumes known intrinsics), the principal point is the image centre. A scene's lens distortion is not
+modelled (at the working size of 32-64 px it moves pixels by a fraction of one) but is carried to the
+``transforms.json`` that a run writes, whose images are the same files.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,15 @@ class UnposedImages:
     gt_c2w: Tensor | None  # [N, 4, 4] camera-to-world, OpenCV axes, the scene's own frame; None without poses
     original_size: tuple[int, int]  # (width, height) of the files
     original_K: Tensor  # [3, 3] of the files  # noqa: N815
+    lens: dict = field(default_factory=dict)  # the scene's camera_model and distortion (k1 k2 k3 k4 p1 p2), if any
+
+
+LENS_KEYS = ("camera_model", "k1", "k2", "k3", "k4", "p1", "p2")
+
+
+def lens_of(meta: dict, frame: dict) -> dict:
+    """``camera_model`` and distortion coefficients of a transforms.json camera (per-frame values win)."""
+    return {key: frame.get(key, meta.get(key)) for key in LENS_KEYS if frame.get(key, meta.get(key)) is not None}
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -87,9 +99,11 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0, views: tupl
         if not np.allclose(Ks, Ks[0], rtol=1e-3):
             raise Vision3DError(f"{scene.transforms_path}: IR-NeRF needs one camera for all images (intrinsics differ)")
         camera = scene.frames[0].camera
+        first = json.loads(scene.transforms_path.read_text())["frames"][select_views(len(scene.frames), views, scene.transforms_path)[0]]
+        lens = lens_of(scene.meta, first)
         return UnposedImages(torch.stack(images), torch.from_numpy(Ks[0]).float(), paths,
                              torch.from_numpy(np.stack(c2w)).float(), (camera.width, camera.height),
-                             torch.from_numpy(camera.K).float())
+                             torch.from_numpy(camera.K).float(), lens)
     paths = image_files(data)
     paths = [paths[i] for i in select_views(len(paths), views, data)]
     images, K, K_file, size = [], None, None, None  # noqa: N806

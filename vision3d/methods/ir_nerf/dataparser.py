@@ -60,7 +60,7 @@ class IRNeRFDataParser(DataParser):
             scene_box=SceneBox(aabb=torch.tensor([[-b, -b, -b], [b, b, b]], dtype=torch.float32)),
             metadata={"ir_nerf_images": data.images, "ir_nerf_K": data.K, "ir_nerf_gt_c2w": data.gt_c2w,
                       "ir_nerf_original_K": data.original_K, "ir_nerf_original_size": data.original_size,
-                      "ir_nerf_paths": list(data.paths)},
+                      "ir_nerf_paths": list(data.paths), "ir_nerf_lens": data.lens},
         )
 
 

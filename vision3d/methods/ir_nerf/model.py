@@ -56,6 +56,7 @@ class IRNeRFModel(Model):
         self.original_K = metadata["ir_nerf_original_K"]
         self.original_size = metadata["ir_nerf_original_size"]
         self.image_paths = metadata["ir_nerf_paths"]
+        self.lens = metadata.get("ir_nerf_lens", {})
         self.frusta = CameraFrustaControl(lambda: estimated_and_gt_cameras(self, frame="model"))
 
     def get_param_groups(self) -> dict[str, list]:
@@ -116,7 +117,8 @@ class IRNeRFModel(Model):
     def export(self, folder) -> None:
         """Write transforms.json, cameras.npz and frusta.png into ``folder``; redraw the viewer's frusta."""
         estimated = self.system.estimated_poses().cpu()
-        write_transforms(folder / "transforms.json", estimated, self.original_K, self.original_size, self.image_paths)
+        write_transforms(folder / "transforms.json", estimated, self.original_K, self.original_size, self.image_paths,
+                         self.lens)
         write_cameras(folder / "cameras.npz", estimated, self.gt_c2w, self.original_K, self.original_size)
         plot_frusta(folder / "frusta.png", estimated, self.gt_c2w, self.original_K)
         self.frusta.refresh()
