@@ -83,6 +83,22 @@ def test_a_model_without_depth_or_sdf_is_a_one_line_error(loaded, monkeypatch):
     assert str(loaded.config_path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_distorted_training_camera_is_rendered_as_the_pinhole_camera_that_fusion_assumes(loaded, monkeypatch):
+    """TSDF fusion back-projects each render through K alone, so a lens's distortion must not reach the renderer
+    (nerfacto would cast distorted rays and the fused surface would bend at the image borders)."""
+    from vision3d.export.from_run import render_training_views
+
+    cameras = loaded.pipeline.datamanager.train_dataparser_outputs.cameras
+    monkeypatch.setattr(cameras, "distortion_params", torch.tensor([0.1, -0.02, 0.0, 0.0, 0.001, 0.0]).repeat(len(cameras), 1))
+    render, rendered = loaded.pipeline.model.get_outputs_for_camera, []
+    monkeypatch.setattr(loaded.pipeline.model, "get_outputs_for_camera", lambda camera: rendered.append(camera) or render(camera))
+    views = list(render_training_views(loaded))
+    assert len(views) == len(rendered) == len(cameras)
+    assert all(camera.distortion_params is None for camera in rendered)
+    assert cameras.distortion_params.abs().sum() > 0  # the run's own cameras keep their lens
+    np.testing.assert_allclose(views[0].camera.K, cameras.get_intrinsics_matrices()[0].numpy(), rtol=1e-6)
+
+
 def test_an_empty_tsdf_names_the_run(loaded):
     with pytest.raises(EmptyMeshError, match=r"empty TSDF.*reached --min-accumulation 1.5 \(highest [\d.]+\)") as err:
         mesh_run(loaded, MeshExportConfig(min_accumulation=1.5, voxel_size=0.05))  # every pixel is background

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import zipfile
 from collections.abc import Iterator
@@ -250,7 +251,8 @@ def directions_norm(camera: PinholeCamera) -> np.ndarray:
 @torch.no_grad()
 def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5, seen: dict | None = None
                           ) -> Iterator[RenderedView]:
-    """Render each training camera of the run (or the model's ``mesh_cameras()``, when it offers them): colour,
+    """Render each training camera of the run (or the model's ``mesh_cameras()``, when it offers them) as a pinhole
+    camera (a lens's distortion dropped: nerfacto would cast distorted rays, which K does not describe): colour,
     planar depth (0 where background), K and c2w. ``seen["max_accumulation"]`` (when given) gets the highest
     rendered accumulation, for the error when no pixel reaches ``min_accumulation``."""
     from nerfstudio.models.splatfacto import SplatfactoModel
@@ -261,6 +263,9 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5, seen
     planar = isinstance(model, SplatfactoModel)
     for index in range(len(cameras)):
         camera = cameras[index : index + 1].to(model.device)
+        if camera.distortion_params is not None:  # fusion reads the render as a pinhole image of K: render it as one
+            camera = copy.copy(camera)
+            camera.distortion_params = None
         outputs = model.get_outputs_for_camera(camera)
         if outputs.get("depth") is None:
             raise RunError(f"{loaded.config_path}: {loaded.config.method_name} renders no depth and offers no SDF "
