@@ -42,3 +42,28 @@ def write_scene(root: Path, n_views: int = 6, size: int = 16, with_depth: bool =
             "camera_model": "OPENCV", "frames": frames}
     (root / "transforms.json").write_text(json.dumps(meta, indent=1))
     return root
+
+
+# A COLMAP-like OPENCV barrel lens (nerfstudio's k1 k2 k3 k4 p1 p2): nerfstudio's undistortion crops its images.
+BARREL_LENS = (-0.15, 0.02, 0.0, 0.0, 0.002, 0.0)
+
+
+def give_scene_a_lens(root: Path, lens=BARREL_LENS) -> np.ndarray:
+    """Declare ``lens`` in ``root/transforms.json`` (one camera for all frames); returns each file pixel's
+    undistorted ray ``[H, W, 2]`` (normalised x, y), to write per-pixel files as functions of the ray."""
+    import torch
+    from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
+
+    meta = json.loads((root / "transforms.json").read_text())
+    meta.update(k1=lens[0], k2=lens[1], k3=lens[2], p1=lens[4], p2=lens[5])
+    (root / "transforms.json").write_text(json.dumps(meta))
+    rows, cols = np.meshgrid(np.arange(meta["h"]) + 0.5, np.arange(meta["w"]) + 0.5, indexing="ij")
+    distorted = np.stack([(cols - meta["cx"]) / meta["fl_x"], (rows - meta["cy"]) / meta["fl_y"]], -1)
+    return radial_and_tangential_undistort(torch.from_numpy(distorted).float(), torch.tensor(lens)).numpy()
+
+
+def new_pixel_rays(camera) -> np.ndarray:  # noqa: ANN001
+    """``[h, w, 2]`` normalised rays of the pixels of a pinhole nerfstudio camera (after undistortion)."""
+    K = camera.get_intrinsics_matrices().reshape(3, 3).numpy()  # noqa: N806
+    rows, cols = np.meshgrid(np.arange(int(camera.height)) + 0.5, np.arange(int(camera.width)) + 0.5, indexing="ij")
+    return np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1]], -1)

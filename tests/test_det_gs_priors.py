@@ -255,25 +255,17 @@ def test_a_distorted_captures_prior_lands_on_the_undistorted_images_pixels(tmp_p
     """nerfstudio undistorts (and crops) each cached image onto a new K; the prior, read from the distorted depth
     file, must follow it pixel for pixel. The depth file holds a ramp in the ray's undistorted x, so on the
     undistorted image it is a known function of the new K's pixel."""
-    import json
-
-    from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
-    from scene_factory import write_scene
+    from scene_factory import give_scene_a_lens, new_pixel_rays, write_scene
 
     from vision3d.methods import run
     from vision3d.methods.det_gs.config import det_gs
 
-    size, lens = 32, [-0.15, 0.02, 0.0, 0.0, 0.002, 0.0]  # barrel: nerfstudio crops the undistorted image
+    size = 32
     root = write_scene(tmp_path / "scene", n_views=6, size=size)
-    meta = json.loads((root / "transforms.json").read_text())
-    meta.update(k1=lens[0], k2=lens[1], p1=lens[4], p2=lens[5])
-    (root / "transforms.json").write_text(json.dumps(meta))
-    rows, cols = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
-    distorted = torch.from_numpy(np.stack([(cols - size / 2) / size, (rows - size / 2) / size], -1)).float()
-    x = radial_and_tangential_undistort(distorted, torch.tensor(lens))[..., 0].numpy()
+    rays = give_scene_a_lens(root)
     ramp = lambda x: 3.0 + 1.5 * x  # noqa: E731  metres
-    for frame in meta["frames"]:
-        write_png_depth(root / frame["depth_file_path"], ramp(x))
+    for depth_file in sorted((root / "depths").glob("*.png")):
+        write_png_depth(depth_file, ramp(rays[..., 0]))
 
     config = run.configure(det_gs.config, root, tmp_path / "out", max_steps=1)
     config.pipeline.datamanager.depth_prior.source = "dataset"
@@ -281,11 +273,9 @@ def test_a_distorted_captures_prior_lands_on_the_undistorted_images_pixels(tmp_p
     data, camera = manager.cached_train[0], manager.train_dataset.cameras[0]
     assert data["image"].shape[:2] == data["depth_prior"].shape == (int(camera.height), int(camera.width))
     assert int(camera.width) < size  # cropped: without the resampling, the prior would be squeezed onto it
-    K = camera.get_intrinsics_matrices().numpy()  # noqa: N806
-    new_cols = np.arange(int(camera.width)) + 0.5
-    expected = ramp((new_cols - K[0, 2]) / K[0, 0])[None].repeat(int(camera.height), 0)
+    expected = ramp(new_pixel_rays(camera)[..., 0])
     valid = data["depth_prior_valid"].numpy()
     assert valid.mean() > 0.9
     error = np.abs(data["depth_prior"].numpy() - expected)[valid]
-    step = 1.5 / K[0, 0]  # the ramp's change over one pixel: nearest-pixel sampling is off by at most ~half of it
+    step = 1.5 / float(camera.fx)  # the ramp's change over one pixel: nearest-pixel sampling is off by at most ~half of it
     assert error.max() < step, (error.max(), step)

@@ -164,3 +164,31 @@ def test_mask_sources_fail_clearly_and_corruption_is_view_inconsistent(tmp_path)
     noisy = corrupt_part_masks(ids.repeat(2, 1, 1), 2, torch.Generator().manual_seed(0))
     wrong = (noisy != ids.repeat(2, 1, 1)).float().mean(dim=(1, 2))
     assert (wrong > 0.01).all() and wrong.std() > 0.005  # every view spoiled, each differently
+
+
+def test_a_distorted_captures_part_masks_and_targets_land_on_the_undistorted_images_pixels(tmp_path):
+    """nerfstudio undistorts (and crops) each cached image onto a new K; part ids and edit targets, read from files
+    made for the distorted image, must follow it. The files split the view at the ray's undistorted x = 0.1 (ids)
+    and ramp in it (targets), so on the undistorted image both are known functions of the new K's pixel."""
+    from scene_factory import give_scene_a_lens, new_pixel_rays, write_scene
+
+    size = 32
+    root = write_scene(tmp_path / "scene", n_views=4, size=size, with_depth=False)
+    x = give_scene_a_lens(root)[..., 0]
+    ramp = lambda x: np.clip(0.5 + x, 0.0, 1.0)  # noqa: E731
+    (root / "part_ids").mkdir()
+    (root / "targets").mkdir()
+    for image in sorted((root / "images").glob("*.png")):
+        Image.fromarray(np.where(x < 0.1, 1, 2).astype(np.uint8)).save(root / "part_ids" / image.name)
+        Image.fromarray(np.round(255 * np.repeat(ramp(x)[..., None], 3, -1)).astype(np.uint8)).save(root / "targets" / image.name)
+    config = run.configure(romap.config, root, tmp_path / "out", max_steps=1)
+    config.pipeline.datamanager.target_dir = root / "targets"
+    manager = config.pipeline.datamanager.setup(device="cpu")
+    data, camera = manager.cached_train[0], manager.train_dataset.cameras[0]
+    shape = (int(camera.height), int(camera.width))
+    assert int(camera.width) < size and data["part_ids"].shape == data["target_image"].shape[:2] == shape
+    new_x = new_pixel_rays(camera)[..., 0]
+    away = np.abs(new_x - 0.1) > 1.0 / float(camera.fx)  # a pixel or more from the split
+    np.testing.assert_array_equal(data["part_ids"].numpy()[away], np.where(new_x < 0.1, 1, 2)[away])
+    error = np.abs(data["target_image"][..., 0].numpy() - ramp(new_x))
+    assert error.max() < 1.0 / float(camera.fx) + 1 / 255, error.max()  # nearest pixel: within one pixel's change

@@ -4,7 +4,8 @@ Each training batch gets ``part_ids`` [H, W] int64 (see :mod:`.masks` for the so
 ``target_dir`` is given, ``target_image`` [H, W, 3] float in [0, 1]: the user's edited image of that
 view, the anchor of the masked L1 when no SLaMP model is present. nerfstudio caches both once per
 image. The number of parts and their names go to the model through the dataset metadata
-(``romap_n_parts``, ``romap_part_names``).
+(``romap_n_parts``, ``romap_part_names``). With lens distortion, both follow nerfstudio's undistortion of the
+image (:mod:`vision3d.data.undistort`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from nerfstudio.data.datamanagers.full_images_datamanager import (
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
+
+from vision3d.data.undistort import UndistortedPixelMaps
 
 from .masks import MASK_DIR_NAME, PartMaskConfig, Segmenter, find_mask_file, read_part_ids, read_part_names
 
@@ -87,8 +90,9 @@ class RomapDataManagerConfig(FullImageDatamanagerConfig):
     """edited images named like the training images: the masked-L1 anchors when there is no SLaMP model."""
 
 
-class RomapDataManager(FullImageDatamanager[InputDataset]):
+class RomapDataManager(UndistortedPixelMaps, FullImageDatamanager[InputDataset]):
     config: RomapDataManagerConfig
+    pixel_map_keys = ("part_ids", "target_image")
 
     def create_train_dataset(self) -> PartMaskDataset:
         dataset = PartMaskDataset(

@@ -1,0 +1,60 @@
+"""Per-pixel batch entries (depth priors, part masks, edit targets) onto nerfstudio's undistorted images.
+
+nerfstudio's ``FullImageDatamanager`` undistorts each cached image of a camera with lens distortion onto a new K,
+cropped to its valid region, and rewrites the dataset's K and size; the other per-pixel entries of the batch,
+read from files made for the distorted image, stay on its pixels. :class:`UndistortedPixelMaps` resamples them
+onto the undistorted image's pixels after nerfstudio's caching.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import numpy as np
+import torch
+from nerfstudio.cameras.cameras import Cameras
+
+
+def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """``array [H, W, ...]`` on the pixels of the ``distorted`` camera (nerfstudio's k1 k2 k3 k4 p1 p2) resampled
+    onto those of the pinhole ``undistorted`` one (its own K and size): each new pixel's ray is projected through
+    the lens and the nearest pixel read (no blending of depths across edges or of part ids). Returns the array
+    (zero where the ray leaves the distorted image) and that ``inside [h, w]`` mask. Unchanged without distortion."""
+    params = distorted.distortion_params
+    if params is None or not bool((params != 0).any()):
+        return array, torch.ones(array.shape[:2], dtype=torch.bool)
+    k1, k2, k3, _, p1, p2 = (float(v) for v in params.reshape(-1))
+    height, width = int(undistorted.height), int(undistorted.width)
+    K_new = undistorted.get_intrinsics_matrices().reshape(3, 3).double().numpy()  # noqa: N806
+    K_old = distorted.get_intrinsics_matrices().reshape(3, 3).double().numpy().copy()  # noqa: N806
+    K_old[:2, 2] -= 0.5  # OpenCV's pixel centres are at integers, nerfstudio's at +0.5
+    rows, cols = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    rays = np.stack([(cols - K_new[0, 2]) / K_new[0, 0], (rows - K_new[1, 2]) / K_new[1, 1], np.ones_like(cols)], -1)
+    source, _ = cv2.projectPoints(rays.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), K_old, np.array([k1, k2, p1, p2, k3]))
+    map_x, map_y = (source.reshape(height, width, 2)[..., i].astype(np.float32) for i in range(2))
+    old_h, old_w = array.shape[:2]
+    inside = (map_x > -0.5) & (map_x < old_w - 0.5) & (map_y > -0.5) & (map_y < old_h - 0.5)
+    values = array.numpy()
+    as_cv = values.astype(np.float32) if values.dtype in (np.int64, np.bool_) else values  # remap has no int64 / bool
+    out = cv2.remap(as_cv, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return torch.from_numpy(out.reshape((height, width, *values.shape[2:])).astype(values.dtype)), torch.from_numpy(inside)
+
+
+class UndistortedPixelMaps:
+    """Mixin for a ``FullImageDatamanager`` subclass whose datasets add per-pixel entries ``pixel_map_keys`` to the
+    batch: after nerfstudio's caching and undistortion, each is resampled onto its undistorted image's pixels
+    (:func:`resample_to_undistorted`; boolean entries are False where the ray leaves the distorted image)."""
+
+    pixel_map_keys: tuple[str, ...] = ()
+
+    def _load_images(self, split, cache_images_device):  # noqa: ANN001, ANN202
+        dataset = self.train_dataset if split == "train" else self.eval_dataset
+        distorted = copy.deepcopy(dataset.cameras)  # nerfstudio overwrites K and the size in place
+        cached = super()._load_images(split, cache_images_device)
+        for index, data in enumerate(cached):
+            for key in self.pixel_map_keys:
+                if key in data:
+                    values, inside = resample_to_undistorted(data[key], distorted[index], dataset.cameras[index].to("cpu"))
+                    data[key] = values & inside if values.dtype == torch.bool else values
+        return cached
