@@ -66,3 +66,20 @@ def test_demo_rejects_bad_options_before_training(tmp_path):
     unknown = RUNNER.invoke(app, ["demo", "--method", "nosuch", "--steps", "1", "--output", str(tmp_path)])
     assert unknown.exit_code != 0 and "unknown method 'nosuch'" in str(unknown.exception)
     assert "vision3d-splat" in str(unknown.exception)
+
+
+def test_ns_train_prints_a_flag_value_the_method_cannot_use_as_one_line(tmp_path):
+    """Our methods' config checks raise ConfigError (a Vision3DError): under ns-train it is one line, not a traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vision3d.data.bundled import bundled_scene_path
+
+    ns_train = Path(sys.executable).parent / "ns-train"
+    result = subprocess.run([str(ns_train), "ir-nerf", "--data", str(bundled_scene_path()), "--vis", "tensorboard",
+                             "--output-dir", str(tmp_path), "--pipeline.model.ir-nerf.phase-a-restarts", "0"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 1
+    assert "error: phase_a_restarts must be at least 1, got 0" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr

@@ -5,6 +5,14 @@ class Vision3DError(Exception):
     """Bad input or a missing resource; the message names the file (or thing) and the problem."""
 
 
+class ConfigError(Vision3DError, ValueError):
+    """A config field (an ``ns-train`` flag) with a value the method cannot use; the message names the field."""
+
+
+class InputNotFoundError(Vision3DError, FileNotFoundError):
+    """An input file or folder a run needs (part masks, a segmenter) that is not there; the message says which flag gives it."""
+
+
 class CheckpointNotFoundError(Vision3DError, FileNotFoundError):
     """A weights or checkpoint file that is not there (vision3d never downloads one)."""
 

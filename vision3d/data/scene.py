@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vision3d.errors import Vision3DError
+from vision3d.errors import ConfigError, Vision3DError
 from vision3d.geometry.camera import PinholeCamera
 from vision3d.geometry.se3 import opengl_to_opencv
 
@@ -168,7 +168,7 @@ def sparse_view_split(n_frames: int, n_train: int, seed: int = 0, n_test: int | 
         (train [n_train], test [n_test or n_frames - n_train]) sorted int arrays.
     """
     if not 1 <= n_train < n_frames:
-        raise ValueError(f"n_train must be in [1, {n_frames - 1}] for {n_frames} frames, got {n_train}")
+        raise ConfigError(f"num_train_views (n_train) must be in [1, {n_frames - 1}] for a scene of {n_frames} frames, got {n_train}")
     rng = np.random.default_rng(seed)
     train = np.sort(rng.choice(n_frames, size=n_train, replace=False))
     test = np.setdiff1d(np.arange(n_frames), train)

@@ -24,6 +24,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
 from vision3d import metrics, viz
 from vision3d.data.scene import read_depth
+from vision3d.errors import ConfigError
 
 
 def configure(
@@ -43,7 +44,7 @@ def configure(
     dataparser.data = Path(data)
     if num_train_views is not None:
         if not hasattr(dataparser, "num_train_views"):
-            raise ValueError(f"{type(dataparser).__name__} has no sparse-view split; use vision3d-data")
+            raise ConfigError(f"{type(dataparser).__name__} has no sparse-view split; use vision3d-data")
         dataparser.num_train_views, dataparser.split_seed = num_train_views, split_seed
     config.output_dir = Path(output_dir)
     config.experiment_name = experiment_name or Path(data).name

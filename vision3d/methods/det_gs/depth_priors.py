@@ -247,7 +247,7 @@ def monocular_like_prior(
         raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
     surface = np.isfinite(depth) & (depth > 0)
     if surface.sum() < 2:
-        raise ValueError("depth has fewer than two valid (positive) pixels; cannot make a prior")
+        raise DepthPriorError("depth has fewer than two valid (positive) pixels; cannot make a prior")
     background = (depth == 0) | (depth == np.inf)
     valid = surface | background if config.background_as_far else surface
     rng = np.random.default_rng([config.seed, index])

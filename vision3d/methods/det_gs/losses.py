@@ -109,6 +109,8 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import filter2d
 from pytorch_msssim import ssim
 
+from vision3d.errors import ConfigError
+
 DepthKind = Literal["depth", "disparity"]
 
 
@@ -203,14 +205,14 @@ class DetGSLossConfig:
     def __post_init__(self) -> None:
         low, high = self.patch_size_range
         if not 2 <= low <= high:
-            raise ValueError(f"patch_size_range must satisfy 2 <= low <= high, got {self.patch_size_range}")
+            raise ConfigError(f"patch_size_range must satisfy 2 <= low <= high, got {self.patch_size_range}")
         if self.depth_every < 1:
-            raise ValueError(f"depth_every must be >= 1, got {self.depth_every}")
+            raise ConfigError(f"depth_every must be >= 1, got {self.depth_every}")
         if not 0.0 < self.constant_opacity < 1.0:
-            raise ValueError(f"constant_opacity ω must be in (0, 1), got {self.constant_opacity}")
+            raise ConfigError(f"constant_opacity ω must be in (0, 1), got {self.constant_opacity}")
         unknown = set(self.depth_passes) - {"hard", "soft", "color"}
         if unknown:
-            raise ValueError(f"depth_passes may contain 'hard', 'soft', 'color'; got {sorted(unknown)}")
+            raise ConfigError(f"depth_passes may contain 'hard', 'soft', 'color'; got {sorted(unknown)}")
 
     def depth_active(self, step: int) -> bool:
         """Whether L_depth is applied at ``step`` (switched on, started, and on the every-N schedule)."""

@@ -24,6 +24,7 @@ from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
+from vision3d.data.scene import SceneError
 from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
 from vision3d.geometry.se3 import opengl_to_opencv
@@ -138,8 +139,9 @@ def mvs_views(images: list[Tensor], cameras: Cameras, max_side: int) -> MVSViews
     """Resize ``images`` (each ``[H, W, C]`` float in [0, 1]) and ``cameras`` so the long side is ≤ ``max_side``,
     undistorting the images first when the cameras have distortion (the views are pinhole, with the same K)."""
     height, width = int(cameras.height[0]), int(cameras.width[0])
-    if any(int(h) != height or int(w) != width for h, w in zip(cameras.height, cameras.width, strict=True)):
-        raise ValueError("helixsurf: MVS needs all training images the same size")
+    sizes = sorted({(int(w), int(h)) for h, w in zip(cameras.height, cameras.width, strict=True)})
+    if len(sizes) > 1:
+        raise SceneError(f"helixsurf: MVS needs all training images the same size, got {' and '.join(f'{w}x{h}' for w, h in sizes)}")
     pixels = TrainingPixels.of(cameras)
     valid = None
     if pixels.distortion is not None:

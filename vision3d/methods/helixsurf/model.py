@@ -43,6 +43,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from vision3d import metrics
+from vision3d.errors import ConfigError
 from vision3d.fields.hash_grid import grid_config
 from vision3d.fields.sdf import SDFField, SDFFieldConfig, eikonal_loss
 from vision3d.geometry.camera import project_points
@@ -154,7 +155,7 @@ class HelixSurfModel(Model):
         super().populate_modules()
         config = self.config
         if not 0.0 < config.sharpness_floor_ramp <= 1.0:
-            raise ValueError(f"helixsurf: sharpness_floor_ramp must be in (0, 1], got {config.sharpness_floor_ramp}")
+            raise ConfigError(f"helixsurf: sharpness_floor_ramp must be in (0, 1], got {config.sharpness_floor_ramp}")
         aabb = self.scene_box.aabb.float()
         sdf_config = config.sdf
         sdf_config.sphere_radius = config.sphere_radius_fraction * float((aabb[1] - aabb[0]).min()) / 2

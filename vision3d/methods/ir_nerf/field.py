@@ -19,6 +19,7 @@ import torch
 from nerfstudio.utils.math import intersect_aabb
 from torch import Tensor, nn
 
+from vision3d.errors import ConfigError
 from vision3d.fields.hash_grid import HashGrid, grid_config
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
 
@@ -87,7 +88,7 @@ class CoarseField(nn.Module):
             self.n_bands, self.band_width = config.pe_frequencies, 6
             in_dim = 3 + 6 * config.pe_frequencies
         else:
-            raise ValueError(f"CoarseFieldConfig.encoding must be 'hash' or 'pe', got {config.encoding!r}")
+            raise ConfigError(f"CoarseFieldConfig.encoding must be 'hash' or 'pe', got {config.encoding!r}")
         layers: list[nn.Module] = []
         for i in range(config.num_layers):
             layers += [nn.Linear(in_dim if i == 0 else config.hidden_dim, config.hidden_dim), nn.ReLU()]

@@ -27,6 +27,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from vision3d import metrics
+from vision3d.errors import ConfigError
 from vision3d.geometry.se3 import opencv_to_opengl
 from vision3d.methods.ir_nerf.cameras import estimated_and_gt_cameras, write_cameras, write_transforms
 from vision3d.methods.ir_nerf.evaluation import align_poses, plot_frusta, pose_errors
@@ -50,7 +51,7 @@ class IRNeRFModel(Model):
         super().populate_modules()
         metadata = self.kwargs["metadata"]
         if "ir_nerf_images" not in metadata:
-            raise ValueError("ir-nerf needs the ir-nerf-data dataparser (its images travel in metadata)")
+            raise ConfigError("ir-nerf needs the ir-nerf-data dataparser (its images travel in metadata)")
         self.system = IRNeRF(self.config.ir_nerf, metadata["ir_nerf_images"], metadata["ir_nerf_K"])
         self.gt_c2w = metadata["ir_nerf_gt_c2w"]
         self.original_K = metadata["ir_nerf_original_K"]

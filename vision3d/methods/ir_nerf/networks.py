@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vision3d.errors import ConfigError
+
 
 def _conv_block(c_in: int, c_out: int, stride: int = 2, norm: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride, 1)]
@@ -69,7 +71,7 @@ class SceneCodebook(nn.Module):
     def __init__(self, image_size: int, n_codes: int = 256, code_dim: int = 64, tokens: int = 4, width: int = 32) -> None:
         super().__init__()
         if image_size % tokens != 0 or (image_size // tokens) & (image_size // tokens - 1):
-            raise ValueError(f"codebook: image_size {image_size} must be tokens ({tokens}) times a power of two")
+            raise ConfigError(f"codebook: image_size {image_size} must be tokens ({tokens}) times a power of two")
         n_down = (image_size // tokens).bit_length() - 1
         self.tokens, self.n_codes = tokens, n_codes
         self.codes = nn.Parameter(torch.randn(n_codes, code_dim) * 0.1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from vision3d.errors import ConfigError
 from vision3d.geometry.se3 import make_pose
 from vision3d.geometry.so3 import rotation_6d_to_matrix
 
@@ -37,11 +38,11 @@ class PosePriorConfig:
         for name in ("azimuth", "elevation", "radius"):
             lo, hi = self.range(name)
             if hi < lo:
-                raise ValueError(f"pose prior: {name} range ({lo}, {hi}) is reversed")
+                raise ConfigError(f"pose prior: {name} range ({lo}, {hi}) is reversed")
         if self.radius_min <= 0:
-            raise ValueError(f"pose prior: radius must be positive, got {self.radius_min}")
+            raise ConfigError(f"pose prior: radius must be positive, got {self.radius_min}")
         if not -90.0 <= self.elevation_min_deg <= self.elevation_max_deg <= 90.0:
-            raise ValueError(f"pose prior: elevation must lie in [-90, 90], got {self.range('elevation')}")
+            raise ConfigError(f"pose prior: elevation must lie in [-90, 90], got {self.range('elevation')}")
 
     def range(self, name: str) -> tuple[float, float]:
         """(min, max) of ``azimuth`` or ``elevation`` (degrees) or ``radius``."""
@@ -60,7 +61,7 @@ PRESETS: dict[str, PosePriorConfig] = {
 def prior_preset(name: str, **overrides) -> PosePriorConfig:
     """A preset (``360-object``, ``forward-facing``) with some fields replaced."""
     if name not in PRESETS:
-        raise ValueError(f"unknown pose prior preset {name!r} (have: {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown pose prior preset {name!r} (have: {', '.join(PRESETS)})")
     return replace(PRESETS[name], **overrides)
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vision3d.errors import ConfigError
 from vision3d.methods.ir_nerf import losses
 from vision3d.methods.ir_nerf.codebook_init import initial_codes
 from vision3d.methods.ir_nerf.field import CoarseField, CoarseFieldConfig, camera_rays, image_pixels
@@ -135,9 +136,9 @@ class IRNeRF(nn.Module):
         self.register_buffer("K", K.float())
         self.generator = torch.Generator().manual_seed(config.seed)
         if config.phase_a_restarts < 1:
-            raise ValueError(f"phase_a_restarts must be at least 1, got {config.phase_a_restarts}")
+            raise ConfigError(f"phase_a_restarts must be at least 1, got {config.phase_a_restarts}")
         if config.restart_until is not None and not 0 < config.restart_until <= config.phase_a_until:
-            raise ValueError(f"restart_until must lie in (0, phase_a_until = {config.phase_a_until}], got {config.restart_until}")
+            raise ConfigError(f"restart_until must lie in (0, phase_a_until = {config.phase_a_until}], got {config.restart_until}")
         self._build_networks(config.seed)
         self.prior_poses = sample_poses(config.prior, images.shape[0], self.generator)  # what BARF-style refinement starts from
         self.pose_params = nn.Parameter(pose_to_9d(self.prior_poses))
@@ -159,7 +160,7 @@ class IRNeRF(nn.Module):
         self.codebook = SceneCodebook(h, c.n_codes, c.code_dim, c.tokens) if c.use_codebook else None
         if self.codebook is not None and c.codebook_init != "random":
             if c.codebook_init != "patch-kmeans":
-                raise ValueError(f"codebook_init must be 'patch-kmeans' or 'random', got {c.codebook_init!r}")
+                raise ConfigError(f"codebook_init must be 'patch-kmeans' or 'random', got {c.codebook_init!r}")
             codes = initial_codes(self.images, c.n_codes, c.code_dim, c.tokens, c.codebook_vgg19_weights, seed)
             self.codebook.codes.data.copy_(codes)
         self.to(self.K.device)

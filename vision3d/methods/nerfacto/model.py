@@ -31,6 +31,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from vision3d import metrics
+from vision3d.errors import ConfigError
 from vision3d.fields.radiance import (
     DensityField,
     DensityFieldConfig,
@@ -69,7 +70,7 @@ def density_field_config(args: dict, average_init_density: float) -> DensityFiel
     known = {"hidden_dim", "log2_hashmap_size", "num_levels", "max_res", "base_res", "use_linear", "num_layers", "features_per_level"}
     unknown = set(args) - known
     if unknown:
-        raise ValueError(f"proposal_net_args_list: unsupported keys {sorted(unknown)} (known: {sorted(known)})")
+        raise ConfigError(f"proposal_net_args_list: unsupported keys {sorted(unknown)} (known: {sorted(known)})")
     grid = grid_config(
         args.get("num_levels", 8), args.get("base_res", 16), args.get("max_res", 1024),
         args.get("log2_hashmap_size", 18), args.get("features_per_level", 2), "inplace",
@@ -91,7 +92,7 @@ class Vision3DNerfactoModel(NerfactoModel):
         Model.populate_modules(self)
         config = self.config
         if config.predict_normals:
-            raise ValueError("vision3d-nerfacto: predict_normals is not supported (its normal MLP is not built)")
+            raise ConfigError("vision3d-nerfacto: predict_normals is not supported (its normal MLP is not built)")
         contraction = None if config.disable_scene_contraction else LinfContraction()
         aabb = self.scene_box.aabb
         self.field = RadianceField(radiance_field_config(config), aabb, self.num_train_data, contraction)
@@ -101,7 +102,7 @@ class Vision3DNerfactoModel(NerfactoModel):
         args_list = config.proposal_net_args_list
         if config.use_same_proposal_network:
             if len(args_list) != 1:
-                raise ValueError("use_same_proposal_network needs exactly one entry in proposal_net_args_list")
+                raise ConfigError("use_same_proposal_network needs exactly one entry in proposal_net_args_list")
             network = DensityField(density_field_config(args_list[0], config.average_init_density), aabb, contraction)
             self.proposal_networks = torch.nn.ModuleList([network])
             self.density_fns = [network.density_fn] * n_prop

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vision3d.errors import CheckpointNotFoundError, ConfigError
+
 BACKENDS = ("sd", "sd3", "tiny-sd", "tiny-sd3")
 
 
@@ -156,7 +158,7 @@ def load_parts(kind: Literal["sd", "sd3"], model_path: Path | None, device) -> D
     """SD / SD3 from a local diffusers folder; a one-line error names what is missing and where it goes."""
     repo = {"sd": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd3": "stabilityai/stable-diffusion-3-medium-diffusers"}
     if model_path is None or not (Path(model_path) / "model_index.json").is_file():
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"guidance backend '{kind}' needs the diffusers weights of {repo[kind]} on disk: "
             f"{'no --pipeline.model.guidance.model-path given' if model_path is None else f'{model_path}/model_index.json not found'}"
             f" (download the repo on a connected machine, e.g. `hf download {repo[kind]} --local-dir DIR`, copy DIR here"
@@ -203,7 +205,7 @@ class Guidance:
 
     def __init__(self, config: GuidanceConfig, device: torch.device | str = "cpu", parts: DiffusionParts | None = None):
         if config.backend not in BACKENDS:
-            raise ValueError(f"guidance backend must be one of {BACKENDS}, got '{config.backend}'")
+            raise ConfigError(f"guidance backend must be one of {BACKENDS}, got '{config.backend}'")
         self.config = config
         self.device = torch.device(device)
         kind = config.backend.removeprefix("tiny-")

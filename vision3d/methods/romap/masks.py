@@ -23,6 +23,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from vision3d.data.scene import SceneError
+from vision3d.errors import CheckpointError, ConfigError, InputNotFoundError
+
 MASK_DIR_NAME = "part_ids"
 PART_NAMES_FILE = "parts.json"
 
@@ -45,7 +48,7 @@ def find_mask_file(mask_dir: Path, image_path: Path) -> Path:
     """The mask in ``mask_dir`` whose stem is the image's; a one-line error when there is none."""
     hits = sorted(p for p in Path(mask_dir).glob(f"{Path(image_path).stem}.*") if p.suffix.lower() != ".json")
     if not hits:
-        raise FileNotFoundError(f"{mask_dir}: no part mask for image {Path(image_path).name} (expected {Path(image_path).stem}.png)")
+        raise InputNotFoundError(f"{mask_dir}: no part mask for image {Path(image_path).name} (expected {Path(image_path).stem}.png)")
     return hits[0]
 
 
@@ -55,17 +58,17 @@ def read_part_ids(path: Path, part_colours: list[str] = (), tolerance: int = 8) 
     try:
         array = np.load(path) if path.suffix == ".npy" else np.asarray(Image.open(path))
     except Exception as error:  # noqa: BLE001 - PIL raises many types for unreadable files
-        raise ValueError(f"{path}: cannot read the part mask ({error})") from error
+        raise SceneError(f"{path}: cannot read the part mask ({error})") from error
     if part_colours:
         if array.ndim != 3:
-            raise ValueError(f"{path}: part_colours given but the mask is not a colour image (shape {array.shape})")
+            raise SceneError(f"{path}: part_colours given but the mask is not a colour image (shape {array.shape})")
         palette = np.array([[int(c.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)] for c in part_colours])
         diff = np.abs(array[..., None, :3].astype(np.int32) - palette[None, None]).max(-1)  # [H, W, P]
         ids = np.where(diff.min(-1) <= tolerance, diff.argmin(-1) + 1, 0)
     else:
         if array.ndim == 3:
             if not (np.all(array[..., :3] == array[..., :1])):
-                raise ValueError(f"{path}: colour mask but no part_colours given (give --part-colours, or grey ids)")
+                raise SceneError(f"{path}: colour mask but no part_colours given (give --part-colours, or grey ids)")
             array = array[..., 0]
         ids = array
     return torch.from_numpy(np.ascontiguousarray(ids).astype(np.int64))
@@ -78,7 +81,7 @@ def read_part_names(mask_dir: Path) -> list[str]:
         return []
     names = json.loads(path.read_text())
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{path}: expected a JSON list of part names")
+        raise SceneError(f"{path}: expected a JSON list of part names")
     return names
 
 
@@ -89,9 +92,9 @@ def resolve_part(part: str, names: list[str], n_parts: int) -> int:
     elif part in names:
         pid = names.index(part) + 1
     else:
-        raise ValueError(f"part '{part}' is neither an id in 1..{n_parts} nor one of the part names {names}")
+        raise ConfigError(f"part '{part}' is neither an id in 1..{n_parts} nor one of the part names {names}")
     if not 1 <= pid <= n_parts:
-        raise ValueError(f"part id {pid} is not in 1..{n_parts}")
+        raise ConfigError(f"part id {pid} is not in 1..{n_parts}")
     return pid
 
 
@@ -100,7 +103,7 @@ class Segmenter:
 
     def __init__(self, path: Path | None):
         if path is None or not Path(path).is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 "romap needs 2D part masks: give --pipeline.datamanager.masks.mask-dir DIR (one id or colour image per "
                 "training image) or --pipeline.datamanager.masks.segmenter FILE (a TorchScript network [1,3,H,W] -> "
                 f"[1,P+1,H,W] logits){'' if path is None else f'; {path} does not exist'}"
@@ -112,7 +115,7 @@ class Segmenter:
     def __call__(self, image: Tensor) -> Tensor:  # [H, W, 3] in [0, 1] -> [H, W] int64
         logits = self.net(image.permute(2, 0, 1)[None].float())
         if logits.dim() != 4 or logits.shape[-2:] != image.shape[:2]:
-            raise ValueError(f"{self.path}: expected logits [1, P+1, {image.shape[0]}, {image.shape[1]}], got {list(logits.shape)}")
+            raise CheckpointError(f"{self.path}: expected logits [1, P+1, {image.shape[0]}, {image.shape[1]}], got {list(logits.shape)}")
         return logits[0].argmax(0).long()
 
     def n_parts(self, image: Tensor) -> int:

@@ -24,6 +24,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from vision3d.errors import ConfigError, Vision3DError
 from vision3d.methods.splat.model import SplatModel, SplatModelConfig
 from vision3d.render.sh import spherical_harmonics
 
@@ -88,11 +89,11 @@ class RomapModel(SplatModel):
         metadata = self.kwargs.get("metadata") or {}
         self.n_parts = self.config.n_parts or metadata.get("romap_n_parts")
         if not self.n_parts:
-            raise ValueError("romap: the number of parts is unknown: give part masks or --pipeline.model.n-parts")
+            raise ConfigError("romap: the number of parts is unknown: give part masks or --pipeline.model.n-parts")
         self.part_names = metadata.get("romap_part_names", [])
         self.part_id = resolve_part(self.config.part, self.part_names, self.n_parts)
         if self.config.galp.init not in ("zero", "vote", "soft-vote"):
-            raise ValueError(f"romap: galp.init must be 'zero', 'vote' or 'soft-vote', got {self.config.galp.init!r}")
+            raise ConfigError(f"romap: galp.init must be 'zero', 'vote' or 'soft-vote', got {self.config.galp.init!r}")
         n = self.gauss_params["means"].shape[0]
         self.gauss_params[LABELS] = torch.nn.Parameter(init_label_coeffs(n, self.n_parts, self.config.galp.sh_degree))
         self.register_buffer("selected", torch.zeros(n, dtype=torch.bool))
@@ -149,7 +150,7 @@ class RomapModel(SplatModel):
         self.step = step
         if self.first_step is None:
             if not self._loaded:
-                raise ValueError("romap edits a trained splat: give --load-checkpoint SPLAT.ckpt (a vision3d-splat or romap checkpoint)")
+                raise ConfigError("romap edits a trained splat: give --load-checkpoint SPLAT.ckpt (a vision3d-splat or romap checkpoint)")
             self.first_step = step
             self.restart_optimizers()
             if bool(self.editing):  # a romap checkpoint continues its edit
@@ -205,7 +206,7 @@ class RomapModel(SplatModel):
             self.selected = torch.ones_like(self.selected)
         count = int(self.selected.sum())
         if count == 0:
-            raise RuntimeError(f"romap: no Gaussian carries part {self.part_id}'s label after the label phase "
+            raise Vision3DError(f"romap: no Gaussian carries part {self.part_id}'s label after the label phase "
                                "(check the part masks, or raise --pipeline.model.label-steps)")  # fmt: skip
         if cfg.prior_removal:
             with torch.no_grad():
@@ -324,6 +325,6 @@ class RomapModel(SplatModel):
             sds, _ = self.guidance(guided[None], cfg.prompt, None, mask2d[None])
             losses["romap_sds"] = cfg.sds_weight * sds
         if not losses:
-            raise ValueError("romap: the edit has no objective: give --pipeline.model.guidance.backend or "
+            raise ConfigError("romap: the edit has no objective: give --pipeline.model.guidance.backend or "
                              "--pipeline.datamanager.target-dir")  # fmt: skip
         return losses

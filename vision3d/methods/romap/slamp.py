@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vision3d.errors import ConfigError
+
 from .guidance import Guidance
 
 
@@ -66,7 +68,7 @@ def slamp_latents(
 ) -> tuple[Tensor, Tensor]:  # edited and source latents [1, c, h, w]
     """The latent side of :func:`slamp_image`: the edited latents and the render's own."""
     if guidance.parts.kind != "sd3":
-        raise ValueError("SLaMP needs a rectified-flow guidance backend (sd3 or tiny-sd3); with sd, give target images")
+        raise ConfigError("SLaMP needs a rectified-flow guidance backend (sd3 or tiny-sd3); with sd, give target images")
     parts = guidance.parts
     z0 = guidance.encode_image(image.to(guidance.device))
     keep = 1 - guidance.latent_mask(mask2d.to(guidance.device), z0)  # 1 outside the mask
