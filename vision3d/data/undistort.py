@@ -16,11 +16,13 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 
 
-def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted: Cameras,
+                            interpolation: int = cv2.INTER_NEAREST) -> tuple[torch.Tensor, torch.Tensor]:
     """``array [H, W, ...]`` on the pixels of the ``distorted`` camera (nerfstudio's k1 k2 k3 k4 p1 p2) resampled
     onto those of the pinhole ``undistorted`` one (its own K and size): each new pixel's ray is projected through
-    the lens and the nearest pixel read (no blending of depths across edges or of part ids). Returns the array
-    (zero where the ray leaves the distorted image) and that ``inside [h, w]`` mask. Unchanged without distortion."""
+    the lens and read there (``interpolation``: OpenCV's; nearest by default, so depths are not blended across
+    edges nor part ids mixed). Returns the array (edge values where the ray leaves the distorted image) and the
+    ``inside [h, w]`` mask of pixels whose ray lands in it. Unchanged without distortion."""
     params = distorted.distortion_params
     if params is None or not bool((params != 0).any()):
         return array, torch.ones(array.shape[:2], dtype=torch.bool)
@@ -37,7 +39,7 @@ def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted
     inside = (map_x > -0.5) & (map_x < old_w - 0.5) & (map_y > -0.5) & (map_y < old_h - 0.5)
     values = array.numpy()
     as_cv = values.astype(np.float32) if values.dtype in (np.int64, np.bool_) else values  # remap has no int64 / bool
-    out = cv2.remap(as_cv, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.remap(as_cv, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     return torch.from_numpy(out.reshape((height, width, *values.shape[2:])).astype(values.dtype)), torch.from_numpy(inside)
 
 

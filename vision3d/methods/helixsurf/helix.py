@@ -15,16 +15,17 @@ views are pinhole cameras with that K), and a training ray's target is read wher
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import cv2
-import numpy as np
 import torch
 from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
 from vision3d.data.scene import SceneError
+from vision3d.data.undistort import resample_to_undistorted
 from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
 from vision3d.geometry.se3 import opengl_to_opencv
@@ -89,20 +90,6 @@ def distortion_of(cameras: Cameras) -> Tensor | None:
     return params
 
 
-def undistort_image(image: np.ndarray, intrinsics: Tensor, distortion: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``image [H, W, C]`` undistorted onto its own K, and the mask ``[H, W]`` of pixels that have a source
-    pixel (``intrinsics`` fx, fy, cx, cy with pixel centres at +0.5; ``distortion`` in nerfstudio's order)."""
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    K = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])  # OpenCV: pixel centres at integers  # noqa: N806
-    k1, k2, k3, _, p1, p2 = (float(v) for v in distortion)
-    coefficients = np.array([k1, k2, p1, p2, k3])
-    height, width = image.shape[:2]
-    map_x, map_y = cv2.initUndistortRectifyMap(K, coefficients, None, K, (width, height), cv2.CV_32FC1)
-    undistorted = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    valid = (map_x >= -0.5) & (map_x <= width - 0.5) & (map_y >= -0.5) & (map_y <= height - 0.5)
-    return undistorted.reshape(image.shape), valid
-
-
 @dataclass
 class MVSTargets:
     """Per view at MVS resolution: z-``depth [V, h, w]``, world ``normal [V, h, w, 3]``, ``confidence [V, h, w]``
@@ -142,18 +129,18 @@ def mvs_views(images: list[Tensor], cameras: Cameras, max_side: int) -> MVSViews
     sizes = sorted({(int(w), int(h)) for h, w in zip(cameras.height, cameras.width, strict=True)})
     if len(sizes) > 1:
         raise SceneError(f"helixsurf: MVS needs all training images the same size, got {' and '.join(f'{w}x{h}' for w, h in sizes)}")
-    pixels = TrainingPixels.of(cameras)
+    cameras = cameras.to("cpu")
+    pinhole = Cameras(camera_to_worlds=cameras.camera_to_worlds.clone(), fx=cameras.fx.clone(), fy=cameras.fy.clone(),
+                      cx=cameras.cx.clone(), cy=cameras.cy.clone(), width=cameras.width.clone(),
+                      height=cameras.height.clone(), camera_type=cameras.camera_type.clone())
     valid = None
-    if pixels.distortion is not None:
-        pairs = [undistort_image(img[..., :3].float().numpy(), pixels.intrinsics[v], pixels.distortion[v])
+    if distortion_of(cameras) is not None:  # undistorted onto the cameras' own K: the views are those pinhole cameras
+        pairs = [resample_to_undistorted(img[..., :3].float(), cameras[v], pinhole[v], cv2.INTER_LINEAR)
                  for v, img in enumerate(images)]
-        images = [torch.from_numpy(image) for image, _ in pairs]
-        valid = torch.stack([torch.from_numpy(mask) for _, mask in pairs]).float()[:, None]
+        images = [image for image, _ in pairs]
+        valid = torch.stack([inside for _, inside in pairs]).float()[:, None]
     scale = min(1.0, max_side / max(height, width))
-    small = cameras.to("cpu")
-    small = Cameras(camera_to_worlds=small.camera_to_worlds.clone(), fx=small.fx.clone(), fy=small.fy.clone(),
-                    cx=small.cx.clone(), cy=small.cy.clone(), width=small.width.clone(), height=small.height.clone(),
-                    camera_type=small.camera_type.clone())
+    small = copy.deepcopy(pinhole)
     small.rescale_output_resolution(scale)
     h, w = int(small.height[0]), int(small.width[0])
     stack = torch.stack([img[..., :3].float() for img in images]).permute(0, 3, 1, 2)
