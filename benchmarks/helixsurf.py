@@ -17,7 +17,8 @@ outside the model's scene box left out; wall time of the run (training, MVS pass
 export), split by part (:mod:`vision3d.methods.helixsurf.wall_time`: SDF training steps, grid updates, MVS
 passes, the SDF renders that seed MVS and refresh planes, superpixel planes, the rest), with the median
 step. Meshes and clouds go to ``--out/SCENE/``, with a picture of them side by side (top-down view,
-coloured by height).
+coloured by height). ``--lens K1 [K2 K3 K4 P1 P2]`` runs on each scene as a camera with that lens would have
+taken it (a capture like those ``ns-process-data`` makes from COLMAP: ``camera_model: OPENCV``).
 
     nice -n 15 python benchmarks/helixsurf.py --scenes /tmp/roomA /tmp/roomB --steps 1500
 """
@@ -35,6 +36,7 @@ import torch
 import trimesh
 
 from vision3d import viz
+from vision3d.data.lens import apply_lens
 from vision3d.export.from_run import MeshExportConfig, export_run_mesh
 from vision3d.methods import presets, run
 from vision3d.methods.helixsurf import helix
@@ -87,12 +89,19 @@ def main() -> None:
                         choices=["mvs", "sdf", "helixsurf", "helixsurf-no-grid", "sdf-equal-time"])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/helixsurf"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lens", type=float, nargs="+", default=None, metavar="K",
+                        help="k1 [k2 k3 k4 p1 p2]: run on each scene as a camera with this lens would have taken it "
+                             "(vision3d.data.lens.apply_lens, written to OUT/SCENE-lens/)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # runs are reloaded for export by method name; name it for a checkout whose installed metadata predates it
     os.environ.setdefault("NERFSTUDIO_METHOD_CONFIGS", "helixsurf=vision3d.methods.helixsurf.config:helixsurf")
     rows, splits = [], {}
     for scene in args.scenes:
+        if args.lens:
+            lens = (list(args.lens) + [0.0] * 6)[:6]
+            scene = apply_lens(scene, args.out / f"{scene.name}-lens", lens)
+            print(f"{scene.name}: images through the lens k1 k2 k3 k4 p1 p2 = {lens}", flush=True)
         out = args.out / scene.name
         out.mkdir(parents=True, exist_ok=True)
         gt = trimesh.load(scene / "mesh.ply", force="mesh", process=False)

@@ -8,7 +8,7 @@ network, or the monocular-like prior made from ground-truth depth) and enters ea
 ("depth" or "disparity"). nerfstudio caches it once per image. Held-out images carry no prior.
 
 Cameras with lens distortion: the prior, made from the distorted file, follows nerfstudio's undistortion of the
-image (:mod:`vision3d.data.undistort`).
+image (:mod:`vision3d.data.lens`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import (
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
-from vision3d.data.undistort import UndistortedPixelMaps
+from vision3d.data.lens import UndistortedPixelMaps
 from vision3d.methods.det_gs.depth_priors import DepthPriorConfig, DepthPriorProvider
 
 

@@ -24,8 +24,8 @@ from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
+from vision3d.data.lens import resample_to_undistorted
 from vision3d.data.scene import SceneError
-from vision3d.data.undistort import resample_to_undistorted
 from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
 from vision3d.geometry.se3 import opengl_to_opencv

@@ -5,7 +5,7 @@ Each training batch gets ``part_ids`` [H, W] int64 (see :mod:`.masks` for the so
 view, the anchor of the masked L1 when no SLaMP model is present. nerfstudio caches both once per
 image. The number of parts and their names go to the model through the dataset metadata
 (``romap_n_parts``, ``romap_part_names``). With lens distortion, both follow nerfstudio's undistortion of the
-image (:mod:`vision3d.data.undistort`).
+image (:mod:`vision3d.data.lens`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
 
-from vision3d.data.undistort import UndistortedPixelMaps
+from vision3d.data.lens import UndistortedPixelMaps
 
 from .masks import MASK_DIR_NAME, PartMaskConfig, Segmenter, find_mask_file, read_part_ids, read_part_names
 

@@ -1,18 +1,25 @@
-"""Per-pixel batch entries (depth priors, part masks, edit targets) onto nerfstudio's undistorted images.
+"""Lens distortion (OpenCV's radial/tangential model, nerfstudio's k1 k2 k3 k4 p1 p2): resampling between a
+distorted camera's pixels and a pinhole camera's.
 
 nerfstudio's ``FullImageDatamanager`` undistorts each cached image of a camera with lens distortion onto a new K,
 cropped to its valid region, and rewrites the dataset's K and size; the other per-pixel entries of the batch,
 read from files made for the distorted image, stay on its pixels. :class:`UndistortedPixelMaps` resamples them
-onto the undistorted image's pixels after nerfstudio's caching.
+onto the undistorted image's pixels after nerfstudio's caching. :func:`apply_lens` goes the other way, for
+benchmarks: a rendered pinhole scene as a camera with a lens would have taken it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras
 
 
@@ -60,3 +67,37 @@ class UndistortedPixelMaps:
                     values, inside = resample_to_undistorted(data[key], distorted[index], dataset.cameras[index].to("cpu"))
                     data[key] = values & inside if values.dtype == torch.bool else values
         return cached
+
+
+def apply_lens(scene: Path, out: Path, lens: Sequence[float]) -> Path:
+    """A copy in ``out`` of the rendered pinhole ``scene`` (one camera, intrinsics at the top of transforms.json) as
+    a camera with ``lens`` (k1 k2 k3 k4 p1 p2) would have taken it: each pixel takes the pinhole image's colour
+    where its undistorted ray lands (linear; edge colours where that is outside), and the lens goes into
+    transforms.json. The ground-truth meshes are copied; the depth, normal and flow maps and the seed points, which
+    are pinhole, are left out. Returns ``out``."""
+    scene, out = Path(scene), Path(out)
+    meta = json.loads((scene / "transforms.json").read_text())
+    fx, fy, cx, cy, width, height = (meta[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
+    rows, cols = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    coords = torch.from_numpy(np.stack([(cols - cx) / fx, (rows - cy) / fy], -1)).double()
+    rays = radial_and_tangential_undistort(coords, torch.tensor(list(lens), dtype=torch.float64)).numpy()
+    map_x = (rays[..., 0] * fx + cx - 0.5).astype(np.float32)  # OpenCV's pixel centres are at integers
+    map_y = (rays[..., 1] * fy + cy - 0.5).astype(np.float32)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for frame in meta["frames"]:
+        image = cv2.imread(str(scene / frame["file_path"]), cv2.IMREAD_UNCHANGED)
+        (out / frame["file_path"]).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / frame["file_path"]), cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
+                                                             borderMode=cv2.BORDER_REPLICATE))
+        for key in ("depth_file_path", "normal_file_path", "flow_file_path"):
+            frame.pop(key, None)
+    k1, k2, k3, k4, p1, p2 = (float(v) for v in lens)
+    meta.update(camera_model="OPENCV", k1=k1, k2=k2, k3=k3, k4=k4, p1=p1, p2=p2)
+    for key in ("ply_file_path", "sparse_points"):
+        meta.pop(key, None)
+    for key in ("mesh_file_path", "object_mesh_file_path"):
+        if key in meta:
+            shutil.copy(scene / meta[key], out / meta[key])
+    (out / "transforms.json").write_text(json.dumps(meta, indent=1))
+    return out
