@@ -92,3 +92,60 @@ def test_fit_window_on_cuda_agrees_with_cpu(recorded):
     assert abs(gpu.history["loss"][0] - cpu.history["loss"][0]) < 1e-3 * abs(cpu.history["loss"][0])
     assert np.abs(gpu.flow.numpy().mean((0, 1)) - cpu.flow.numpy().mean((0, 1))).max() < 1.0
     assert np.allclose(np.linalg.norm(gpu.v, axis=1), 1, atol=1e-4)
+
+
+ROS_CAMERA = """image_width: 32
+image_height: 24
+camera_matrix: {rows: 3, cols: 3, data: [30.0, 0.0, 15.5, 0.0, 30.0, 11.5, 0.0, 0.0, 1.0]}
+distortion_model: plumb_bob
+distortion_coefficients: {rows: 1, cols: 5, data: [-0.3, 0.1, 0.001, -0.002, 0.0]}
+"""
+
+
+def test_a_lens_in_the_camera_file_is_undone_on_the_event_coordinates(tmp_path):
+    """A ROS camera_info's plumb_bob coefficients are read; an event seen through that lens moves to where the
+    pinhole camera with the same K sees its ray; fisheye models and malformed coefficients are refused by name."""
+    import cv2
+
+    from vision3d.events.geometry import CameraFileError, load_camera, load_distortion, undistort_events
+
+    path = tmp_path / "davis.yaml"
+    path.write_text(ROS_CAMERA)
+    camera, lens = load_camera(path), load_distortion(path)
+    assert lens.tolist() == [-0.3, 0.1, 0.001, -0.002, 0.0]
+    rays = np.stack(np.meshgrid(np.linspace(-0.5, 0.5, 7), np.linspace(-0.35, 0.35, 5)), -1).reshape(-1, 2)
+    K = np.array([[30.0, 0, 15.5], [0, 30.0, 11.5], [0, 0, 1]])  # noqa: N806
+    seen, _ = cv2.projectPoints(np.c_[rays, np.ones(len(rays))], np.zeros(3), np.zeros(3), K, lens)  # through the lens
+    pinhole = rays * 30.0 + [15.5, 11.5]  # OpenCV pixel coordinates = event indices
+    moved = undistort_events(torch.from_numpy(seen.reshape(-1, 2)).float(), camera, lens)
+    assert np.abs(moved.numpy() - pinhole).max() < 1e-3
+    assert np.abs(seen.reshape(-1, 2) - pinhole).max() > 1.0  # the lens moved the corners by pixels
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("fx: 30\nfy: 30\ncx: 15.5\ncy: 11.5\nwidth: 32\nheight: 24\n")
+    assert load_distortion(plain) is None
+    for text, problem in [("distortion_model: equidistant\nD: [0.1, 0.0, 0.0, 0.0]\n", "not supported"),
+                          ("D: [0.1, 0.2]\n", "4, 5 or 8 finite"), ("D: [a, b, c, d]\n", "must be numbers")]:
+        path.write_text(ROS_CAMERA.split("distortion_model")[0] + text)
+        with pytest.raises(CameraFileError, match=problem):
+            load_distortion(path)
+
+
+def test_fit_recording_fits_the_undistorted_events_of_a_camera_with_a_lens(recorded, tmp_path):
+    from vision3d.events.geometry import load_camera, load_distortion, undistort_events
+
+    path, _ = recorded
+    camera_file = tmp_path / "davis.yaml"
+    camera_file.write_text(ROS_CAMERA)
+    notes = []
+    fit = recording.fit_recording(path, camera_file, tmp_path / "out", cpu_config(), window_ms=10, max_windows=1,
+                                  log=notes.append)  # fmt: skip
+    assert fit.summary["distortion"] == [-0.3, 0.1, 0.001, -0.002, 0.0]
+    assert any("undistorted" in note for note in notes)
+    stream = read_events(path)
+    win = time_windows(stream, 10_000)[0]
+    xy, t, p = stream.to_torch()
+    camera = load_camera(camera_file)
+    xy = undistort_events(xy, camera, load_distortion(camera_file))
+    direct = fit_window(xy[win.slice], t[win.slice], camera, cpu_config(), (0.0, (win.t_end_us - int(stream.t[0])) * 1e-6),
+                        p[win.slice])  # fmt: skip
+    assert np.array_equal(np.load(tmp_path / "out" / "flow_000.npy"), direct.flow.numpy())

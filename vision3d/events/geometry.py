@@ -3,7 +3,9 @@
 Conventions (used by the simulator, E-MoFlow and the tests alike):
 
 * Cameras are :class:`vision3d.geometry.camera.PinholeCamera` (pixel centres at index + 0.5); camera
-  YAML files hold OpenCV/ROS calibration values (centres at integers), converted on load and save.
+  YAML files hold OpenCV/ROS calibration values (centres at integers), converted on load and save. A lens's
+  radial/tangential distortion in the YAML (:func:`load_distortion`) is undone on the events' coordinates
+  (:func:`undistort_events`) before fitting: the motion field below holds for pinhole coordinates.
 * Camera frame x right, y down, z forward; normalised coordinates ``x = K⁻¹[p; 1]``.
 * ``v`` and ``ω`` are the **camera's** linear and angular velocity expressed in its own
   frame. A static scene point then moves in the camera frame as ``Ẋ = −ω × X − v``, and its
@@ -76,6 +78,54 @@ def load_camera(path: str | Path) -> PinholeCamera:
         raise CameraFileError(f"{path}: needs finite fx, fy > 0 and width, height > 0, got fx={fx} fy={fy} "
                               f"{width}×{height}")  # fmt: skip
     return PinholeCamera.from_opencv(float(fx), float(fy), float(cx), float(cy), width, height)
+
+
+DISTORTION_KEYS = ("distortion_coefficients", "D", "dist_coeffs", "distortion_coeffs", "distortion")
+"""Where calibration files keep the coefficients: ROS camera_info (``distortion_coefficients: {data: [...]}``),
+Kalibr/OpenCV lists; or ``k1 k2 p1 p2 k3`` as keys."""
+
+
+def load_distortion(path: str | Path) -> np.ndarray | None:
+    """The lens distortion of a camera YAML in OpenCV's order (k1 k2 p1 p2 [k3 ...]); None when it has none or
+    all are zero. Fisheye (equidistant) models are refused: their undistortion is another function.
+    Raises :class:`CameraFileError`."""
+    import yaml
+
+    path = Path(path)
+    d = yaml.safe_load(path.read_text()) or {}
+    model = str(d.get("distortion_model", d.get("camera_model", "plumb_bob"))).lower()
+    if model in ("equidistant", "fisheye", "kannala_brandt", "opencv_fisheye"):
+        raise CameraFileError(f"{path}: distortion model {model!r} is not supported (radial-tangential "
+                              "plumb_bob/radtan only); undistort the events with your calibration tool first")
+    values = next((d[k] for k in DISTORTION_KEYS if k in d), None)
+    if isinstance(values, dict):
+        values = values.get("data")
+    if values is None and any(k in d for k in ("k1", "k2", "p1", "p2", "k3")):
+        values = [d.get(k, 0.0) for k in ("k1", "k2", "p1", "p2", "k3")]
+    if values is None:
+        return None
+    try:
+        coefficients = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise CameraFileError(f"{path}: distortion coefficients must be numbers ({err})") from err
+    if coefficients.size not in (4, 5, 8) or not np.isfinite(coefficients).all():
+        raise CameraFileError(f"{path}: expected 4, 5 or 8 finite distortion coefficients (k1 k2 p1 p2 [k3 ...]), "
+                              f"got {coefficients.tolist()}")
+    return coefficients if np.any(coefficients) else None
+
+
+def undistort_events(xy: Tensor, camera: PinholeCamera, coefficients: np.ndarray | None) -> Tensor:
+    """Event pixel indices ``xy [N, 2]`` of a camera with lens ``coefficients`` (OpenCV's order) moved to where a
+    pinhole camera with the same K would have seen them (float indices, as ``xy`` in; unchanged without a lens)."""
+    if coefficients is None or len(xy) == 0:
+        return xy
+    import cv2
+
+    fx, fy, cx, cy = camera.to_opencv()  # an event's index is its OpenCV pixel coordinate
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])  # noqa: N806
+    points = xy.detach().cpu().double().numpy().reshape(-1, 1, 2)
+    moved = cv2.undistortPoints(points, K, coefficients, P=K).reshape(-1, 2)
+    return torch.from_numpy(moved).to(xy)
 
 
 def save_camera(path: str | Path, camera: PinholeCamera) -> None:

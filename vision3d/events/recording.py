@@ -24,7 +24,7 @@ from vision3d.backends import resolve_device
 from vision3d.events.cmax import CMaxConfig, fit_cmax
 from vision3d.events.contrast import contrast_terms
 from vision3d.events.emoflow import EMoFlowConfig, fit_window
-from vision3d.events.geometry import load_camera
+from vision3d.events.geometry import load_camera, load_distortion, undistort_events
 from vision3d.events.io import read_events, read_imu
 from vision3d.events.plots import save_velocity_plot, save_window_figure
 from vision3d.events.windows import count_windows, time_windows
@@ -64,7 +64,8 @@ def fit_recording(
 ) -> RecordingFit:
     """Fit E-MoFlow to windows of an event file and write the outputs to ``output``.
 
-    ``camera`` is a PinholeCamera or an intrinsics YAML; ``config`` defaults to the CPU preset
+    ``camera`` is a PinholeCamera (pinhole) or an intrinsics YAML, whose lens distortion, if any, is undone on
+    the events' coordinates before fitting (flow is then in the pinhole image); ``config`` defaults to the CPU preset
     (``EMoFlowConfig.cpu()``). Windows: ``window_ms`` long when > 0, else ``window_events`` events
     each; at most ``max_windows`` (0: all), starting ``start_s`` seconds into the file. ``downscale``
     bins pixels (intrinsics scaled to match). ``cmax`` also runs the CMax baseline per window.
@@ -76,6 +77,7 @@ def fit_recording(
     events, output = Path(events), Path(output)
     stream = read_events(events)
     cam = camera if isinstance(camera, PinholeCamera) else load_camera(camera)
+    lens = None if isinstance(camera, PinholeCamera) else load_distortion(camera)
     if (cam.width, cam.height) != stream.sensor_size:
         log(f"note: the camera says {cam.width}×{cam.height}, {events.name} {stream.width}×{stream.height}")
     if downscale > 1:
@@ -87,9 +89,12 @@ def fit_recording(
     if max_windows:
         wins = wins[:max_windows]
     xy_all, t_all, p_all = stream.to_torch()
+    if lens is not None:
+        xy_all = undistort_events(xy_all, cam, lens)
+        log(f"events undistorted with the lens of {camera} (k1 k2 p1 p2 ... = {lens.tolist()})")
     t0 = int(stream.t[0])
     summary = {"file": str(events), "camera": cam.to_dict(), "config": dataclasses.asdict(config),
-               "device": str(device), "windows": []}  # fmt: skip
+               "distortion": None if lens is None else lens.tolist(), "device": str(device), "windows": []}  # fmt: skip
     rows, interrupted = [], False
     try:
         for k, win in enumerate(wins):
