@@ -31,6 +31,9 @@ def test_valid_scene_loads(scene_dir):
     assert image.shape == (16, 16, 3) and 0.0 <= image.min() and image.max() <= 1.0
     np.testing.assert_allclose(scene.load_depth(0), 3.0)
     assert "views       6 at 16x16" in scene.summary()
+    assert "lens        OPENCV, no distortion" in scene.summary()
+    _edit(scene_dir, lambda meta: meta.update(k1=-0.1, p2=0.002))
+    assert "lens        OPENCV, k1=-0.1 p2=0.002" in load_scene(scene_dir).summary()
 
 
 def test_w2c_is_opencv_inverse(scene_dir):

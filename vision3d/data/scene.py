@@ -99,11 +99,17 @@ class Scene:
             )
         return depth
 
+    def lens_summary(self) -> str:
+        """The top-level distortion coefficients that are not zero (``k1=-0.1 p1=0.002``), or "no distortion"."""
+        coefficients = [f"{k}={float(self.meta[k]):g}" for k in ("k1", "k2", "k3", "k4", "p1", "p2") if self.meta.get(k)]
+        return " ".join(coefficients) if coefficients else "no distortion"
+
     def summary(self) -> str:
         f0 = self.frames[0].camera
         lines = [
             f"scene {self.root}",
             f"  views       {len(self)} at {f0.width}x{f0.height}, fx={f0.fx:.1f} fy={f0.fy:.1f}",
+            f"  lens        {self.meta.get('camera_model', 'OPENCV')}, {self.lens_summary()}",
             f"  depth       {'yes' if self.has_depth else 'no'}",
             f"  normals     {'yes' if all(f.normal_path for f in self.frames) else 'no'}",
             f"  flow        {'yes' if any(f.flow_path for f in self.frames) else 'no'}",
