@@ -100,6 +100,15 @@ def test_malformed_pose_shape_and_nan(scene_dir):
         load_scene(scene_dir)
 
 
+@pytest.mark.parametrize(("where", "value", "problem"), [("top", float("nan"), "must be finite, got nan"),
+                                                       ("frame", "abc", "must be a number, got 'abc'")])
+def test_bad_distortion_coefficients(scene_dir, where, value, problem):
+    """nerfstudio casts every ray through the lens: a NaN coefficient would poison all of them silently."""
+    _edit(scene_dir, lambda meta: (meta if where == "top" else meta["frames"][2]).update(k1=value))
+    with pytest.raises(SceneError, match=rf"frame {0 if where == 'top' else 2} .*intrinsic 'k1' {problem}"):
+        load_scene(scene_dir)
+
+
 def test_missing_intrinsics(scene_dir):
     _edit(scene_dir, lambda meta: meta.pop("fl_x"))
     with pytest.raises(SceneError, match=r"missing intrinsic 'fl_x'"):

@@ -25,6 +25,7 @@ from vision3d.geometry.camera import PinholeCamera
 from vision3d.geometry.se3 import opengl_to_opencv
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -101,7 +102,7 @@ class Scene:
 
     def lens_summary(self) -> str:
         """The top-level distortion coefficients that are not zero (``k1=-0.1 p1=0.002``), or "no distortion"."""
-        coefficients = [f"{k}={float(self.meta[k]):g}" for k in ("k1", "k2", "k3", "k4", "p1", "p2") if self.meta.get(k)]
+        coefficients = [f"{k}={float(self.meta[k]):g}" for k in DISTORTION_KEYS if self.meta.get(k)]
         return " ".join(coefficients) if coefficients else "no distortion"
 
     def summary(self) -> str:
@@ -275,8 +276,9 @@ def _intrinsic(meta: dict, frame: dict, key: str, where: str):
         value = float(value)
     except (TypeError, ValueError) as err:
         raise SceneError(f"{where}: intrinsic '{key}' must be a number, got {value!r}") from err
-    if not np.isfinite(value) or (key in ("fl_x", "fl_y", "w", "h") and value <= 0):
-        raise SceneError(f"{where}: intrinsic '{key}' must be finite{' and positive' if key != 'cx' else ''}, got {value}")
+    positive = key in ("fl_x", "fl_y", "w", "h")
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise SceneError(f"{where}: intrinsic '{key}' must be finite{' and positive' if positive else ''}, got {value}")
     return value
 
 
@@ -292,6 +294,9 @@ def _parse_frame(meta: dict, frame, index: int, root: Path, transforms_path: Pat
     fx, fy, cx, cy, w, h = (_intrinsic(meta, frame, k, where) for k in INTRINSIC_KEYS)
     if w != int(w) or h != int(h):
         raise SceneError(f"{where}: image size w, h must be whole numbers, got {w}x{h}")
+    for key in DISTORTION_KEYS:  # optional; nerfstudio casts rays through them, so NaN or text would poison every ray
+        if frame.get(key, meta.get(key)) is not None:
+            _intrinsic(meta, frame, key, where)
 
     def optional(key):
         return _resolve(root, frame[key], transforms_path, f"frames[{index}].{key}") if key in frame else None
