@@ -7,11 +7,13 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 import torch
-from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from PIL import Image
 
 from vision3d.data.lens import apply_lens, resample_to_undistorted
+from vision3d.errors import Vision3DError
 
 LENS = (-0.12, 0.03, 0.0, 0.0, 0.004, -0.003)
 
@@ -51,3 +53,10 @@ def test_without_distortion_the_resampling_returns_the_array_itself():
     same, inside = resample_to_undistorted(values, camera(), camera())
     assert same is values and inside.all()
 
+
+
+def test_a_fisheye_lens_is_refused_by_name():
+    fisheye = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=40.0, fy=40.0, cx=32.0, cy=24.0, width=64, height=48,
+                      distortion_params=torch.tensor([LENS]), camera_type=CameraType.FISHEYE)
+    with pytest.raises(Vision3DError, match="fisheye camera: per-pixel data"):
+        resample_to_undistorted(torch.rand(48, 64), fisheye, camera())

@@ -20,7 +20,9 @@ import cv2
 import numpy as np
 import torch
 from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
-from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.cameras import Cameras, CameraType
+
+from vision3d.errors import Vision3DError
 
 
 def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted: Cameras,
@@ -29,10 +31,15 @@ def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted
     onto those of the pinhole ``undistorted`` one (its own K and size): each new pixel's ray is projected through
     the lens and read there (``interpolation``: OpenCV's; nearest by default, so depths are not blended across
     edges nor part ids mixed). Returns the array (edge values where the ray leaves the distorted image) and the
-    ``inside [h, w]`` mask of pixels whose ray lands in it. Unchanged without distortion."""
+    ``inside [h, w]`` mask of pixels whose ray lands in it. Unchanged without distortion; other lens models (fisheye)
+    are refused."""
     params = distorted.distortion_params
     if params is None or not bool((params != 0).any()):
         return array, torch.ones(array.shape[:2], dtype=torch.bool)
+    if int(distorted.camera_type.reshape(-1)[0]) != CameraType.PERSPECTIVE.value:
+        raise Vision3DError(f"{CameraType(int(distorted.camera_type.reshape(-1)[0])).name.lower()} camera: per-pixel data "
+                            "(depth priors, part masks, edit targets) follow only OpenCV's radial-tangential lens; "
+                            "undistort the images and those files first")
     k1, k2, k3, _, p1, p2 = (float(v) for v in params.reshape(-1))
     height, width = int(undistorted.height), int(undistorted.width)
     K_new = undistorted.get_intrinsics_matrices().reshape(3, 3).double().numpy()  # noqa: N806
