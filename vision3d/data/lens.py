@@ -25,6 +25,13 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from vision3d.errors import Vision3DError
 
 
+def without_lens(cameras: Cameras) -> Cameras:
+    """The same cameras as pinhole ones (the distortion dropped; the other fields shared, not copied)."""
+    pinhole = copy.copy(cameras)
+    pinhole.distortion_params = None
+    return pinhole
+
+
 def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted: Cameras,
                             interpolation: int = cv2.INTER_NEAREST) -> tuple[torch.Tensor, torch.Tensor]:
     """``array [H, W, ...]`` on the pixels of the ``distorted`` camera (nerfstudio's k1 k2 k3 k4 p1 p2) resampled

@@ -44,6 +44,7 @@ class Frame:
     depth_path: Path | None = None
     normal_path: Path | None = None
     flow_path: Path | None = None
+    lens: dict = field(default_factory=dict)  # camera_model and the distortion coefficients given (per frame or top level)
 
     @property
     def c2w_opencv(self) -> np.ndarray:
@@ -101,8 +102,9 @@ class Scene:
         return depth
 
     def lens_summary(self) -> str:
-        """The top-level distortion coefficients that are not zero (``k1=-0.1 p1=0.002``), or "no distortion"."""
-        coefficients = [f"{k}={float(self.meta[k]):g}" for k in DISTORTION_KEYS if self.meta.get(k)]
+        """The first frame's distortion coefficients that are not zero (``k1=-0.1 p1=0.002``), or "no distortion"."""
+        lens = self.frames[0].lens
+        coefficients = [f"{k}={lens[k]:g}" for k in DISTORTION_KEYS if lens.get(k)]
         return " ".join(coefficients) if coefficients else "no distortion"
 
     def summary(self) -> str:
@@ -110,7 +112,7 @@ class Scene:
         lines = [
             f"scene {self.root}",
             f"  views       {len(self)} at {f0.width}x{f0.height}, fx={f0.fx:.1f} fy={f0.fy:.1f}",
-            f"  lens        {self.meta.get('camera_model', 'OPENCV')}, {self.lens_summary()}",
+            f"  lens        {self.frames[0].lens.get('camera_model', 'OPENCV')}, {self.lens_summary()}",
             f"  depth       {'yes' if self.has_depth else 'no'}",
             f"  normals     {'yes' if all(f.normal_path for f in self.frames) else 'no'}",
             f"  flow        {'yes' if any(f.flow_path for f in self.frames) else 'no'}",
@@ -294,9 +296,10 @@ def _parse_frame(meta: dict, frame, index: int, root: Path, transforms_path: Pat
     fx, fy, cx, cy, w, h = (_intrinsic(meta, frame, k, where) for k in INTRINSIC_KEYS)
     if w != int(w) or h != int(h):
         raise SceneError(f"{where}: image size w, h must be whole numbers, got {w}x{h}")
-    for key in DISTORTION_KEYS:  # optional; nerfstudio casts rays through them, so NaN or text would poison every ray
-        if frame.get(key, meta.get(key)) is not None:
-            _intrinsic(meta, frame, key, where)
+    # optional; validated since nerfstudio casts rays through them, so NaN or text would poison every ray
+    lens = {key: _intrinsic(meta, frame, key, where) for key in DISTORTION_KEYS if frame.get(key, meta.get(key)) is not None}
+    if frame.get("camera_model", meta.get("camera_model")) is not None:
+        lens = {"camera_model": frame.get("camera_model", meta.get("camera_model")), **lens}
 
     def optional(key):
         return _resolve(root, frame[key], transforms_path, f"frames[{index}].{key}") if key in frame else None
@@ -308,6 +311,7 @@ def _parse_frame(meta: dict, frame, index: int, root: Path, transforms_path: Pat
         depth_path=optional("depth_file_path"),
         normal_path=optional("normal_file_path"),
         flow_path=optional("flow_file_path"),
+        lens=lens,
     )
 
 

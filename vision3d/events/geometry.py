@@ -80,7 +80,7 @@ def load_camera(path: str | Path) -> PinholeCamera:
     return PinholeCamera.from_opencv(float(fx), float(fy), float(cx), float(cy), width, height)
 
 
-DISTORTION_KEYS = ("distortion_coefficients", "D", "dist_coeffs", "distortion_coeffs", "distortion")
+YAML_DISTORTION_KEYS = ("distortion_coefficients", "D", "dist_coeffs", "distortion_coeffs", "distortion")
 """Where calibration files keep the coefficients: ROS camera_info (``distortion_coefficients: {data: [...]}``),
 Kalibr/OpenCV lists; or ``k1 k2 p1 p2 k3`` as keys."""
 
@@ -97,7 +97,7 @@ def load_distortion(path: str | Path) -> np.ndarray | None:
     if model in ("equidistant", "fisheye", "kannala_brandt", "opencv_fisheye"):
         raise CameraFileError(f"{path}: distortion model {model!r} is not supported (radial-tangential "
                               "plumb_bob/radtan only); undistort the events with your calibration tool first")
-    values = next((d[k] for k in DISTORTION_KEYS if k in d), None)
+    values = next((d[k] for k in YAML_DISTORTION_KEYS if k in d), None)
     if isinstance(values, dict):
         values = values.get("data")
     if values is None and any(k in d for k in ("k1", "k2", "p1", "p2", "k3")):

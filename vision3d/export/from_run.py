@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import zipfile
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 import trimesh
 
+from vision3d.data.lens import without_lens
 from vision3d.errors import CheckpointError, CheckpointNotFoundError, Vision3DError
 from vision3d.export.marching_cubes import EmptyMeshError, sdf_to_mesh
 from vision3d.export.tsdf import RenderedView, default_voxel_size, fuse_tsdf, inside_box
@@ -263,9 +263,7 @@ def render_training_views(loaded: LoadedRun, min_accumulation: float = 0.5, seen
     planar = isinstance(model, SplatfactoModel)
     for index in range(len(cameras)):
         camera = cameras[index : index + 1].to(model.device)
-        if camera.distortion_params is not None:  # fusion reads the render as a pinhole image of K: render it as one
-            camera = copy.copy(camera)
-            camera.distortion_params = None
+        camera = without_lens(camera)  # fusion reads the render as a pinhole image of K: render it as one
         outputs = model.get_outputs_for_camera(camera)
         if outputs.get("depth") is None:
             raise RunError(f"{loaded.config_path}: {loaded.config.method_name} renders no depth and offers no SDF "

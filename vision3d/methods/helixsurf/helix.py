@@ -24,7 +24,7 @@ from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
-from vision3d.data.lens import resample_to_undistorted
+from vision3d.data.lens import resample_to_undistorted, without_lens
 from vision3d.data.scene import SceneError
 from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
@@ -130,9 +130,7 @@ def mvs_views(images: list[Tensor], cameras: Cameras, max_side: int) -> MVSViews
     if len(sizes) > 1:
         raise SceneError(f"helixsurf: MVS needs all training images the same size, got {' and '.join(f'{w}x{h}' for w, h in sizes)}")
     cameras = cameras.to("cpu")
-    pinhole = Cameras(camera_to_worlds=cameras.camera_to_worlds.clone(), fx=cameras.fx.clone(), fy=cameras.fy.clone(),
-                      cx=cameras.cx.clone(), cy=cameras.cy.clone(), width=cameras.width.clone(),
-                      height=cameras.height.clone(), camera_type=cameras.camera_type.clone())
+    pinhole = without_lens(cameras)
     valid = None
     if distortion_of(cameras) is not None:  # undistorted onto the cameras' own K: the views are those pinhole cameras
         pairs = [resample_to_undistorted(img[..., :3].float(), cameras[v], pinhole[v], cv2.INTER_LINEAR)

@@ -9,7 +9,6 @@ modelled (at the working size of 32-64 px it moves pixels by a fraction of one) 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +31,6 @@ class UnposedImages:
     original_size: tuple[int, int]  # (width, height) of the files
     original_K: Tensor  # [3, 3] of the files  # noqa: N815
     lens: dict = field(default_factory=dict)  # the scene's camera_model and distortion (k1 k2 k3 k4 p1 p2), if any
-
-
-LENS_KEYS = ("camera_model", "k1", "k2", "k3", "k4", "p1", "p2")
-
-
-def lens_of(meta: dict, frame: dict) -> dict:
-    """``camera_model`` and distortion coefficients of a transforms.json camera (per-frame values win)."""
-    return {key: frame.get(key, meta.get(key)) for key in LENS_KEYS if frame.get(key, meta.get(key)) is not None}
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -89,7 +80,8 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0, views: tupl
     if (data / "transforms.json").is_file() or data.name == "transforms.json":
         scene = load_scene(data)
         paths, images, Ks, c2w = [], [], [], []  # noqa: N806
-        for i in select_views(len(scene.frames), views, scene.transforms_path):
+        chosen = select_views(len(scene.frames), views, scene.transforms_path)
+        for i in chosen:
             frame = scene.frames[i]
             image, K = square_resize(scene.load_image(i), frame.camera.K, image_size)  # noqa: N806
             paths.append(frame.image_path)
@@ -99,11 +91,9 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0, views: tupl
         if not np.allclose(Ks, Ks[0], rtol=1e-3):
             raise Vision3DError(f"{scene.transforms_path}: IR-NeRF needs one camera for all images (intrinsics differ)")
         camera = scene.frames[0].camera
-        first = json.loads(scene.transforms_path.read_text())["frames"][select_views(len(scene.frames), views, scene.transforms_path)[0]]
-        lens = lens_of(scene.meta, first)
         return UnposedImages(torch.stack(images), torch.from_numpy(Ks[0]).float(), paths,
                              torch.from_numpy(np.stack(c2w)).float(), (camera.width, camera.height),
-                             torch.from_numpy(camera.K).float(), lens)
+                             torch.from_numpy(camera.K).float(), scene.frames[chosen[0]].lens)
     paths = image_files(data)
     paths = [paths[i] for i in select_views(len(paths), views, data)]
     images, K, K_file, size = [], None, None, None  # noqa: N806
