@@ -52,14 +52,15 @@ def give_scene_a_lens(root: Path, lens=BARREL_LENS) -> np.ndarray:
     """Declare ``lens`` in ``root/transforms.json`` (one camera for all frames); returns each file pixel's
     undistorted ray ``[H, W, 2]`` (normalised x, y), to write per-pixel files as functions of the ray."""
     import torch
-    from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
+
+    from vision3d.data.lens import undistorted_rays
+    from vision3d.geometry.camera import pixel_grid
 
     meta = json.loads((root / "transforms.json").read_text())
     meta.update(k1=lens[0], k2=lens[1], k3=lens[2], p1=lens[4], p2=lens[5])
     (root / "transforms.json").write_text(json.dumps(meta))
-    rows, cols = np.meshgrid(np.arange(meta["h"]) + 0.5, np.arange(meta["w"]) + 0.5, indexing="ij")
-    distorted = np.stack([(cols - meta["cx"]) / meta["fl_x"], (rows - meta["cy"]) / meta["fl_y"]], -1)
-    return radial_and_tangential_undistort(torch.from_numpy(distorted).float(), torch.tensor(lens)).numpy()
+    intrinsics = torch.tensor([meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"]])
+    return undistorted_rays(pixel_grid(meta["h"], meta["w"]), intrinsics, torch.tensor(lens)).numpy()
 
 
 def new_pixel_rays(camera) -> np.ndarray:  # noqa: ANN001

@@ -23,6 +23,7 @@ from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
 from vision3d.errors import Vision3DError
+from vision3d.geometry.camera import pixel_grid
 
 
 def without_lens(cameras: Cameras) -> Cameras:
@@ -30,6 +31,15 @@ def without_lens(cameras: Cameras) -> Cameras:
     pinhole = copy.copy(cameras)
     pinhole.distortion_params = None
     return pinhole
+
+
+def undistorted_rays(pixels: torch.Tensor, intrinsics: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Normalised pinhole rays ``[..., 2]`` (x/z, y/z) of ``pixels [..., 2]`` (x, y; pixel centres at +0.5) of cameras
+    with ``intrinsics [..., 4]`` (fx, fy, cx, cy) and ``lens [..., 6]`` (k1 k2 k3 k4 p1 p2; both may be one camera's,
+    shape [4] and [6]): the lens undone by nerfstudio's iterative inversion, so that each ray is the one nerfstudio
+    casts through that pixel."""
+    intrinsics = intrinsics.to(pixels)
+    return radial_and_tangential_undistort((pixels - intrinsics[..., 2:]) / intrinsics[..., :2], lens.to(pixels))
 
 
 def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted: Cameras,
@@ -92,9 +102,8 @@ def apply_lens(scene: Path, out: Path, lens: Sequence[float]) -> Path:
     scene, out = Path(scene), Path(out)
     meta = json.loads((scene / "transforms.json").read_text())
     fx, fy, cx, cy, width, height = (meta[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
-    rows, cols = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-    coords = torch.from_numpy(np.stack([(cols - cx) / fx, (rows - cy) / fy], -1)).double()
-    rays = radial_and_tangential_undistort(coords, torch.tensor(list(lens), dtype=torch.float64)).numpy()
+    pixels = pixel_grid(height, width, dtype=torch.float64)
+    rays = undistorted_rays(pixels, torch.tensor([fx, fy, cx, cy]), torch.tensor(list(lens))).numpy()
     map_x = (rays[..., 0] * fx + cx - 0.5).astype(np.float32)  # OpenCV's pixel centres are at integers
     map_y = (rays[..., 1] * fy + cy - 0.5).astype(np.float32)
     shutil.rmtree(out, ignore_errors=True)

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import cv2
 import torch
-from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
-from vision3d.data.lens import resample_to_undistorted, without_lens
+from vision3d.data.lens import resample_to_undistorted, undistorted_rays, without_lens
 from vision3d.data.scene import SceneError
 from vision3d.errors import Vision3DError
 from vision3d.geometry.camera import normalize_pixels, pixel_grid
@@ -70,10 +69,9 @@ class TrainingPixels:
         if self.distortion is None:
             return row, col
         cam = indices[:, 0].long().cpu()
+        rays = undistorted_rays(torch.stack([col, row], dim=-1), self.intrinsics[cam], self.distortion[cam])
         fx, fy, cx, cy = self.intrinsics[cam].to(row).unbind(-1)
-        coords = torch.stack([(col - cx) / fx, (row - cy) / fy], dim=-1)
-        undistorted = radial_and_tangential_undistort(coords, self.distortion[cam].to(row))
-        return undistorted[:, 1] * fy + cy, undistorted[:, 0] * fx + cx
+        return rays[:, 1] * fy + cy, rays[:, 0] * fx + cx
 
 
 def distortion_of(cameras: Cameras) -> Tensor | None:
