@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from typer.testing import CliRunner
 
 from vision3d.cli import app
@@ -20,6 +24,21 @@ def test_info_reports_backends():
     result = RUNNER.invoke(app, ["info"])
     assert result.exit_code == 0, result.output
     assert "gsplat_cuda_ops" in result.output and "default_device" in result.output
+
+
+def test_v3d_shortens_openmp_spin_before_torch_loads():
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads it: v3d must set it before any import of torch, and
+    leave a user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY alone (vision3d.openmp)."""
+    probe = "import os, sys, vision3d.cli; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+    def run(**extra: str) -> str:
+        return subprocess.run([sys.executable, "-c", probe], env={**clean, **extra}, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert run() == "3000 False"
+    assert run(GOMP_SPINCOUNT="123") == "123 False"
+    assert run(OMP_WAIT_POLICY="PASSIVE") == "None False"
 
 
 def test_data_info_names_the_bad_file(tmp_path):

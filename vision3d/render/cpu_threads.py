@@ -8,8 +8,9 @@ effect. Measured on 2 cores at 128²/20k, forward+backward interleaved in one pr
 48 ms with torch's ops on 2 threads, 42 ms with this context, 39 ms with torch on one
 thread throughout (the rest is the caller's own torch ops, e.g. the loss, whose workers
 still spin into the backward). So the CPU rasterizer runs its own torch ops (small
-element-wise work on per-Gaussian arrays) on one thread. ``OMP_WAIT_POLICY=PASSIVE``,
-set before torch loads, stops the spinning for a whole process.
+element-wise work on per-Gaussian arrays) on one thread. For a whole process the spin has to be
+set before torch loads: ``v3d`` shortens it (:mod:`vision3d.openmp`), which matters most when other work
+shares the cores.
 """
 
 from __future__ import annotations
