@@ -3,10 +3,10 @@
 After each multi-threaded op, torch's OpenMP workers (libgomp) spin for the next one, 300 000 iterations by
 default (``GOMP_SPINCOUNT``). While our CPU kernels run, those spinning workers take the time slices the
 kernels' own threads need (:mod:`vision3d.render.cpu_threads`); when another process also wants the cores
-(a second run, a browser) this compounds: beside one busy process on the 2-core machine, the det-gs demo's
-base run took 4–17× as long as alone. With a spin count of 3000 it takes ~1.7× (about its fair share) and
-alone it is as fast as before; ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) is as good beside other work but
-~40 % slower alone (``benchmarks/cpu_contention.py``, docs/splat.md). ``v3d`` applies it to itself and to the
+(a second run, a browser) this compounds: beside one busy process on the 2-core machine, the det-gs demo
+took 10–17× as long as alone. With a spin count of 3000 it takes 1.7× (about its fair share) and alone it is
+as fast as before; ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) is unaffected beside other work but 25–35 %
+slower alone (``benchmarks/cpu_contention.py``, docs/splat.md). ``v3d`` applies it to itself and to the
 ``ns-train`` it starts; ``ns-train`` run directly loads torch before our plugins, so it needs the variable
 in its environment (README, "Devices").
 """
