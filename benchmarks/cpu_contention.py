@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vision3d.openmp import without_spin_settings
+
 SETTINGS = {
     "libgomp default (GOMP_SPINCOUNT=300000)": {"GOMP_SPINCOUNT": "300000"},
     "v3d's (GOMP_SPINCOUNT=3000)": {"GOMP_SPINCOUNT": "3000"},
@@ -35,9 +37,9 @@ def demo_seconds(env: dict[str, str], steps: int, competitors: int) -> tuple[flo
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(competitors)]
     try:
         with tempfile.TemporaryDirectory() as out:
-            environment = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
             subprocess.run([sys.executable, "-m", "vision3d.cli", "demo", "--method", "det-gs", "--steps", str(steps),
-                            "--output", out], env={**environment, **env}, check=True, capture_output=True)
+                            "--output", out], env={**without_spin_settings(os.environ), **env}, check=True,
+                           capture_output=True)
             metrics = json.loads((Path(out) / "metrics.json").read_text())
     finally:
         for process in busy:

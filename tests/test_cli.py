@@ -9,6 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from vision3d.cli import app
+from vision3d.openmp import spin_hint, without_spin_settings
 
 RUNNER = CliRunner()
 
@@ -30,7 +31,7 @@ def test_v3d_shortens_openmp_spin_before_torch_loads():
     """libgomp reads GOMP_SPINCOUNT once, when torch loads it: the v3d process must set it before any import of
     torch, and leave a user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY alone (vision3d.openmp); a process that only
     imports vision3d.cli (a test, a notebook) keeps its environment."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    clean = without_spin_settings(os.environ)
 
     def run(program: str, **extra: str) -> str:
         probe = (f"import os, sys; sys.argv = [{program!r}]; import vision3d.cli; "
@@ -42,6 +43,15 @@ def test_v3d_shortens_openmp_spin_before_torch_loads():
     assert run("/usr/local/bin/v3d", GOMP_SPINCOUNT="123") == "123 False"
     assert run("/usr/local/bin/v3d", OMP_WAIT_POLICY="PASSIVE") == "None False"
     assert run("pytest") == "None False"
+
+
+def test_spin_hint_only_for_ns_train_without_a_spin_setting(monkeypatch):
+    for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    assert "export GOMP_SPINCOUNT=3000" in spin_hint(["/venv/bin/ns-train", "det-gs"])
+    assert spin_hint(["/venv/bin/v3d", "demo"]) is None and spin_hint(["pytest"]) is None
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert spin_hint(["/venv/bin/ns-train", "det-gs"]) is None
 
 
 def test_data_info_names_the_bad_file(tmp_path):

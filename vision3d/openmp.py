@@ -8,12 +8,15 @@ took 10–17× as long as alone. With a spin count of 3000 it takes 1.7× (about
 as fast as before; ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) is unaffected beside other work but 25–35 %
 slower alone (``benchmarks/cpu_contention.py``, docs/splat.md). ``v3d`` applies it to itself and to the
 ``ns-train`` it starts; ``ns-train`` run directly loads torch before our plugins, so it needs the variable
-in its environment (README, "Devices").
+in its environment (README, "Devices"), and :func:`spin_hint` says so when a CPU run lacks it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 SPIN_COUNT = "3000"
 
@@ -25,3 +28,22 @@ def short_openmp_spin() -> bool:
         return False
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
     return True
+
+
+def spin_hint(argv: list[str] | None = None) -> str | None:
+    """One line of advice for an ``ns-train`` process (``argv``, default ``sys.argv``) whose torch loaded with
+    libgomp's default spin (neither ``GOMP_SPINCOUNT`` nor ``OMP_WAIT_POLICY`` set), else None. Our trainer
+    prints it when it trains on CPU."""
+    argv = sys.argv if argv is None else argv
+    if not argv or Path(argv[0]).name != "ns-train":
+        return None
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        return None
+    return (f"vision3d: training on CPU with torch's default OpenMP spin-wait, which runs ~10x slower while other work "
+            f"shares the cores; `export GOMP_SPINCOUNT={SPIN_COUNT}` before ns-train avoids it (docs/splat.md)")
+
+
+def without_spin_settings(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without ``GOMP_SPINCOUNT`` and ``OMP_WAIT_POLICY`` (benchmarks and tests start processes
+    with libgomp's default spin from it)."""
+    return {k: v for k, v in environment.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}

@@ -38,6 +38,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import Viewer
 
 from vision3d.errors import one_line_errors_in_our_commands
+from vision3d.openmp import spin_hint
 from vision3d.viewer.live import LiveRefresh, update_scene
 
 torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))])
@@ -124,6 +125,9 @@ class Vision3DTrainer(Trainer):
         A Ctrl-C is known by the SIGINT itself (a handler that notes it, then does what Python's does), not by the
         exception's type: one that lands while a Numba kernel runs surfaces as the dispatcher's SystemError
         ("returned a result with an exception set"), and CI saw that form escape a check of its cause."""
+        hint = spin_hint() if str(self.device).startswith("cpu") else None
+        if hint:
+            CONSOLE.print(f"[yellow]{hint}")
         interrupted = []
 
         def note_sigint(signum, frame):  # noqa: ANN001
