@@ -9,7 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from vision3d.cli import app
-from vision3d.openmp import spin_hint, without_spin_settings
+from vision3d.openmp import SPIN_SETTINGS, spin_hint, without_spin_settings
 
 RUNNER = CliRunner()
 
@@ -46,7 +46,7 @@ def test_v3d_shortens_openmp_spin_before_torch_loads():
 
 
 def test_spin_hint_only_for_ns_train_without_a_spin_setting(monkeypatch):
-    for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+    for name in SPIN_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     assert "export GOMP_SPINCOUNT=3000" in spin_hint(["/venv/bin/ns-train", "det-gs"])
     assert spin_hint(["/venv/bin/v3d", "demo"]) is None and spin_hint(["pytest"]) is None

@@ -19,12 +19,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SPIN_COUNT = "3000"
+SPIN_SETTINGS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+"""The variables by which a user sets libgomp's spin; when either is set, we leave the spin alone."""
+
+
+def spin_is_set() -> bool:
+    """Whether this process's environment sets libgomp's spin (:data:`SPIN_SETTINGS`)."""
+    return any(name in os.environ for name in SPIN_SETTINGS)
 
 
 def short_openmp_spin() -> bool:
     """Set ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` for this process and the ones it starts, unless the user has
     set it or ``OMP_WAIT_POLICY``. Takes effect only before torch is first imported. Returns whether it set it."""
-    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+    if spin_is_set():
         return False
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
     return True
@@ -35,9 +42,7 @@ def spin_hint(argv: list[str] | None = None) -> str | None:
     libgomp's default spin (neither ``GOMP_SPINCOUNT`` nor ``OMP_WAIT_POLICY`` set), else None. Our trainer
     prints it when it trains on CPU."""
     argv = sys.argv if argv is None else argv
-    if not argv or Path(argv[0]).name != "ns-train":
-        return None
-    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+    if not argv or Path(argv[0]).name != "ns-train" or spin_is_set():
         return None
     return (f"vision3d: training on CPU with torch's default OpenMP spin-wait, which runs ~10x slower while other work "
             f"shares the cores; `export GOMP_SPINCOUNT={SPIN_COUNT}` before ns-train avoids it (docs/splat.md)")
@@ -46,4 +51,4 @@ def spin_hint(argv: list[str] | None = None) -> str | None:
 def without_spin_settings(environment: Mapping[str, str]) -> dict[str, str]:
     """``environment`` without ``GOMP_SPINCOUNT`` and ``OMP_WAIT_POLICY`` (benchmarks and tests start processes
     with libgomp's default spin from it)."""
-    return {k: v for k, v in environment.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    return {k: v for k, v in environment.items() if k not in SPIN_SETTINGS}
