@@ -298,8 +298,9 @@ def _parse_frame(meta: dict, frame, index: int, root: Path, transforms_path: Pat
         raise SceneError(f"{where}: image size w, h must be whole numbers, got {w}x{h}")
     # optional; validated since nerfstudio casts rays through them, so NaN or text would poison every ray
     lens = {key: _intrinsic(meta, frame, key, where) for key in DISTORTION_KEYS if frame.get(key, meta.get(key)) is not None}
-    if frame.get("camera_model", meta.get("camera_model")) is not None:
-        lens = {"camera_model": frame.get("camera_model", meta.get("camera_model")), **lens}
+    camera_model = frame.get("camera_model", meta.get("camera_model"))
+    if camera_model is not None:
+        lens = {"camera_model": camera_model, **lens}
 
     def optional(key):
         return _resolve(root, frame[key], transforms_path, f"frames[{index}].{key}") if key in frame else None

@@ -69,8 +69,9 @@ class TrainingPixels:
         if self.distortion is None:
             return row, col
         cam = indices[:, 0].long().cpu()
-        rays = undistorted_rays(torch.stack([col, row], dim=-1), self.intrinsics[cam], self.distortion[cam])
-        fx, fy, cx, cy = self.intrinsics[cam].to(row).unbind(-1)
+        intrinsics = self.intrinsics[cam].to(row)
+        rays = undistorted_rays(torch.stack([col, row], dim=-1), intrinsics, self.distortion[cam])
+        fx, fy, cx, cy = intrinsics.unbind(-1)
         return rays[:, 1] * fy + cy, rays[:, 0] * fx + cx
 
 
