@@ -267,7 +267,8 @@ def test_the_written_transforms_keep_the_lens_of_the_input_scene(tmp_path):
     shutil.copytree(bundled_scene_path(), scene)
     meta = json.loads((scene / "transforms.json").read_text())
     meta["k1"], meta["p2"] = -0.05, 0.001
-    meta["frames"][3]["k2"] = 0.02  # per-frame values win over the top-level ones
+    for i in (3, 4, 5):
+        meta["frames"][i]["k2"] = 0.02  # per-frame values win over the top-level ones
     (scene / "transforms.json").write_text(json.dumps(meta))
     data = load_unposed(scene, 8, views=(3, 4, 5))
     assert data.lens == {"camera_model": "OPENCV", "k1": -0.05, "k2": 0.02, "p1": 0.0, "p2": 0.001}
@@ -276,6 +277,34 @@ def test_the_written_transforms_keep_the_lens_of_the_input_scene(tmp_path):
     assert (written["k1"], written["k2"], written["p1"], written["p2"]) == (-0.05, 0.02, 0.0, 0.001)
     from_folder = load_unposed(scene / "images", 8)
     assert from_folder.lens == {}  # a folder of images: no lens known, written as OPENCV without distortion
+
+
+@pytest.mark.parametrize("change", [{"w": 64, "h": 64, "fl_x": 87.919, "fl_y": 87.919, "cx": 32.0, "cy": 32.0},
+                                    {"k1": 0.1}, {"cx": 70.0}])
+def test_a_scene_whose_chosen_frames_differ_in_camera_is_refused(tmp_path, change):
+    """One camera is trained and written for all images (the run's transforms.json has one size and K): a chosen
+    frame with another size (even with proportional intrinsics, which the square resize would hide), lens or
+    principal point is an error naming the file and both images; frames outside ``views`` do not count."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from vision3d.data.bundled import bundled_scene_path
+    from vision3d.methods.ir_nerf.data import load_unposed
+
+    scene = tmp_path / "scene"
+    shutil.copytree(bundled_scene_path(), scene)
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"][5].update(change)
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    if "w" in change:  # the image file itself is smaller (load_scene checks files against w, h)
+        image = scene / meta["frames"][5]["file_path"]
+        Image.open(image).resize((change["w"], change["h"])).save(image)
+    name = meta["frames"][5]["file_path"].split("/")[-1]
+    with pytest.raises(Vision3DError, match=rf"transforms.json: IR-NeRF needs one camera .*{name}"):
+        load_unposed(scene, 8, views=(3, 4, 5))
+    assert load_unposed(scene, 8, views=(0, 1, 2)).original_size == (128, 128)
 
 
 def test_ns_train_ir_nerf_writes_poses_that_other_methods_can_train_on(tmp_path):

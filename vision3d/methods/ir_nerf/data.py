@@ -72,6 +72,20 @@ def select_views(count: int, views: tuple[int, ...] | None, source: Path) -> lis
     return list(dict.fromkeys(views))
 
 
+def _check_same_camera(frame, first, transforms_path: Path) -> None:
+    """IR-NeRF (like GNeRF) shares one camera across the images, and the run's ``transforms.json`` writes one:
+    a frame whose size, intrinsics or lens differ from ``first``'s is an error naming both images."""
+    a, b = frame.camera, first.camera
+    same = ((a.width, a.height) == (b.width, b.height) and np.allclose(a.K, b.K, rtol=1e-3)
+            and frame.lens == first.lens)
+    if not same:
+        raise Vision3DError(
+            f"{transforms_path}: IR-NeRF needs one camera for all images, but {frame.image_path.name} "
+            f"({a.width}x{a.height}, fx={a.fx:g}, fy={a.fy:g}, cx={a.cx:g}, cy={a.cy:g}, lens {frame.lens or 'none'}) "
+            f"differs from {first.image_path.name} ({b.width}x{b.height}, fx={b.fx:g}, fy={b.fy:g}, cx={b.cx:g}, "
+            f"cy={b.cy:g}, lens {first.lens or 'none'})")
+
+
 def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0, views: tuple[int, ...] | None = None) -> UnposedImages:
     """Read ``data``: a nerfstudio scene (``transforms.json``: intrinsics used, poses kept as ground truth)
     or a folder of images (intrinsics from ``fov_deg``); ``views`` keeps those images only (see :func:`select_views`),
@@ -79,21 +93,20 @@ def load_unposed(data: Path, image_size: int, fov_deg: float = 50.0, views: tupl
     data = Path(data)
     if (data / "transforms.json").is_file() or data.name == "transforms.json":
         scene = load_scene(data)
-        paths, images, Ks, c2w = [], [], [], []  # noqa: N806
         chosen = select_views(len(scene.frames), views, scene.transforms_path)
+        first = scene.frames[chosen[0]]
+        camera = first.camera
+        paths, images, c2w = [], [], []
         for i in chosen:
             frame = scene.frames[i]
+            _check_same_camera(frame, first, scene.transforms_path)
             image, K = square_resize(scene.load_image(i), frame.camera.K, image_size)  # noqa: N806
             paths.append(frame.image_path)
             images.append(image)
-            Ks.append(K)
             c2w.append(np.asarray(frame.c2w_opencv, np.float64))
-        if not np.allclose(Ks, Ks[0], rtol=1e-3):
-            raise Vision3DError(f"{scene.transforms_path}: IR-NeRF needs one camera for all images (intrinsics differ)")
-        camera = scene.frames[0].camera
-        return UnposedImages(torch.stack(images), torch.from_numpy(Ks[0]).float(), paths,
+        return UnposedImages(torch.stack(images), torch.from_numpy(K).float(), paths,
                              torch.from_numpy(np.stack(c2w)).float(), (camera.width, camera.height),
-                             torch.from_numpy(camera.K).float(), scene.frames[chosen[0]].lens)
+                             torch.from_numpy(camera.K).float(), first.lens)
     paths = image_files(data)
     paths = [paths[i] for i in select_views(len(paths), views, data)]
     images, K, K_file, size = [], None, None, None  # noqa: N806
