@@ -65,6 +65,8 @@ def give_scene_a_lens(root: Path, lens=BARREL_LENS) -> np.ndarray:
 
 def new_pixel_rays(camera) -> np.ndarray:  # noqa: ANN001
     """``[h, w, 2]`` normalised rays of the pixels of a pinhole nerfstudio camera (after undistortion)."""
-    K = camera.get_intrinsics_matrices().reshape(3, 3).numpy()  # noqa: N806
-    rows, cols = np.meshgrid(np.arange(int(camera.height)) + 0.5, np.arange(int(camera.width)) + 0.5, indexing="ij")
-    return np.stack([(cols - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1]], -1)
+    from vision3d.geometry.camera import normalize_pixels, pixel_grid
+
+    height, width = int(camera.height), int(camera.width)
+    pixels = pixel_grid(height, width).reshape(1, -1, 2)
+    return normalize_pixels(pixels, camera.get_intrinsics_matrices().reshape(1, 3, 3)).reshape(height, width, 2).numpy()
