@@ -75,7 +75,7 @@ def demo(
 def train(
     ctx: typer.Context,
     method: str = typer.Argument(..., help="One of our ns-train methods, e.g. det-gs."),
-    preset: str = typer.Option(..., help="A preset name from configs/METHOD/ (e.g. sparse-3view) or a .yaml path."),
+    preset: str = typer.Option(..., help="A preset name from vision3d/configs/METHOD/ (e.g. sparse-3view) or a .yaml path."),
     data: Path = typer.Option(..., help="Scene folder (nerfstudio transforms.json)."),
     dry_run: bool = typer.Option(False, help="Only print the ns-train command."),
 ) -> None:

@@ -1,4 +1,4 @@
-"""Presets (``configs/<method>/<name>.yaml``) turned into the ``ns-train`` command they stand for.
+"""Presets (``vision3d/configs/<method>/<name>.yaml``) turned into the ``ns-train`` command they stand for.
 
 A preset is plain data: the method, trainer flags, the dataparser and its flags. Keeping presets as
 ns-train arguments (not as a second config system) means the run is an ordinary ``ns-train`` run, with
@@ -18,11 +18,9 @@ from vision3d.errors import Vision3DError
 
 
 def presets_dir() -> Path:
-    """``configs/`` of the source checkout (beside the package in an editable install, or in the cwd)."""
-    for candidate in (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"):
-        if candidate.is_dir():
-            return candidate
-    raise Vision3DError("no configs/ folder found: pass --preset as a path to a preset .yaml")
+    """The presets shipped in the package (``vision3d/configs/``, package data, so a wheel or ``pip install``
+    has them; the checkout's top-level ``configs`` links there)."""
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def find_preset(method: str, preset: str) -> Path:
