@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from vision3d.cli import app
@@ -64,6 +65,17 @@ def test_bench_unknown_name_is_a_clear_error():
     result = RUNNER.invoke(app, ["bench", "no-such-benchmark"])
     assert result.exit_code != 0
     assert "no benchmark 'no-such-benchmark'" in result.output + str(result.exception)
+
+
+def test_bench_outside_a_checkout_is_a_clear_error(tmp_path, monkeypatch):
+    """A pip-installed vision3d has no benchmarks/ (they are the checkout's scripts): one line, no traceback."""
+    from vision3d import bench
+    from vision3d.errors import Vision3DError
+
+    monkeypatch.setattr(bench, "CHECKOUT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Vision3DError, match="no benchmarks/ folder"):
+        bench.run_benchmarks("fields")
 
 
 def test_v3d_prints_bad_input_as_one_line(tmp_path):

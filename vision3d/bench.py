@@ -6,13 +6,19 @@ import runpy
 import sys
 from pathlib import Path
 
+from vision3d.errors import InputNotFoundError
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+"""The source checkout in an editable install (benchmarks are scripts of the checkout, not package data)."""
+
 
 def benchmarks_dir() -> Path:
     """``benchmarks/`` of the source checkout (beside the package in an editable install, or in the cwd)."""
-    for candidate in (Path(__file__).resolve().parents[1] / "benchmarks", Path.cwd() / "benchmarks"):
+    for candidate in (CHECKOUT / "benchmarks", Path.cwd() / "benchmarks"):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError("no benchmarks/ folder: run `v3d bench` from a vision3d source checkout")
+    raise InputNotFoundError("no benchmarks/ folder: the benchmarks are scripts of the source checkout; run `v3d bench` "
+                             "from a vision3d checkout (or an editable install of one)")
 
 
 def run_benchmarks(name: str = "all") -> None:
