@@ -10,12 +10,14 @@ from pathlib import Path
 
 import typer
 
+from vision3d.allocator import keep_freed_memory
 from vision3d.known_warnings import hide_in_our_commands, is_our_command
 from vision3d.openmp import short_openmp_spin
 
 hide_in_our_commands()  # before the subcommands import nerfstudio (v3d only; a test importing this sees all)
 if is_our_command():
     short_openmp_spin()  # before anything imports torch (see vision3d.openmp); not in a test or notebook
+    keep_freed_memory()  # glibc keeps freed memory for the next step's tensors (see vision3d.allocator)
 
 from vision3d.data.cli import app as data_app  # noqa: E402
 from vision3d.events.cli import app as flow_app  # noqa: E402

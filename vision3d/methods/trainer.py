@@ -18,6 +18,8 @@
   before the optimizers are built, e.g. the splat means' rate in camera extents (:mod:`vision3d.methods.splat.model`).
 - The live viewer re-renders during training at a rate set from measured frame times
   (:mod:`vision3d.viewer.live`), where nerfstudio's estimate refreshed a CPU run only every few hundred steps.
+- A CPU run keeps freed memory for the next step's tensors (:mod:`vision3d.allocator`) and says how to avoid
+  libgomp's spin-wait slowdown (:mod:`vision3d.openmp`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import Viewer
 
+from vision3d.allocator import keep_freed_memory
 from vision3d.errors import one_line_errors_in_our_commands
 from vision3d.openmp import spin_hint
 from vision3d.viewer.live import LiveRefresh, update_scene
@@ -125,7 +128,10 @@ class Vision3DTrainer(Trainer):
         A Ctrl-C is known by the SIGINT itself (a handler that notes it, then does what Python's does), not by the
         exception's type: one that lands while a Numba kernel runs surfaces as the dispatcher's SystemError
         ("returned a result with an exception set"), and CI saw that form escape a check of its cause."""
-        hint = spin_hint() if str(self.device).startswith("cpu") else None
+        on_cpu = str(self.device).startswith("cpu")
+        if on_cpu:
+            keep_freed_memory()  # ~1.4x faster CPU steps where page faults were a third of the time (vision3d.allocator)
+        hint = spin_hint() if on_cpu else None
         if hint:
             CONSOLE.print(f"[yellow]{hint}")
         interrupted = []
