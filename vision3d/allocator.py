@@ -16,7 +16,6 @@ settings (``GLIBC_TUNABLES`` or ``MALLOC_*_`` variables), it changes nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -39,10 +38,7 @@ def keep_freed_memory() -> bool:
     False without glibc or where :func:`user_sets_malloc`. Safe to call more than once."""
     if not sys.platform.startswith("linux") or user_sets_malloc():
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
+    libc = ctypes.CDLL(None)  # the symbols this process has loaded: its own C library, found without a search
     if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl's mallopt does nothing)
         return False
     mallopt = libc.mallopt
