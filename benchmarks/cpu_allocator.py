@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vision3d.allocator import OPT_OUT, user_sets_malloc
+from vision3d.allocator import OPT_OUT, without_malloc_settings
 from vision3d.openmp import SPIN_COUNT
 
 METHODS = {"vision3d-splat": 200, "det-gs": 200, "vision3d-nerfacto": 100, "helixsurf": 60, "ir-nerf": 60}
@@ -66,7 +66,7 @@ def measure(method: str, steps: int, warm_up: int) -> dict[str, float]:
 
 
 def measure_in_child(method: str, steps: int, warm_up: int, setting: dict[str, str]) -> dict[str, float]:
-    environment = {k: v for k, v in os.environ.items() if not user_sets_malloc({k: v})}
+    environment = without_malloc_settings(os.environ)
     environment.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)  # as v3d runs (vision3d.openmp)
     result = subprocess.run([sys.executable, __file__, "--child", method, "--steps", str(steps), "--warm-up",
                              str(warm_up)], env={**environment, **setting}, capture_output=True, text=True)

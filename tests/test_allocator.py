@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vision3d.allocator import OPT_OUT, user_sets_malloc
+from vision3d.allocator import OPT_OUT, user_sets_malloc, without_malloc_settings
 
 FAULTS_PER_64MB_TENSOR = """
 import resource, sys
@@ -29,9 +29,8 @@ print((faults() - start) / 10)
 def faults_per_tensor(program: str, **extra: str) -> float:
     """Minor page faults per 64 MiB tensor allocated and freed again, in a process whose ``sys.argv[0]`` is
     ``program`` when it imports ``vision3d.cli``."""
-    clean = {k: v for k, v in os.environ.items() if not user_sets_malloc({k: v})}
     out = subprocess.run([sys.executable, "-c", FAULTS_PER_64MB_TENSOR.format(program=program)],
-                         env={**clean, **extra}, capture_output=True, text=True, check=True).stdout
+                         env={**without_malloc_settings(os.environ), **extra}, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Mapping
 
 OPT_OUT = "VISION3D_MALLOC"
 """``VISION3D_MALLOC=system`` leaves glibc's malloc as it is (benchmarks compare against it this way)."""
@@ -26,11 +27,17 @@ TRIM_THRESHOLD = 1 << 30
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
 
 
-def user_sets_malloc(environment: dict[str, str] | None = None) -> bool:
+def user_sets_malloc(environment: Mapping[str, str] | None = None) -> bool:
     """Whether ``environment`` (default ``os.environ``) opts out or tunes glibc's malloc itself."""
     environment = os.environ if environment is None else environment
     return (environment.get(OPT_OUT, "") == "system" or "glibc.malloc" in environment.get("GLIBC_TUNABLES", "")
             or any(name.startswith("MALLOC_") and name.endswith("_") for name in environment))
+
+
+def without_malloc_settings(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without the variables of :func:`user_sets_malloc` (benchmarks and tests start processes
+    from it whose malloc they set themselves), as :func:`vision3d.openmp.without_spin_settings` for the spin."""
+    return {k: v for k, v in environment.items() if not user_sets_malloc({k: v})}
 
 
 def keep_freed_memory() -> bool:
