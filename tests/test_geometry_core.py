@@ -22,6 +22,7 @@ from vision3d.geometry import (
     so3_log,
     svd_orthogonalize,
     transform_points,
+    unit_depth_rays,
     unproject_depth,
     vector_angle,
 )
@@ -81,6 +82,9 @@ def test_unproject_project_roundtrip_and_pixel_centres():
     pix, z = project_points(pts.reshape(1, -1, 3), K)
     assert torch.allclose(pix, pixel_grid(12, 16).reshape(1, -1, 2), atol=1e-4)
     assert torch.allclose(z, depth.reshape(1, -1))
+    rays = unit_depth_rays(pixel_grid(12, 16).reshape(1, -1, 2), K)  # the same points at z = 1
+    assert torch.allclose(rays, pts.reshape(1, -1, 3) / depth.reshape(1, -1, 1), atol=1e-6)
+    assert torch.allclose(rays[..., 2], torch.ones(1, 12 * 16))
     assert torch.allclose(pixel_grid(2, 2)[0, 0], torch.tensor([0.5, 0.5]))
     K2 = scale_intrinsics(K, 0.5, 0.5)
     assert torch.allclose(K2[0, :2, 2], torch.tensor([4.0, 3.0]))

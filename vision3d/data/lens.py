@@ -23,7 +23,7 @@ from nerfstudio.cameras.camera_utils import radial_and_tangential_undistort
 from nerfstudio.cameras.cameras import Cameras, CameraType
 
 from vision3d.errors import Vision3DError
-from vision3d.geometry.camera import normalize_pixels, pixel_grid
+from vision3d.geometry.camera import pixel_grid, unit_depth_rays
 
 
 def without_lens(cameras: Cameras) -> Cameras:
@@ -63,8 +63,7 @@ def resample_to_undistorted(array: torch.Tensor, distorted: Cameras, undistorted
     K_old = distorted.get_intrinsics_matrices().reshape(3, 3).double().numpy().copy()  # noqa: N806
     K_old[:2, 2] -= 0.5  # OpenCV's pixel centres are at integers, nerfstudio's at +0.5
     pixels = pixel_grid(height, width, dtype=torch.float64).reshape(1, -1, 2)
-    xy = normalize_pixels(pixels, torch.from_numpy(K_new)[None]).numpy().reshape(-1, 2)
-    rays = np.concatenate([xy, np.ones_like(xy[:, :1])], -1)
+    rays = unit_depth_rays(pixels, torch.from_numpy(K_new)[None]).numpy()
     source, _ = cv2.projectPoints(rays.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), K_old, np.array([k1, k2, p1, p2, k3]))
     map_x, map_y = (source.reshape(height, width, 2)[..., i].astype(np.float32) for i in range(2))
     old_h, old_w = array.shape[:2]

@@ -11,6 +11,7 @@ from vision3d.geometry.camera import (
     pixel_grid,
     project_points,
     scale_intrinsics,
+    unit_depth_rays,
     unproject_depth,
     unproject_points,
 )
@@ -50,7 +51,8 @@ from vision3d.geometry.so3 import (
 )
 
 __all__ = [
-    "PIXEL_CENTRE", "PinholeCamera", "normalize_pixels", "pixel_grid", "project_points", "scale_intrinsics", "unproject_depth", "unproject_points",
+    "PIXEL_CENTRE", "PinholeCamera", "normalize_pixels", "pixel_grid", "project_points", "scale_intrinsics", "unit_depth_rays", "unproject_depth",
+    "unproject_points",
     "direction_error_deg", "error_auc", "relative_pose_errors", "rotation_error_deg", "translation_angle_error_deg",
     "dlt_pnp", "refine_pnp", "reprojection_errors", "weighted_pnp", "weighted_procrustes",
     "RansacResult", "ransac_pnp", "ransac_pnp_batch", "ransac_procrustes", "weighted_ransac",

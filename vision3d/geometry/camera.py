@@ -16,7 +16,7 @@ import torch
 from vision3d.geometry._checks import check_shape
 
 __all__ = ["PIXEL_CENTRE", "PinholeCamera", "pixel_grid", "unproject_depth", "unproject_points", "project_points",
-           "scale_intrinsics", "normalize_pixels"]
+           "scale_intrinsics", "normalize_pixels", "unit_depth_rays"]
 
 PIXEL_CENTRE = 0.5
 """Offset from a pixel's index to its centre's coordinate (see the module docstring)."""
@@ -128,13 +128,19 @@ def normalize_pixels(pixels: torch.Tensor, K: torch.Tensor) -> torch.Tensor:  # 
     return (pixels - c) / f
 
 
+def unit_depth_rays(pixels: torch.Tensor, K: torch.Tensor) -> torch.Tensor:  # noqa: N803
+    """Pixels ``[B, N, 2]`` to their camera rays ``K^-1 [p, 1]`` ``[B, N, 3]`` (z = 1, not unit length)."""
+    xy = normalize_pixels(pixels, K)
+    return torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1)
+
+
 def unproject_points(pixels: torch.Tensor, depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:  # noqa: N803
     """Pixels ``[B, N, 2]`` with z-depth ``[B, N]`` to camera points ``[B, N, 3]``: ``X = d K^-1 [p, 1]``."""
     check_shape("depth", depth, "*", "*")
-    xy = normalize_pixels(pixels, K)
-    if depth.shape != xy.shape[:2]:
-        raise ValueError(f"depth must have shape {list(xy.shape[:2])} to match pixels, got {list(depth.shape)}")
-    return torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1) * depth[..., None]
+    rays = unit_depth_rays(pixels, K)
+    if depth.shape != rays.shape[:2]:
+        raise ValueError(f"depth must have shape {list(rays.shape[:2])} to match pixels, got {list(depth.shape)}")
+    return rays * depth[..., None]
 
 
 def unproject_depth(depth: torch.Tensor, K: torch.Tensor, pixel_offset: float = PIXEL_CENTRE) -> torch.Tensor:  # noqa: N803

@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vision3d.geometry.camera import PIXEL_CENTRE, normalize_pixels
+from vision3d.geometry.camera import PIXEL_CENTRE, unit_depth_rays
 
 
 def pixel_rays(K: Tensor, rows: Tensor, cols: Tensor) -> Tensor:  # noqa: N803
     """Rays ``K⁻¹ [col + 0.5, row + 0.5, 1]`` ``[N, 3]`` (z = 1) of integer pixels ``rows, cols [N]``."""
     centres = torch.stack([cols, rows], dim=-1).to(K.dtype) + PIXEL_CENTRE
-    xy = normalize_pixels(centres[None], K[None])[0]
-    return torch.cat([xy, torch.ones_like(xy[:, :1])], dim=-1)
+    return unit_depth_rays(centres[None], K[None])[0]
 
 
 def plane_offset(depth: Tensor, normal: Tensor, rays: Tensor) -> Tensor:

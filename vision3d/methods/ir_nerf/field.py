@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from vision3d.errors import ConfigError
 from vision3d.fields.hash_grid import HashGrid, grid_config
-from vision3d.geometry.camera import normalize_pixels, pixel_grid
+from vision3d.geometry.camera import pixel_grid, unit_depth_rays
 
 
 @dataclass
@@ -63,9 +63,7 @@ def coarse_to_fine_weights(progress: float, n_bands: int, c2f: tuple[float, floa
 def camera_rays(c2w: Tensor, K: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
     """Rays of pixel coordinates ``pixels [B, N, 2]`` (x, y; centres at +0.5) of cameras ``c2w [B, 4, 4]``
     (OpenCV axes) with intrinsics ``K [3, 3]``: origins and unit directions ``[B, N, 3]``."""
-    xy = normalize_pixels(pixels, K[None])
-    d_cam = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1)
-    d = torch.nn.functional.normalize(d_cam @ c2w[:, :3, :3].transpose(-1, -2), dim=-1)
+    d = torch.nn.functional.normalize(unit_depth_rays(pixels, K[None]) @ c2w[:, :3, :3].transpose(-1, -2), dim=-1)
     return c2w[:, None, :3, 3].expand_as(d), d
 
 
