@@ -528,6 +528,62 @@ def test_restarts_run_phase_a_from_fresh_networks_and_go_on_with_the_best_scored
     assert bool(system.refining)
 
 
+def _cameras_moved(c2w: torch.Tensor, seed: int, noise_deg: float = 0.0) -> torch.Tensor:
+    """``c2w [N, 4, 4]`` under a random similarity, each camera then turned by ``noise_deg`` about a random axis:
+    what P estimates when it recovers the cameras (up to the similarity no pose-free method can fix)."""
+    g = torch.Generator().manual_seed(seed)
+    sim = Sim3(random_rotation(1, generator=g)[0], torch.randn(3, generator=g), 0.5 + torch.rand(1, generator=g).item())
+    out = sim.apply_to_poses(c2w)
+    axes = torch.nn.functional.normalize(torch.randn(len(c2w), 3, generator=g), dim=-1)
+    out[:, :3, :3] = out[:, :3, :3] @ so3_exp(axes * math.radians(noise_deg))
+    return out
+
+
+def test_restart_disagreement_is_lowest_for_the_largest_group_of_estimates_that_agree():
+    """Three restarts that recover the cameras (each up to its own similarity, 3° of noise) differ from each other
+    by about the noise; a mirrored and a scrambled set differ from them and from each other by far more, so their
+    medians are the highest; a diverged restart (NaN estimates) is inf and does not count in the others' medians."""
+    system = _tiny_restart_system(phase_a_restarts=6, restart_choice="agreement")
+    gt = sample_poses(analytic_scene.PRIOR, 12, torch.Generator().manual_seed(3))
+    scrambled = gt[torch.randperm(12, generator=torch.Generator().manual_seed(4))]
+    system.restart_estimates = [_cameras_moved(gt, 1, 3.0), mirrored_cameras(gt, 30.0), _cameras_moved(gt, 2, 3.0),
+                                scrambled, torch.full_like(gt, float("nan")), _cameras_moved(gt, 5, 3.0)]
+    disagreement = system.restart_disagreement()
+    good, failed = [disagreement[i] for i in (0, 2, 5)], [disagreement[i] for i in (1, 3)]
+    assert disagreement[4] == math.inf
+    assert max(good) < 0.6 * min(failed)
+    assert system.chosen_restart in (0, 2, 5)
+
+
+def test_by_agreement_the_restart_whose_poses_agree_with_the_others_goes_on(monkeypatch):
+    """``restart_choice="agreement"``: of three restarts, the last renders best (lowest score) but its P estimates
+    are the mirror image of the first two's, which agree; one of those two goes on with its own networks (fails if
+    the render score decides or if the last restart simply goes on)."""
+    torch.set_num_threads(1)
+    system = _tiny_restart_system(restart_choice="agreement")
+    snapshots = _script_restart_scores(system, monkeypatch, [0.3, 0.2, 0.1])
+    gt = sample_poses(analytic_scene.PRIOR, 4, torch.Generator().manual_seed(3))
+    scripted = [_cameras_moved(gt, 1, 1.0), _cameras_moved(gt, 2, 3.0), mirrored_cameras(gt, 30.0)]
+    monkeypatch.setattr(system, "predicted_poses", lambda: scripted[len(system.restart_estimates)])
+    for step in range(6):
+        system.train_step(step)
+    assert system.restarts_decided and system.restart_scores == [0.3, 0.2, 0.1]
+    disagreement = system.restart_disagreement()
+    assert max(disagreement[:2]) < disagreement[2]
+    chosen = system.chosen_restart
+    assert chosen in (0, 1)
+    for name, value in system.field.state_dict().items():
+        assert torch.equal(value, snapshots[chosen][name]), name
+    assert system.kept_restarts == {}
+
+
+@pytest.mark.parametrize("settings", [dict(phase_a_restarts=2), dict(restart_accept_score=0.05), dict(restart_choice="vote")])
+def test_restart_choices_that_cannot_work_are_refused(settings):
+    """Agreement needs at least three restarts, all of them run; an unknown choice is named."""
+    with pytest.raises(Vision3DError, match="restart_choice"):
+        _tiny_restart_system(**{"restart_choice": "agreement", **settings})
+
+
 def test_a_restart_scoring_at_most_the_acceptance_goes_on_at_once_and_the_rest_are_skipped(monkeypatch):
     """``restart_accept_score``: the second of three restarts scores below it, so it goes on with its own weights at
     once, no third restart is built and the run is one restart shorter (fails if the third restart still runs or
@@ -596,17 +652,19 @@ def test_restarts_that_run_to_the_end_of_a_time_budget_go_on_with_the_best_when_
     assert system.restart_scores == [0.2, 0.1, 0.3]
 
 
-def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tmp_path):
+@pytest.mark.parametrize("choice", ["render", "agreement"])
+def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tmp_path, choice):
     """A checkpoint taken inside the second restart (the first one scored and kept, the second training) holds
-    the best candidate so far; the resumed run ends the restarts with the same choice and the same weights."""
+    the candidates that may still go on and their estimates; the resumed run ends the restarts with the same
+    choice and the same weights."""
     torch.set_num_threads(1)
-    original = _tiny_restart_system()
+    original = _tiny_restart_system(restart_choice=choice)
     for step in range(3):
         original.train_step(step)
     torch.save(original.state_dict(), tmp_path / "ckpt.pt")
-    resumed = _tiny_restart_system()
+    resumed = _tiny_restart_system(restart_choice=choice)
     resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))
-    assert len(resumed.restart_scores) == 1 and resumed.best_restart is not None
+    assert len(resumed.restart_scores) == len(resumed.restart_estimates) == 1 and list(resumed.kept_restarts) == [0]
     for system in (original, resumed):
         torch.manual_seed(7)
         for step in range(3, 8):

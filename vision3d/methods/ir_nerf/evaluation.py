@@ -9,7 +9,10 @@ ground truth's frame and units. Poses are camera-to-world in OpenCV axes ``[N, 4
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +57,23 @@ def pose_errors(estimated: Tensor, ground_truth: Tensor) -> dict[str, float]:
     trans = (aligned[:, :3, 3] - ground_truth[:, :3, 3].float()).norm(dim=-1).numpy()
     return {"rot_err_deg": float(rot.mean()), "trans_err": float(trans.mean()),
             "rot_err_deg_median": float(np.median(rot)), "trans_err_median": float(np.median(trans))}
+
+
+def median_disagreement(estimates: Sequence[Tensor]) -> list[float]:
+    """For each camera set ``[N, 4, 4]`` (the same N images), the median over the other sets of the mean rotation
+    difference (deg) after Sim(3) alignment, averaged both ways (the alignment is a least-squares fit, not
+    symmetric). Sets that recover the cameras agree up to a similarity; mirrored or scrambled sets differ from them
+    and each their own way, so the lowest median marks the largest group that agrees. A set that is not finite
+    (a diverged run) gets inf and is left out of the others' medians."""
+    finite = [i for i, c2w in enumerate(estimates) if torch.isfinite(c2w).all()]
+    diff = {}
+    for i, j in itertools.combinations(finite, 2):
+        diff[i, j] = diff[j, i] = (pose_errors(estimates[i], estimates[j])["rot_err_deg"] +
+                                   pose_errors(estimates[j], estimates[i])["rot_err_deg"]) / 2
+    values = [math.inf] * len(estimates)
+    for i in finite:
+        values[i] = statistics.median([diff[i, j] for j in finite if j != i]) if len(finite) > 1 else math.inf
+    return values
 
 
 def mirrored_cameras(c2w: Tensor, plane_azimuth_deg: float = 0.0) -> Tensor:

@@ -68,6 +68,9 @@ class IRNeRFModel(Model):
         if "restart_score" in out:  # a restart of phase A just ended: say how it scored and which one goes on
             scores, total = self.system.restart_scores, self.system.config.phase_a_restarts
             chosen = f"; restart {self.system.chosen_restart + 1} goes on" if self.system.restarts_decided else ""
+            if self.system.restarts_decided and self.system.config.restart_choice == "agreement":
+                degrees = ", ".join(f"{d:.1f}" for d in self.system.restart_disagreement())
+                chosen += f", the one whose poses agree best with the others' (median differences {degrees} deg)"
             CONSOLE.log(f"ir-nerf: restart {len(scores)} of {total} scored {scores[-1]:.4f} (MSE of renders at P's poses){chosen}")
         return out
 

@@ -9,7 +9,8 @@ alternating until ``alternate_until``, then B (fractions of ``max_steps``).
 Restarts (``phase_a_restarts`` R > 1): the GAN settles on the scene's mirror image or a scrambled camera set in
 a fraction of runs (docs/ir-nerf.md), so phase A runs R times, each with a fresh field, D, P and codebook, to
 ``restart_until``; the run whose field renders the real images best at P's estimates (mean squared error, no
-ground truth) goes on with the schedule. The steps run one candidate after the other (``total_steps``; under a
+ground truth) goes on with the schedule, or with ``restart_choice = "agreement"`` the run whose P estimates agree
+best with the other runs' (runs that recover the cameras agree with each other; failed ones fail each their own way). The steps run one candidate after the other (``total_steps``; under a
 time budget each gets its share of it, ``budget_position``); a
 candidate scoring at most ``restart_accept_score`` goes on at once (as RANSAC stops once a model is good enough).
 Variants for the benchmark (config fields): ``adversarial=False`` skips phase A and starts the poses from
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from vision3d.errors import ConfigError
 from vision3d.methods.ir_nerf import losses
 from vision3d.methods.ir_nerf.codebook_init import initial_codes
+from vision3d.methods.ir_nerf.evaluation import median_disagreement
 from vision3d.methods.ir_nerf.field import CoarseField, CoarseFieldConfig, camera_rays, image_pixels
 from vision3d.methods.ir_nerf.networks import PatchDiscriminator, PoseEstimator, SceneCodebook
 from vision3d.methods.ir_nerf.pose_prior import PosePriorConfig, pose_from_9d, pose_to_9d, sample_poses
@@ -99,6 +101,10 @@ class IRNeRFConfig:
     """A restart whose score is at most this goes on at once and the remaining restarts are skipped (None: all
     run). The score is an MSE of colours in [0, 1], so the value depends on the scene (docs/ir-nerf.md: 0.035 on
     the analytic scene at 16²). Under ns-train the iterations a skip frees refine at the final learning rate."""
+    restart_choice: str = "render"
+    """Which restart goes on: ``render``, the lowest :meth:`IRNeRF.restart_score`; ``agreement``, the lowest
+    :meth:`IRNeRF.restart_disagreement` (needs at least 3 restarts, all run: ``restart_accept_score`` None).
+    docs/ir-nerf.md compares the two on rendered real models (session 28)."""
     seed: int = 0
 
 
@@ -137,6 +143,13 @@ class IRNeRF(nn.Module):
         self.generator = torch.Generator().manual_seed(config.seed)
         if config.phase_a_restarts < 1:
             raise ConfigError(f"phase_a_restarts must be at least 1, got {config.phase_a_restarts}")
+        if config.restart_choice not in ("render", "agreement"):
+            raise ConfigError(f"restart_choice must be 'render' or 'agreement', got {config.restart_choice!r}")
+        if config.restart_choice == "agreement" and config.phase_a_restarts > 1 and (
+                config.phase_a_restarts < 3 or config.restart_accept_score is not None):
+            raise ConfigError("restart_choice 'agreement' compares every restart with the others: it needs "
+                              f"phase_a_restarts >= 3 (got {config.phase_a_restarts}) and restart_accept_score None "
+                              f"(got {config.restart_accept_score})")
         if config.restart_until is not None and not 0 < config.restart_until <= config.phase_a_until:
             raise ConfigError(f"restart_until must lie in (0, phase_a_until = {config.phase_a_until}], got {config.restart_until}")
         self._build_networks(config.seed)
@@ -148,7 +161,9 @@ class IRNeRF(nn.Module):
         self.optimizers = self._make_optimizers()
         self.seconds = 0.0
         self.restart_scores: list[float] = []
-        self.best_restart: dict | None = None  # the best candidate's networks and optimiser moments so far
+        self.restart_estimates: list[Tensor] = []  # P's estimates of each scored restart
+        self.kept_restarts: dict[int, dict] = {}  # networks and optimiser moments of the restarts that may go on
+        self._disagreement: tuple[int, list[float]] = (0, [])  # restart_disagreement of that many estimates
 
     def _build_networks(self, seed: int) -> None:
         """Fresh field, D, P and codebook (parameters drawn after ``torch.manual_seed(seed)``)."""
@@ -182,17 +197,20 @@ class IRNeRF(nn.Module):
 
     def get_extra_state(self) -> dict:
         """What a checkpoint holds besides the parameters, so that a resumed run continues this one: the
-        optimisers' moments, the sampling generator's state, the step count and the restarts' scores and best
-        candidate (see :meth:`set_extra_state`)."""
+        optimisers' moments, the sampling generator's state, the step count and the restarts' scores, estimates and
+        kept candidates (see :meth:`set_extra_state`)."""
         return {"optimizers": self._optimizer_states(), "generator": self.generator.get_state(),
                 "step_count": self.step_count, "seconds": self.seconds, "restart_scores": list(self.restart_scores),
-                "best_restart": self.best_restart}
+                "restart_estimates": list(self.restart_estimates), "kept_restarts": dict(self.kept_restarts)}
 
     def set_extra_state(self, state: dict) -> None:
         self._load_optimizer_states(state["optimizers"])
         self.generator.set_state(state["generator"])
         self.step_count, self.seconds = state["step_count"], state["seconds"]
-        self.restart_scores, self.best_restart = list(state.get("restart_scores", [])), state.get("best_restart")
+        self.restart_scores = list(state.get("restart_scores", []))
+        self.restart_estimates = list(state.get("restart_estimates", []))
+        self.kept_restarts = dict(state.get("kept_restarts", {}))
+        self._disagreement = (0, [])
 
     def _optimizer_states(self) -> dict:
         return {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()}
@@ -256,7 +274,11 @@ class IRNeRF(nn.Module):
 
     @property
     def chosen_restart(self) -> int:
-        """Index of the lowest-scored restart so far (0 before any is scored)."""
+        """Index of the restart that goes on, by ``restart_choice``, among those scored so far (0 before any is
+        scored; by the render score while fewer than 3 are scored)."""
+        if self.config.restart_choice == "agreement" and len(self.restart_estimates) >= 3:
+            disagreement = self.restart_disagreement()
+            return disagreement.index(min(disagreement))
         return self.restart_scores.index(min(self.restart_scores)) if self.restart_scores else 0
 
     def budget_position(self, progress: float) -> tuple[int, float]:
@@ -363,28 +385,41 @@ class IRNeRF(nn.Module):
         real images."""
         return float(((self.render_image(c2w) - self.images) ** 2).mean())
 
+    def restart_disagreement(self) -> list[float]:
+        """:func:`~vision3d.methods.ir_nerf.evaluation.median_disagreement` of the scored restarts' P estimates
+        (deg, one per restart; the lowest goes on with ``restart_choice = "agreement"``)."""
+        if self._disagreement[0] != len(self.restart_estimates):
+            self._disagreement = (len(self.restart_estimates), median_disagreement(self.restart_estimates))
+        return list(self._disagreement[1])
+
     def _networks(self) -> dict[str, nn.Module]:
         nets = {"field": self.field, "discriminator": self.discriminator, "estimator": self.estimator}
         return nets if self.codebook is None else {**nets, "codebook": self.codebook}
 
     def _end_restart(self, candidate: int) -> float:
-        """Score the candidate that just reached ``restart_until``, keep it if it is the best so far, then start
-        the next one from fresh networks, or once they are decided (the last one, or one accepted by
-        ``restart_accept_score``) go on with the best. A diverged candidate (NaN score) counts as the worst."""
+        """Score the candidate that just reached ``restart_until`` and keep it while it may still go on (by the
+        render score: if it is the best so far; by agreement: every one), then start the next one from fresh
+        networks, or once they are decided (the last one, or one accepted by ``restart_accept_score``) go on with
+        :attr:`chosen_restart`. A diverged candidate (NaN score or estimates) counts as the worst."""
         score = self.restart_score()
         score = score if math.isfinite(score) else math.inf
-        if not self.restart_scores or score < min(self.restart_scores):
-            self.best_restart = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
-                                 "optimizers": self._optimizer_states()}
         self.restart_scores.append(score)
+        self.restart_estimates.append(self.predicted_poses().cpu())
+        state = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
+                 "optimizers": self._optimizer_states()}
+        if self.config.restart_choice == "agreement":
+            self.kept_restarts[candidate] = state
+        elif self.chosen_restart == candidate:
+            self.kept_restarts = {candidate: state}
         if not self.restarts_decided:
             self._build_networks(self.config.seed + candidate + 1)
             self.optimizers = self._make_optimizers()
         else:
+            chosen = self.kept_restarts[self.chosen_restart]
             for name, module in self._networks().items():
-                module.load_state_dict(self.best_restart["networks"][name])
-            self._load_optimizer_states(self.best_restart["optimizers"])
-            self.best_restart = None  # the checkpoint no longer needs it
+                module.load_state_dict(chosen["networks"][name])
+            self._load_optimizer_states(chosen["optimizers"])
+            self.kept_restarts = {}  # the checkpoint no longer needs them
         return score
 
     # -- phase A --------------------------------------------------------------------------------------------
