@@ -118,6 +118,7 @@ def plot(path: Path, table: dict[int, dict[str, float]], title: str) -> None:
     ks = sorted(table)
     for rule in RULES:
         ax.plot(ks, [table[k][rule] for k in ks], marker="o", label=rule)
+    ax.set_xticks(ks)
     ax.set_xlabel("restarts k (every subset of the runs)")
     ax.set_ylabel("end rotation error of the chosen run (deg)")
     ax.set_title(title, fontsize=9)
