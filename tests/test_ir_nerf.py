@@ -675,6 +675,31 @@ def test_a_run_resumed_between_restarts_continues_them_and_picks_the_same_one(tm
             assert torch.equal(a, b), name
 
 
+def test_a_checkpoint_written_before_restart_choices_resumes_between_restarts(tmp_path, monkeypatch):
+    """Checkpoints before session 28 held the best candidate as ``best_restart`` (no estimates, no kept set); a run
+    resumed from one between restarts still goes on with that candidate, here the first (it raised a KeyError)."""
+    torch.set_num_threads(1)
+    original = _tiny_restart_system()
+    _script_restart_scores(original, monkeypatch, [0.1, 0.2, 0.3])
+    for step in range(3):
+        original.train_step(step)
+    state = original.state_dict()
+    extra = state["_extra_state"]
+    extra["best_restart"] = extra.pop("kept_restarts")[0]
+    del extra["restart_estimates"]
+    torch.save(state, tmp_path / "ckpt.pt")
+    resumed = _tiny_restart_system()
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))
+    _script_restart_scores(resumed, monkeypatch, [0.2, 0.3])
+    for system in (original, resumed):
+        torch.manual_seed(7)
+        for step in range(3, 8):
+            system.train_step(step)
+    assert resumed.restart_scores == original.restart_scores == [0.1, 0.2, 0.3] and resumed.chosen_restart == 0
+    for name, value in original.field.state_dict().items():
+        assert torch.equal(value, resumed.field.state_dict()[name]), name
+
+
 def test_the_schedule_fits_restarts_into_the_trainers_iterations():
     """ns-train gives a number of iterations; the schedule plus the restarts' extra phase-A steps fill it."""
     system = _tiny_restart_system(restart_until=None)

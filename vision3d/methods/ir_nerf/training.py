@@ -210,6 +210,8 @@ class IRNeRF(nn.Module):
         self.restart_scores = list(state.get("restart_scores", []))
         self.restart_estimates = list(state.get("restart_estimates", []))
         self.kept_restarts = dict(state.get("kept_restarts", {}))
+        if state.get("best_restart") is not None:  # written before session 28: the best candidate by the render score
+            self.kept_restarts = {self.restart_scores.index(min(self.restart_scores)): state["best_restart"]}
         self._disagreement = (0, [])
 
     def _optimizer_states(self) -> dict:
