@@ -122,9 +122,8 @@ def plot(path: Path, table: dict[int, dict[str, float]], title: str) -> None:
     ax.set_xlabel("restarts k (every subset of the runs)")
     ax.set_ylabel("end rotation error of the chosen run (deg)")
     ax.set_title(title, fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(ncol=len(RULES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # below: clear of the lines
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
