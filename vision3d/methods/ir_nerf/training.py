@@ -10,9 +10,10 @@ Restarts (``phase_a_restarts`` R > 1): the GAN settles on the scene's mirror ima
 a fraction of runs (docs/ir-nerf.md), so phase A runs R times, each with a fresh field, D, P and codebook, to
 ``restart_until``; the run whose field renders the real images best at P's estimates (mean squared error, no
 ground truth) goes on with the schedule, or with ``restart_choice = "agreement"`` the run whose P estimates agree
-best with the other runs' (runs that recover the cameras agree with each other; failed ones fail each their own way). The steps run one candidate after the other (``total_steps``; under a
-time budget each gets its share of it, ``budget_position``); a
-candidate scoring at most ``restart_accept_score`` goes on at once (as RANSAC stops once a model is good enough).
+best with the other runs' (runs that recover the cameras agree with each other; failed ones fail each their own
+way). The steps run one candidate after the other (``total_steps``; under a time budget each gets its share of it,
+``budget_position``); a candidate scoring at most ``restart_accept_score`` goes on at once (as RANSAC stops once a
+model is good enough).
 Variants for the benchmark (config fields): ``adversarial=False`` skips phase A and starts the poses from
 prior samples (BARF-style refinement); ``use_codebook=False`` drops L_rec/L_c (GNeRF).
 Patches (GNeRF's dynamic patch sampler): ``patch_size²`` pixels on a grid spanning a random fraction
