@@ -408,12 +408,12 @@ class IRNeRF(nn.Module):
         score = score if math.isfinite(score) else math.inf
         self.restart_scores.append(score)
         self.restart_estimates.append(self.predicted_poses().cpu())
-        state = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
-                 "optimizers": self._optimizer_states()}
-        if self.config.restart_choice == "agreement":
+        if self.config.restart_choice == "agreement" or self.chosen_restart == candidate:  # copied only when kept
+            state = {"networks": {k: copy.deepcopy(m.state_dict()) for k, m in self._networks().items()},
+                     "optimizers": self._optimizer_states()}
+            if self.config.restart_choice == "render":
+                self.kept_restarts = {}  # the best so far only
             self.kept_restarts[candidate] = state
-        elif self.chosen_restart == candidate:
-            self.kept_restarts = {candidate: state}
         if not self.restarts_decided:
             self._build_networks(self.config.seed + candidate + 1)
             self.optimizers = self._make_optimizers()
