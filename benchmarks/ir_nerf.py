@@ -16,7 +16,7 @@ the same for the poses refinement started from, held-out PSNR / SSIM after test-
 (``--tto-steps``) from the aligned true poses, steps done and seconds; ``--pictures DIR`` also draws each variant's
 estimated and true camera frusta. With ``--set phase_a_restarts=R`` (b) and (c) split the budget between their
 restarts (IRNeRF.budget_position) and a line under the table gives each restart's score, P's rotation error when it
-was scored, and the restart that went on.
+was scored (with ``restart_choice=agreement`` also its median disagreement) and the restart that went on.
 
     python benchmarks/ir_nerf.py --budget 600 --size 32
     python benchmarks/ir_nerf.py --scene-dir SCENE --budget 60       # a quick look
@@ -97,7 +97,8 @@ def run_variant(name: str, data, train_idx, test_idx, args) -> dict[str, float]:
                                steps=args.tto_steps)
     return {**row, "start_rot_err_deg": started["rot_err_deg"], "start_trans_err": started["trans_err"], **views,
             "steps": step, "seconds": seconds, "restart_scores": system.restart_scores,
-            "restart_errors": restart_errors, "chosen": system.chosen_restart}
+            "restart_errors": restart_errors, "chosen": system.chosen_restart,
+            "disagreement": system.restart_disagreement() if config.restart_choice == "agreement" else []}
 
 
 def main() -> None:
@@ -149,7 +150,10 @@ def main() -> None:
               f"{r['start_trans_err']:.3f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['steps']} | {r['seconds']:.0f} |", flush=True)
         if r["restart_scores"]:
             scores = ", ".join(f"{s:.4f} ({e:.1f} deg)" for s, e in zip(r["restart_scores"], r["restart_errors"], strict=True))
-            restarts.append(f"# {name}: restart scores (P's rotation error then) {scores}; restart {r['chosen'] + 1} went on")
+            agreement = (f"; median disagreements {', '.join(f'{d:.1f}' for d in r['disagreement'])} deg"
+                         if r["disagreement"] else "")
+            restarts.append(f"# {name}: restart scores (P's rotation error then) {scores}{agreement}; "
+                            f"restart {r['chosen'] + 1} went on")
     print("\n".join(restarts))
 
 
