@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 from ir_nerf import REPO, SCENES, scene_path  # this folder is on sys.path when a benchmark runs as a script
 
@@ -93,15 +94,16 @@ def cached_runs(args: argparse.Namespace) -> list[dict]:
     return [torch.load(folder / f"seed{s}.pt") for s in args.seeds]
 
 
-def choices(runs: list[dict], k: int) -> dict[str, float]:
-    """Mean end error (deg) of the run each rule picks, over every subset of ``k`` runs."""
-    from vision3d.methods.ir_nerf.evaluation import median_disagreement
+def choices(runs: list[dict], pairwise: np.ndarray, k: int) -> dict[str, float]:
+    """Mean end error (deg) of the run each rule picks, over every subset of ``k`` runs (``pairwise``: the runs'
+    :func:`~vision3d.methods.ir_nerf.evaluation.pairwise_disagreement`, aligned once, not once per subset)."""
+    from vision3d.methods.ir_nerf.evaluation import disagreement_medians
 
     picked = {rule: [] for rule in RULES}
-    for subset in itertools.combinations(runs, k):
-        ends = [r["end_rot_err"] for r in subset]
-        disagreement = median_disagreement([r["estimates"] for r in subset])
-        renders = [r["render_score"] for r in subset]
+    for subset in itertools.combinations(range(len(runs)), k):
+        ends = [runs[i]["end_rot_err"] for i in subset]
+        disagreement = disagreement_medians(pairwise[np.ix_(subset, subset)])
+        renders = [runs[i]["render_score"] for i in subset]
         picked["render"].append(ends[renders.index(min(renders))])
         picked["agreement"].append(ends[disagreement.index(min(disagreement))])
         picked["random"].append(statistics.mean(ends))
@@ -151,16 +153,17 @@ def main() -> None:
     print(f"# scene {args.scene}, {args.size}², {args.steps} steps, scored at {args.score_at:.3f} of the schedule, "
           f"variant {'(c) IR-NeRF' if args.codebook else '(b) GNeRF-style'}, seeds {args.seeds}")
     runs = cached_runs(args)
-    from vision3d.methods.ir_nerf.evaluation import median_disagreement
+    from vision3d.methods.ir_nerf.evaluation import disagreement_medians, pairwise_disagreement
 
-    disagreement = median_disagreement([r["estimates"] for r in runs])
+    pairwise = pairwise_disagreement([r["estimates"] for r in runs])
+    disagreement = disagreement_medians(pairwise)
     print("| seed | scored after (steps) | rot err then (deg) | render score | median disagreement, all runs (deg) | "
           "end rot err (deg) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for run, d in zip(runs, disagreement, strict=True):
         print(f"| {run['seed']} | {run['scored_after']} | {run['scored_rot_err']:.1f} | {run['render_score']:.4f} | {d:.1f} | "
               f"{run['end_rot_err']:.1f} |")
-    table = {k: choices(runs, k) for k in range(3, len(runs) + 1)}
+    table = {k: choices(runs, pairwise, k) for k in range(3, len(runs) + 1)}
     print("\n| restarts k | subsets | " + " | ".join(RULES) + " |")
     print("|---:|---:|" + "---:|" * len(RULES))
     for k, row in table.items():

@@ -11,7 +11,15 @@ import torch
 from vision3d.errors import Vision3DError
 from vision3d.geometry.so3 import random_rotation, so3_exp
 from vision3d.methods.ir_nerf import analytic_scene, losses
-from vision3d.methods.ir_nerf.evaluation import Sim3, align_poses, mirrored_cameras, pose_errors
+from vision3d.methods.ir_nerf.evaluation import (
+    Sim3,
+    align_poses,
+    disagreement_medians,
+    median_disagreement,
+    mirrored_cameras,
+    pairwise_disagreement,
+    pose_errors,
+)
 from vision3d.methods.ir_nerf.field import coarse_to_fine_weights
 from vision3d.methods.ir_nerf.networks import SceneCodebook
 from vision3d.methods.ir_nerf.pose_prior import (
@@ -542,7 +550,9 @@ def _cameras_moved(c2w: torch.Tensor, seed: int, noise_deg: float = 0.0) -> torc
 def test_restart_disagreement_is_lowest_for_the_largest_group_of_estimates_that_agree():
     """Three restarts that recover the cameras (each up to its own similarity, 3° of noise) differ from each other
     by about the noise; a mirrored and a scrambled set differ from them and from each other by far more, so their
-    medians are the highest; a diverged restart (NaN estimates) is inf and does not count in the others' medians."""
+    medians are the highest; a diverged restart (NaN estimates) is inf and does not count in the others' medians.
+    The medians of a sub-matrix of the pairwise differences are those of that subset of sets (the restart-choice
+    benchmark aligns every pair once and reads its subsets so)."""
     system = _tiny_restart_system(phase_a_restarts=6, restart_choice="agreement")
     gt = sample_poses(analytic_scene.PRIOR, 12, torch.Generator().manual_seed(3))
     scrambled = gt[torch.randperm(12, generator=torch.Generator().manual_seed(4))]
@@ -553,6 +563,11 @@ def test_restart_disagreement_is_lowest_for_the_largest_group_of_estimates_that_
     assert disagreement[4] == math.inf
     assert max(good) < 0.6 * min(failed)
     assert system.chosen_restart in (0, 2, 5)
+    pairwise = pairwise_disagreement(system.restart_estimates)
+    assert np.array_equal(pairwise, pairwise.T, equal_nan=True) and np.isnan(pairwise[4]).all()
+    for subset in ([0, 1, 2], [1, 2, 4, 5], [3, 4]):
+        assert disagreement_medians(pairwise[np.ix_(subset, subset)]) == median_disagreement(
+            [system.restart_estimates[i] for i in subset])
 
 
 def test_by_agreement_the_restart_whose_poses_agree_with_the_others_goes_on(monkeypatch):

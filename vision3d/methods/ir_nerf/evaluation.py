@@ -59,21 +59,37 @@ def pose_errors(estimated: Tensor, ground_truth: Tensor) -> dict[str, float]:
             "rot_err_deg_median": float(np.median(rot)), "trans_err_median": float(np.median(trans))}
 
 
-def median_disagreement(estimates: Sequence[Tensor]) -> list[float]:
-    """For each camera set ``[N, 4, 4]`` (the same N images), the median over the other sets of the mean rotation
-    difference (deg) after Sim(3) alignment, averaged both ways (the alignment is a least-squares fit, not
-    symmetric). Sets that recover the cameras agree up to a similarity; mirrored or scrambled sets differ from them
-    and each their own way, so the lowest median marks the largest group that agrees. A set that is not finite
-    (a diverged run) gets inf and is left out of the others' medians."""
+def pairwise_disagreement(estimates: Sequence[Tensor]) -> np.ndarray:
+    """``[S, S]`` mean rotation difference (deg) between camera sets ``[N, 4, 4]`` (the same N images) after Sim(3)
+    alignment, averaged both ways (the alignment is a least-squares fit, not symmetric); 0 on the diagonal. Rows
+    and columns of a set that is not finite (a diverged run) are NaN, its diagonal included."""
     finite = [i for i, c2w in enumerate(estimates) if torch.isfinite(c2w).all()]
-    diff = {}
+    diff = np.full((len(estimates), len(estimates)), np.nan)
+    for i in finite:
+        diff[i, i] = 0.0
     for i, j in itertools.combinations(finite, 2):
         diff[i, j] = diff[j, i] = (pose_errors(estimates[i], estimates[j])["rot_err_deg"] +
                                    pose_errors(estimates[j], estimates[i])["rot_err_deg"]) / 2
-    values = [math.inf] * len(estimates)
+    return diff
+
+
+def disagreement_medians(pairwise: np.ndarray) -> list[float]:
+    """For each set of a :func:`pairwise_disagreement` matrix (or a sub-matrix of it: a subset of the sets), the
+    median of its differences to the other finite sets; inf for a non-finite set, or when no other set is finite."""
+    finite = [i for i in range(len(pairwise)) if not np.isnan(pairwise[i, i])]
+    values = [math.inf] * len(pairwise)
     for i in finite:
-        values[i] = statistics.median([diff[i, j] for j in finite if j != i]) if len(finite) > 1 else math.inf
+        if len(finite) > 1:
+            values[i] = statistics.median(float(pairwise[i, j]) for j in finite if j != i)
     return values
+
+
+def median_disagreement(estimates: Sequence[Tensor]) -> list[float]:
+    """For each camera set ``[N, 4, 4]``, the median over the other sets of its :func:`pairwise_disagreement`
+    (deg). Sets that recover the cameras agree up to a similarity; mirrored or scrambled sets differ from them and
+    each their own way, so the lowest median marks the largest group that agrees. A set that is not finite (a
+    diverged run) gets inf and is left out of the others' medians."""
+    return disagreement_medians(pairwise_disagreement(estimates))
 
 
 def mirrored_cameras(c2w: Tensor, plane_azimuth_deg: float = 0.0) -> Tensor:
