@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
+
 from vision3d.allocator import OPT_OUT, without_malloc_settings
 from vision3d.openmp import SPIN_COUNT
 
@@ -88,8 +90,8 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
         print(json.dumps(measure(args.child, args.steps, args.warm_up)))
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit or '?'} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {os.cpu_count()} cores | "
+    commit = git_commit()
+    print(f"commit {commit} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {os.cpu_count()} cores | "
           f"bundled scene | per step after {args.warm_up} warm-up steps")
     print("| method | steps | malloc | s/step (median) | sys s/step | minor faults/step | peak RSS MiB | speed-up |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
+
 from vision3d.openmp import without_spin_settings
 
 SETTINGS = {
@@ -54,8 +56,8 @@ def main() -> None:
     parser.add_argument("--competitors", type=int, default=1, help="busy processes beside the contended runs")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each setting and condition")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit or '?'} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {os.cpu_count()} cores | "
+    commit = git_commit()
+    print(f"commit {commit} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {os.cpu_count()} cores | "
           f"det-gs demo, {args.steps} steps a variant | {args.competitors} busy process(es) beside | "
           f"{args.repeats} run(s) each")
     print("| setting | base alone s | base beside s | slowdown | det-gs alone s | det-gs beside s | slowdown |")

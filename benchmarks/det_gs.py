@@ -34,11 +34,11 @@ import argparse
 import datetime
 import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -78,13 +78,6 @@ def code_version() -> str:
     for path in sorted((REPO / "vision3d").rglob("*.py")):
         digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
     return digest.hexdigest()[:12]
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "vision3d", "benchmarks"],
-                           capture_output=True, text=True).stdout.strip()
-    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def scene_folder(name: str, cache: Path, resolution: int) -> Path:

@@ -24,7 +24,6 @@ import argparse
 import importlib
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 from scipy.spatial import cKDTree
 
 from vision3d.data.bundled import bundled_scene_path
@@ -136,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     gt = bundled_scene_path() / "mesh.ply"
     rows = []
 

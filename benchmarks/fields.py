@@ -27,7 +27,6 @@ import argparse
 import copy
 import datetime
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from nerfstudio.configs.method_configs import method_configs
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.data.dataparser import Vision3DDataParserConfig
@@ -100,7 +100,7 @@ def main() -> None:
     numba.set_num_threads(args.threads)
     data = args.data or bundled_scene_path()
     out = Path(tempfile.mkdtemp(prefix="v3d-bench-fields-"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     print(f"# benchmarks/fields.py --rays {args.rays} --steps {args.steps} --rounds {args.rounds} --budget {args.budget:g} "
           f"--threads {args.threads}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; commit {commit}; "
           f"scene {data.name}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)

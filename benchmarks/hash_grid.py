@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
 import numba
 import torch
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.fields import HashGrid, grid_config
 
@@ -81,8 +81,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit or '?'} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | torch threads "
+    commit = git_commit()
+    print(f"commit {commit} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | torch threads "
           f"{args.threads} | load average at start {os.getloadavg()[0]:.1f} | x.requires_grad={args.xgrad}")
     encoders = {
         "nerfstudio torch": (nerfstudio_encoding(), False),

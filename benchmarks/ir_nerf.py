@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from ir_nerf_phase_a import apply_overrides  # this folder is on sys.path when a benchmark runs as a script
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.allocator import keep_freed_memory
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
@@ -136,7 +136,7 @@ def main() -> None:
     n = len(data.paths)
     test_idx = torch.arange(0, n, 8)
     train_idx = torch.tensor([i for i in range(n) if i % 8 != 0])
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     print(f"# ir-nerf benchmark, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
     print(f"# scene {scene} ({len(train_idx)} training / {len(test_idx)} held-out views), working size {args.size}, "
           f"budget {args.budget:.0f} s per variant, {args.threads} thread(s), encoding {args.encoding}, seed {args.seed}, "

@@ -15,10 +15,10 @@ on the real images as P trains, and of the refined poses.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 
 import torch
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.methods.ir_nerf.data import load_unposed
@@ -49,7 +49,7 @@ def main() -> None:
                           lr_final_factor=1.0, seed=args.seed)
     system = IRNeRF(config, data.images, data.K)
     gt = data.gt_c2w
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     print(f"# {vars(args)} commit {commit}")
     print("| stage | step | rot err (deg) | seconds |\n|---|---:|---:|---:|")
     print(f"| prior samples | 0 | {pose_errors(system.prior_poses, gt)['rot_err_deg']:.1f} | 0 |")

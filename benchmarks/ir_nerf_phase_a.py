@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.geometry.metrics import rotation_error_deg
@@ -207,7 +207,7 @@ def main() -> None:
     apply_overrides(config, args.set)
     system = IRNeRF(config, data.images, data.K)
     held_out = sample_poses(prior, 32, torch.Generator().manual_seed(1234))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     print(f"# scene {args.scene_dir or args.scene} size {args.size} seed {args.seed} views {args.views or 'all'} prior {prior_name} bound {args.bound} set {args.set} "
           f"codebook {args.codebook} commit {commit}\n# {prior}\n# {prior_percentiles(prior, data.gt_c2w)}")
     if args.schedule:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import time
 
 import torch
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.data.bundled import bundled_scene_path
 from vision3d.geometry.so3 import so3_exp
@@ -56,7 +56,7 @@ def main() -> None:
     start = gt.clone()
     start[:, :3, :3] = gt[:, :3, :3] @ so3_exp(axes * math.radians(args.noise_deg))
     system.start_from(start)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     print(f"# {vars(args)} commit {commit}")
     print("| step | photometric | rot err (deg) | seconds |\n|---:|---:|---:|---:|")
     print(f"| 0 | - | {pose_errors(system.estimated_poses(), gt)['rot_err_deg']:.2f} | 0 |")

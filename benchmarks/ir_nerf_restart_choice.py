@@ -23,7 +23,6 @@ import itertools
 import json
 import math
 import statistics
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ir_nerf import REPO, SCENES, scene_path  # this folder is on sys.path when a benchmark runs as a script
+from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 RULES = ("render", "agreement", "random", "best")
 
@@ -148,7 +148,7 @@ def main() -> None:
     if len(args.seeds) < 3:
         parser.error("--seeds needs at least 3 runs: agreement compares each run with the others")
 
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     print(f"# ir-nerf restart choice, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
     print(f"# scene {args.scene}, {args.size}², {args.steps} steps, scored at {args.score_at:.3f} of the schedule, "
           f"variant {'(c) IR-NeRF' if args.codebook else '(b) GNeRF-style'}, seeds {args.seeds}")
