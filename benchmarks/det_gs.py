@@ -38,9 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
+from provenance import REPO, git_commit  # this folder is on sys.path when a benchmark runs as a script
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "base": {"use_depth": False, "use_edge": False, "use_tv": False},
     "depth only": {"use_depth": True, "use_edge": False, "use_tv": False},

@@ -33,13 +33,12 @@ from pathlib import Path
 
 import torch
 from ir_nerf_phase_a import apply_overrides  # this folder is on sys.path when a benchmark runs as a script
-from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
+from provenance import REPO, git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 from vision3d.allocator import keep_freed_memory
 from vision3d.methods.ir_nerf.field import CoarseFieldConfig
 from vision3d.methods.ir_nerf.training import IRNeRFConfig
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "(a) BARF-style": {"adversarial": False, "use_codebook": False},
     "(b) GNeRF-style": {"adversarial": True, "use_codebook": False},

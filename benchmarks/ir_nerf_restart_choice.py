@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ir_nerf import REPO, SCENES, scene_path  # this folder is on sys.path when a benchmark runs as a script
-from provenance import git_commit  # this folder is on sys.path when a benchmark runs as a script
+from ir_nerf import SCENES, scene_path  # this folder is on sys.path when a benchmark runs as a script
+from provenance import REPO, git_commit  # this folder is on sys.path when a benchmark runs as a script
 
 RULES = ("render", "agreement", "random", "best")
 
